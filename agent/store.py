@@ -1,0 +1,97 @@
+"""Where bundles, artifacts, logs and status live: a local directory or (on AWS) a bucket.
+
+Keys are POSIX paths such as ``bundles/<id>.tar.gz`` or ``runs/<run>/<exp>/artifacts/...``;
+every writer goes through this interface so the agent never cares which one it has.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes just transferred."""
+
+
+class Store(Protocol):
+    def exists(self, key: str) -> bool: ...
+
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None: ...
+
+    def get_file(self, key: str, dest: Path) -> None: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
+class LocalStore:
+    """A directory laid out by key; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        parts = key.split("/")
+        if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"invalid store key: {key!r}")
+        return self.root.joinpath(*parts)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+            shutil.copystat(path, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_file(self, key: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.path(key), dest)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in sorted(files):
+                if name.startswith(".tmp-"):
+                    continue
+                yield Path(dirpath, name).relative_to(self.root).as_posix()
+
+    def delete_prefix(self, prefix: str) -> None:
+        target = self.path(prefix.rstrip("/"))
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Terraform rendering and driving, and AWS helpers."""
