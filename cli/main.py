@@ -1,2 +1,418 @@
+"""The ``gridctl`` command: parses, calls one function in ``commands``, renders the result.
+
+Errors are caught once, in ``main``: a GridctlError or a usage error prints one line and
+exits 2 (1 when the work itself failed); nothing else reaches the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from gridctl.cli.errors import EXIT_FAILED, GridctlError
+
+app = typer.Typer(
+    name="gridctl",
+    help="Grid.ai-style runs and hyperparameter sweeps on this machine or in your AWS account.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+
+
+OUTPUT = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _warn(message: str) -> None:
+    _console(stderr=True).print(f"[yellow]warning:[/] {message}", markup=True)
+
+
+def _home() -> Path:
+    from gridctl.cli.settings import gridctl_home
+
+    return gridctl_home()
+
+
+def _confirm(count: int) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return typer.confirm(f"This sweep starts {count} experiments. Continue?", default=False)
+
+
+RUN_HELP = """Run SCRIPT once per combination of the sweeps in its arguments.
+
+Everything after SCRIPT goes to the script verbatim; a flag value such as "[0.1, 0.01]",
+"range(0, 5, 2)", "uniform(1e-5, 1e-1, 8)", "loguniform(1e-5, 1e-1, 4)",
+"linspace(0, 1, 5)" or "choice(['a', 'b'], 3)" is a sweep.
+
+With --dry-run --output json prints {"run", "experiments": [{"name", "params", "argv"}]};
+with --wait --output json, the final status as `gridctl status RUN --output json` does.
+Exit codes: 0 ok, 1 an experiment did not succeed (--wait/--follow), 2 bad input.
+"""
+
+
+@app.command(
+    help=RUN_HELP,
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def run(
+    script: str = typer.Argument(..., help="the script: .py runs with python, .sh with bash"),
+    script_args: list[str] | None = typer.Argument(None, help="passed to the script as is"),
+    cloud: str | None = typer.Option(None, help="local or aws (default: local until up)"),
+    name: str | None = typer.Option(None, help="run name (default: generated)"),
+    description: str | None = typer.Option(None, help="free text kept with the run"),
+    config: Path | None = typer.Option(None, help="Grid-style YAML file"),
+    cpus: float | None = typer.Option(None, help="CPUs per experiment (default 1)"),
+    gpus: int | None = typer.Option(None, help="GPUs per experiment (default 0)"),
+    memory: str | None = typer.Option(None, help="memory per experiment, unit required: 10G"),
+    instance_type: str | None = typer.Option(
+        None, "--instance_type", "--instance-type", help="AWS type or Grid nickname (8_v100_32gb)"
+    ),
+    use_spot: bool | None = typer.Option(
+        None, "--use_spot", "--use-spot", help="spot instances", show_default=False
+    ),
+    auto_resume: bool | None = typer.Option(
+        None, "--auto_resume", "--auto-resume", help="resume after a spot interruption"
+    ),
+    strategy: str | None = typer.Option(None, help="grid_search, random_search or none"),
+    trials: int | None = typer.Option(None, help="combinations to pick with random_search"),
+    seed: int | None = typer.Option(None, help="seed for samples and picks"),
+    ignore_warnings: bool = typer.Option(
+        False, "--ignore_warnings", "--ignore-warnings", help="skip warnings and prompts"
+    ),
+    datastore_name: str | None = typer.Option(None, "--datastore_name", "--datastore-name"),
+    datastore_version: int | None = typer.Option(
+        None, "--datastore_version", "--datastore-version"
+    ),
+    datastore_mount_dir: str | None = typer.Option(
+        None, "--datastore_mount_dir", "--datastore-mount-dir", help="default /opt/datastore"
+    ),
+    scratch_size: int | None = typer.Option(
+        None, "--scratch_size", "--scratch-size", help="scratch space in GB"
+    ),
+    scratch_mount_path: str | None = typer.Option(
+        None, "--scratch_mount_path", "--scratch-mount-path", help="default /scratch"
+    ),
+    framework: str | None = typer.Option(None, help="lightning, torch, tensorflow, ..."),
+    credential: str | None = typer.Option(None, help="AWS profile to use"),
+    localdir: Path | None = typer.Option(None, help="project root (default: current dir)"),
+    dashes_to_underscores: bool = typer.Option(
+        False,
+        "--dashes_to_underscores",
+        "--dashes-to-underscores",
+        help="rewrite --a-b script flags to --a_b as Grid did",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="print, start nothing"),
+    wait: bool = typer.Option(False, help="block until every experiment ends"),
+    follow: bool = typer.Option(False, help="stream all logs until every experiment ends"),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+    from gridctl.cli.plan import RunOptions
+
+    home = _home()
+    options = RunOptions(
+        script=script,
+        script_args=tuple(script_args or ()),
+        cloud=cloud,
+        name=name,
+        description=description,
+        config=config,
+        cpus=cpus,
+        gpus=gpus,
+        memory=memory,
+        instance_type=instance_type,
+        use_spot=use_spot,
+        auto_resume=auto_resume,
+        strategy=strategy,
+        trials=trials,
+        seed=seed,
+        ignore_warnings=ignore_warnings,
+        datastore_name=datastore_name,
+        datastore_version=datastore_version,
+        datastore_mount_dir=datastore_mount_dir,
+        scratch_size=scratch_size,
+        scratch_mount_path=scratch_mount_path,
+        framework=framework,
+        credential=credential,
+        localdir=localdir,
+        dashes_to_underscores=dashes_to_underscores,
+    )
+    plan = commands.plan(options, home, _confirm)
+    for message in plan.warnings:
+        _warn(message)
+    if dry_run:
+        if output is Output.json:
+            render.print_json(render.plan_json(plan))
+        else:
+            _console().print(render.plan_table(plan))
+        return
+
+    bundle = commands.scan(plan.localdir, home)
+    for message in commands.bundle_warnings(bundle, ignore_warnings):
+        _warn(message)
+    with _upload_progress(bundle) as progress:
+        submitted = commands.submit(plan, home, bundle, progress)
+    if not (wait or follow):
+        if output is Output.json:
+            render.print_json(render.plan_json(submitted.plan))
+        else:
+            _console().print(
+                f"[bold]{plan.name}[/]: {len(plan.experiments)} experiment(s) submitted"
+                f" to {plan.cloud}. Watch with: gridctl status {plan.name}"
+            )
+            print(plan.name)
+        return
+    if follow:
+        _follow_run(home, plan.name)
+    final = commands.wait(home, plan.name)
+    if output is Output.json:
+        render.print_json(render.run_json(final, with_experiments=True))
+    else:
+        _console().print(render.run_table(final))
+    if final.status != "succeeded":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _upload_progress(bundle):
+    """A progress bar on stderr for bundles big enough to take a while."""
+    from contextlib import nullcontext
+
+    from gridctl.cli.bundle import SIZE_WARNING_BYTES
+
+    if bundle.total_bytes <= SIZE_WARNING_BYTES:
+        return nullcontext(None)
+    from contextlib import contextmanager
+
+    from rich.progress import Progress
+
+    @contextmanager
+    def bar():
+        with Progress(console=_console(stderr=True), transient=True) as progress:
+            task = progress.add_task("uploading code bundle", total=bundle.total_bytes)
+
+            def update(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            yield update
+
+    return bar()
+
+
+def _follow_run(home: Path, run_name: str) -> None:
+    """Interleave every experiment's log, prefixed with its name, until all have ended."""
+    import threading
+
+    from gridctl.cli import commands
+
+    experiments = commands.run_status(home, run_name).experiments
+    lock = threading.Lock()
+
+    def stream(experiment: str) -> None:
+        for line in commands.logs(home, experiment, follow=True, tail=None):
+            with lock:
+                sys.stdout.write(f"{experiment} | {line}")
+                sys.stdout.flush()
+
+    threads = [threading.Thread(target=stream, args=(e.name,), daemon=True) for e in experiments]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+@app.command(
+    help="Runs (name, status, backend, counts per state, duration, cost), or one run's"
+    " experiments. JSON: a list of {run, status, backend, counts, created_at, duration, cost,"
+    " seed, strategy, description}; with RUN one object with those keys plus experiments:"
+    " [{name, status, params, exit_code, resumes, started_at, finished_at, duration, instance,"
+    " reason}]."
+)
+def status(
+    run_name: str | None = typer.Argument(None, metavar="[RUN]"),
+    watch: bool = typer.Option(False, help="refresh until the run(s) end; Ctrl-C to leave"),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+
+    home = _home()
+    if watch and output is Output.json:
+        raise GridctlError("--watch shows a live table; drop --output json")
+
+    def snapshot():
+        if run_name:
+            return commands.run_status(home, run_name)
+        return commands.runs(home)
+
+    def table(result):
+        return render.run_table(result) if run_name else render.runs_table(result)
+
+    result = snapshot()
+    if output is Output.json:
+        if run_name:
+            render.print_json(render.run_json(result, with_experiments=True))
+        else:
+            render.print_json([render.run_json(r, with_experiments=False) for r in result])
+        return
+    if not watch:
+        _console().print(table(result))
+        return
+    import time
+
+    from rich.live import Live
+
+    def active(result) -> bool:
+        runs = [result] if run_name else result
+        return any(r.status in ("queued", "running") for r in runs)
+
+    with Live(table(result), console=_console(), auto_refresh=False) as live:
+        while active(result):
+            time.sleep(1)
+            result = snapshot()
+            live.update(table(result), refresh=True)
+
+
+@app.command(help="An experiment's stdout and stderr, each line time-stamped (UTC).")
+def logs(
+    experiment: str = typer.Argument(...),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep streaming until it ends"),
+    tail: int | None = typer.Option(None, help="only the last N lines"),
+) -> None:
+    from gridctl.cli import commands
+
+    for line in commands.logs(_home(), experiment, follow=follow, tail=tail):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+@app.command(
+    help="Download artifacts (files the script created or changed), one folder per"
+    " experiment. JSON: {dest, files: [paths]}."
+)
+def artifacts(
+    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT..."),
+    dest: Path = typer.Option(Path("gridctl_artifacts"), help="where to put them"),
+    match: str | None = typer.Option(None, help="only paths matching this regex"),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+
+    copied = commands.artifacts(_home(), names, dest, match)
+    if output is Output.json:
+        render.print_json({"dest": str(dest), "files": [str(p) for p in copied]})
+    else:
+        _console().print(f"{len(copied)} file(s) downloaded to {dest}/")
+
+
+@app.command(
+    help="Stop experiments gracefully (SIGTERM, grace period, SIGKILL); artifacts are kept."
+    " JSON: [{name, status, ...}] as in status."
+)
+def stop(
+    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT..."),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+
+    stopped = commands.stop(_home(), names)
+    if output is Output.json:
+        render.print_json([render.experiment_json(e) for e in stopped])
+    else:
+        for e in stopped:
+            _console().print(f"{e.name}: {e.status}")
+
+
+@app.command(help="Stop if needed, then remove logs, artifacts and records. JSON: {deleted}.")
+def delete(
+    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT..."),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+
+    deleted = commands.delete(_home(), names)
+    if output is Output.json:
+        render.print_json({"deleted": deleted})
+    else:
+        _console().print(f"deleted {len(deleted)} experiment(s)")
+
+
+@app.command(
+    help="What `run` would upload: file count, bytes and bundle id. JSON: {files, bytes,"
+    " bundle_id, warnings}; with --list a JSON list of paths."
+)
+def bundle(
+    localdir: Path = typer.Option(Path("."), help="project root"),
+    list_: bool = typer.Option(False, "--list", help="print every path"),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+    from gridctl.cli.machines import format_bytes
+
+    result = commands.scan(localdir, _home())
+    for message in result.warnings:
+        _warn(message)
+    paths = [e.path for e in result.entries]
+    if list_:
+        if output is Output.json:
+            render.print_json(paths)
+        else:
+            sys.stdout.write("".join(p + "\n" for p in paths))
+        return
+    if output is Output.json:
+        render.print_json(
+            {
+                "files": len(paths),
+                "bytes": result.total_bytes,
+                "bundle_id": result.bundle_id,
+                "warnings": list(result.warnings),
+            }
+        )
+    else:
+        _console().print(
+            f"{len(paths)} files, {format_bytes(result.total_bytes)}, bundle {result.bundle_id}"
+        )
+
+
 def main() -> None:
-    pass
+    try:
+        code = app(standalone_mode=False)
+    except GridctlError as exc:
+        sys.stderr.write(f"gridctl: error: {exc.message}\n")
+        code = exc.exit_code
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        sys.stderr.write("gridctl: aborted\n")
+        code = EXIT_FAILED
+    except typer.TyperException as exc:
+        lines = exc.format_message().strip().splitlines() or ["invalid usage"]
+        sys.stderr.write(f"gridctl: error: {lines[0]} (see --help)\n")
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("gridctl: interrupted\n")
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    except Exception as exc:
+        if os.environ.get("GRIDCTL_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"gridctl: internal error: {exc!r} (set GRIDCTL_DEBUG=1 for the traceback)\n"
+        )
+        code = EXIT_FAILED
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,237 @@
+"""The local scheduler: a background process that runs queued experiments on this machine.
+
+It is started by the CLI when there is work, holds ``agent.lock`` while alive (so there is
+at most one per ``GRIDCTL_HOME``), runs each experiment through ``ExperimentRunner`` in a
+thread, and exits once nothing is queued or running. Whoever takes the lock while
+experiments are marked started knows their agent died (crash, kill, reboot) and marks them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridctl.agent.registry import ExperimentRecord, Registry
+from gridctl.agent.resources import Capacity, machine_capacity
+from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
+from gridctl.agent.scheduler import Allocation, Request, schedule
+from gridctl.agent.store import LocalStore
+
+ORPHAN_REASON = "the local agent ended unexpectedly (crash or reboot)"
+TICK = 0.2
+IDLE_EXIT = 2.0
+
+
+@dataclass(frozen=True)
+class Home:
+    """The layout of ``GRIDCTL_HOME``, shared by the CLI and the agent."""
+
+    root: Path
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry.db"
+
+    @property
+    def store(self) -> LocalStore:
+        return LocalStore(self.root / "store")
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "agent.lock"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.root / "agent.log"
+
+    def log_key(self, run: str, experiment: str) -> str:
+        return f"runs/{run}/{experiment}/log"
+
+    def workspace(self, run: str, experiment: str) -> Workspace:
+        return Workspace(
+            exec_dir=self.root / "work" / experiment,
+            scratch_dir=self.root / "scratch" / experiment,
+            log_path=self.store.path(self.log_key(run, experiment)),
+            bundle_cache=self.root / "cache" / "bundles",
+        )
+
+
+class AgentLock:
+    """An flock on ``agent.lock``: held by the live scheduler, free when none runs."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def try_acquire(self) -> bool:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def mark_orphans(registry: Registry) -> list[str]:
+    """Experiments marked started whose agent is gone: end their leftovers and mark them.
+
+    Call only while holding the agent lock.
+    """
+    import psutil
+
+    orphans = registry.experiments(statuses=("starting", "running"))
+    for record in orphans:
+        if record.pid:
+            try:
+                proc = psutil.Process(record.pid)
+                if abs(proc.create_time() - (record.pid_started or 0)) < 1:
+                    os.killpg(record.pid, signal.SIGKILL)
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                pass
+        registry.finish(record.name, "failed", None, ORPHAN_REASON)
+    return [r.name for r in orphans]
+
+
+def reconcile(home: Home) -> None:
+    """Mark orphans and make sure a scheduler runs when anything is queued."""
+    lock = AgentLock(home.lock)
+    try:
+        if not lock.try_acquire():
+            return
+        registry = Registry(home.registry)
+        try:
+            mark_orphans(registry)
+            queued = bool(registry.experiments(statuses=("queued",)))
+        finally:
+            registry.close()
+        lock.release()
+        if queued:
+            spawn(home)
+    finally:
+        lock.close()
+
+
+def spawn(home: Home) -> None:
+    """Start the scheduler in its own session so it outlives the terminal and the CLI."""
+    home.root.mkdir(parents=True, exist_ok=True)
+    with home.agent_log.open("ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "gridctl.agent", "local", "--home", str(home.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+class _RegistryRecorder:
+    """Reports one experiment's progress to the registry from its runner thread."""
+
+    def __init__(self, home: Home, name: str) -> None:
+        self.home = home
+        self.name = name
+
+    def running(self, pid: int, pid_started: float) -> None:
+        registry = Registry(self.home.registry)
+        try:
+            registry.mark_running(self.name, pid, pid_started)
+        finally:
+            registry.close()
+
+    def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
+        registry = Registry(self.home.registry)
+        try:
+            registry.finish(self.name, status, exit_code, reason)
+        finally:
+            registry.close()
+
+
+def _request(record: ExperimentRecord) -> Request:
+    return Request(record.name, record.spec.cpus, record.spec.gpus, record.spec.memory)
+
+
+class Scheduler:
+    def __init__(self, home: Home, capacity: Capacity, settings: RunnerSettings) -> None:
+        self.home = home
+        self.capacity = capacity
+        self.settings = settings
+        self.registry = Registry(home.registry)
+        self.wake = threading.Event()
+        self.active: dict[str, tuple[ExperimentRunner, Allocation, threading.Thread]] = {}
+
+    def tick(self) -> bool:
+        """One round of reaping, stopping and starting; False once there is nothing to do."""
+        for name in [n for n, (_, _, t) in self.active.items() if not t.is_alive()]:
+            del self.active[name]
+        for record in self.registry.experiments(statuses=("starting", "running")):
+            if record.stop_requested and record.name in self.active:
+                self.active[record.name][0].request_stop()
+        queued = self.registry.experiments(statuses=("queued",))
+        running = [alloc for _, alloc, _ in self.active.values()]
+        records = {r.name: r for r in queued}
+        for alloc in schedule([_request(r) for r in queued], running, self.capacity):
+            if self.registry.claim(alloc.name, alloc.gpu_ids):
+                self._start(records[alloc.name], alloc)
+        return bool(self.active) or bool(queued)
+
+    def _start(self, record: ExperimentRecord, alloc: Allocation) -> None:
+        runner = ExperimentRunner(
+            record.spec,
+            self.home.store,
+            self.home.workspace(record.run, record.name),
+            _RegistryRecorder(self.home, record.name),
+            gpu_ids=alloc.gpu_ids,
+            settings=self.settings,
+        )
+
+        def work() -> None:
+            try:
+                runner.run()
+                shutil.rmtree(runner.workspace.exec_dir, ignore_errors=True)
+            finally:
+                self.wake.set()
+
+        thread = threading.Thread(target=work, name=record.name, daemon=True)
+        self.active[record.name] = (runner, alloc, thread)
+        thread.start()
+
+
+def serve(home: Home, settings: RunnerSettings | None = None) -> int:
+    lock = AgentLock(home.lock)
+    if not lock.try_acquire():
+        return 0
+    registry = Registry(home.registry)
+    mark_orphans(registry)
+    registry.close()
+    scheduler = Scheduler(home, machine_capacity(), settings or RunnerSettings())
+    idle_since: float | None = None
+    while True:
+        if scheduler.tick():
+            idle_since = None
+        else:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > IDLE_EXIT:
+                # Release first, then look again: a CLI that queued work after our last
+                # look either sees the lock free and spawns a scheduler, or we see its work.
+                lock.release()
+                if not scheduler.registry.experiments(statuses=("queued",)):
+                    return 0
+                if not lock.try_acquire():
+                    return 0
+                idle_since = None
+        scheduler.wake.wait(TICK)
+        scheduler.wake.clear()

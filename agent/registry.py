@@ -1,0 +1,240 @@
+"""The local backend's run registry: runs, experiments and their states in SQLite.
+
+Every CLI call and the local scheduler open their own connection; WAL mode and
+``BEGIN IMMEDIATE`` make concurrent submissions and status updates safe.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridctl.agent.spec import ExperimentSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name        TEXT PRIMARY KEY,
+    backend     TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    description TEXT,
+    strategy    TEXT NOT NULL,
+    seed        INTEGER NOT NULL,
+    bundle_id   TEXT NOT NULL,
+    localdir    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    name           TEXT PRIMARY KEY,
+    run            TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    idx            INTEGER NOT NULL,
+    spec           TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    exit_code      INTEGER,
+    resumes        INTEGER NOT NULL DEFAULT 0,
+    created_at     REAL NOT NULL,
+    started_at     REAL,
+    finished_at    REAL,
+    pid            INTEGER,
+    pid_started    REAL,
+    gpu_ids        TEXT,
+    reason         TEXT,
+    stop_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, idx);
+CREATE INDEX IF NOT EXISTS experiments_by_status ON experiments(status);
+"""
+
+
+class DuplicateRunError(Exception):
+    """The run name is taken (another CLI call may have just used it)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    backend: str
+    created_at: float
+    description: str | None
+    strategy: str
+    seed: int
+    bundle_id: str
+    localdir: str
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    name: str
+    run: str
+    index: int
+    spec: ExperimentSpec
+    status: str
+    exit_code: int | None
+    resumes: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    pid: int | None
+    pid_started: float | None
+    gpu_ids: tuple[int, ...]
+    reason: str | None
+    stop_requested: bool
+
+
+def _experiment(row: sqlite3.Row) -> ExperimentRecord:
+    return ExperimentRecord(
+        name=row["name"],
+        run=row["run"],
+        index=row["idx"],
+        spec=ExperimentSpec.from_json(row["spec"]),
+        status=row["status"],
+        exit_code=row["exit_code"],
+        resumes=row["resumes"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        pid=row["pid"],
+        pid_started=row["pid_started"],
+        gpu_ids=tuple(json.loads(row["gpu_ids"] or "[]")),
+        reason=row["reason"],
+        stop_requested=bool(row["stop_requested"]),
+    )
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(**{key: row[key] for key in row.keys()})  # noqa: SIM118 - sqlite3.Row
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- runs -------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, experiments: Sequence[ExperimentSpec]) -> None:
+        now = time.time()
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM runs WHERE name = ?", (run.name,)).fetchone():
+                raise DuplicateRunError(run.name)
+            db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.name,
+                    run.backend,
+                    run.created_at,
+                    run.description,
+                    run.strategy,
+                    run.seed,
+                    run.bundle_id,
+                    run.localdir,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO experiments (name, run, idx, spec, status, created_at)"
+                " VALUES (?, ?, ?, ?, 'queued', ?)",
+                [(e.name, run.name, e.index, e.to_json(), now) for e in experiments],
+            )
+
+    def run_exists(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+
+    def get_run(self, name: str) -> RunRecord | None:
+        row = self._db.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
+        return _run(row) if row else None
+
+    def runs(self) -> list[RunRecord]:
+        return [_run(r) for r in self._db.execute("SELECT * FROM runs ORDER BY created_at")]
+
+    def delete_run(self, name: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM experiments WHERE run = ?", (name,))
+            db.execute("DELETE FROM runs WHERE name = ?", (name,))
+
+    # -- experiments ------------------------------------------------------------------
+
+    def experiments(
+        self, run: str | None = None, statuses: Iterable[str] | None = None
+    ) -> list[ExperimentRecord]:
+        query, args = "SELECT * FROM experiments WHERE 1=1", []
+        if run is not None:
+            query += " AND run = ?"
+            args.append(run)
+        if statuses is not None:
+            wanted = list(statuses)
+            query += f" AND status IN ({','.join('?' * len(wanted))})"
+            args.extend(wanted)
+        query += " ORDER BY created_at, run, idx"
+        return [_experiment(r) for r in self._db.execute(query, args)]
+
+    def get_experiment(self, name: str) -> ExperimentRecord | None:
+        row = self._db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        return _experiment(row) if row else None
+
+    def delete_experiment(self, name: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM experiments WHERE name = ?", (name,))
+
+    def claim(self, name: str, gpu_ids: Sequence[int]) -> bool:
+        """Move a queued experiment to ``starting``; False if it was stopped meanwhile."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE experiments SET status = 'starting', gpu_ids = ?, started_at = ?"
+                " WHERE name = ? AND status = 'queued'",
+                (json.dumps(list(gpu_ids)), time.time(), name),
+            )
+            return cur.rowcount == 1
+
+    def mark_running(self, name: str, pid: int, pid_started: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE experiments SET status = 'running', pid = ?, pid_started = ?"
+                " WHERE name = ?",
+                (pid, pid_started, name),
+            )
+
+    def finish(self, name: str, status: str, exit_code: int | None, reason: str | None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE experiments SET status = ?, exit_code = ?, reason = ?, finished_at = ?"
+                " WHERE name = ?",
+                (status, exit_code, reason, time.time(), name),
+            )
+
+    def request_stop(self, names: Iterable[str]) -> None:
+        """Queued experiments stop at once; started ones are flagged for the scheduler."""
+        now = time.time()
+        with self._write() as db:
+            for name in names:
+                db.execute(
+                    "UPDATE experiments SET status = 'stopped', finished_at = ?,"
+                    " reason = 'stopped by user' WHERE name = ? AND status = 'queued'",
+                    (now, name),
+                )
+                db.execute(
+                    "UPDATE experiments SET stop_requested = 1"
+                    " WHERE name = ? AND status IN ('starting', 'running')",
+                    (name,),
+                )

@@ -1,0 +1,24 @@
+"""``make bench``: every benchmark, each printing its figure against its target."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_bundle  # noqa: E402
+import bench_dispatch  # noqa: E402
+import bench_help  # noqa: E402
+
+
+def main() -> int:
+    failed = 0
+    for bench in (bench_help, bench_bundle, bench_dispatch):
+        failed += bench.main() != 0
+    print("all benchmarks at target" if not failed else f"{failed} benchmark(s) missed target")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The backend interface the CLI drives, and the plain data it returns."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from gridctl.agent.spec import STATES
+from gridctl.agent.store import Store
+from gridctl.cli.plan import RunPlan
+
+
+@dataclass(frozen=True)
+class ExperimentStatus:
+    name: str
+    run: str
+    status: str
+    params: dict[str, object]
+    argv: tuple[str, ...]
+    exit_code: int | None = None
+    resumes: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str | None = None
+    instance: str | None = None
+
+
+def derive_status(states: Sequence[str]) -> str:
+    """A run is active while any experiment is; once all ended, the worst outcome names it."""
+    present = set(states)
+    for state in ("running", "starting"):
+        if state in present:
+            return "running"
+    if "queued" in present:
+        return "queued"
+    for state in ("failed", "interrupted", "stopped"):
+        if state in present:
+            return state
+    return "succeeded"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    name: str
+    backend: str
+    created_at: float
+    description: str | None
+    seed: int
+    strategy: str
+    experiments: tuple[ExperimentStatus, ...] = field(default_factory=tuple)
+
+    @property
+    def status(self) -> str:
+        return derive_status([e.status for e in self.experiments])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = Counter(e.status for e in self.experiments)
+        return {state: found[state] for state in STATES if found[state]}
+
+    @property
+    def started_at(self) -> float | None:
+        return min((e.started_at for e in self.experiments if e.started_at), default=None)
+
+    @property
+    def finished_at(self) -> float | None:
+        if any(e.finished_at is None for e in self.experiments):
+            return None
+        return max((e.finished_at for e in self.experiments if e.finished_at), default=None)
+
+
+class Backend(Protocol):
+    """Where experiments execute. Names are run or experiment names as the user typed them."""
+
+    name: str
+    store: Store
+
+    def check_resources(self, *, cpus: float, gpus: int, memory: int) -> None:
+        """Refuse (GridctlError) a request that can never be scheduled here."""
+
+    def run_exists(self, name: str) -> bool: ...
+
+    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str) -> None: ...
+
+    def runs(self) -> list[RunStatus]: ...
+
+    def run(self, name: str) -> RunStatus: ...
+
+    def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
+        """The experiments the names denote (a run name means all of its experiments)."""
+
+    def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]: ...
+
+    def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]: ...
+
+    def stop(self, names: Sequence[str]) -> list[ExperimentStatus]: ...
+
+    def delete(self, names: Sequence[str]) -> list[str]: ...

@@ -1,0 +1,224 @@
+"""The local backend: experiments run on this machine under the local scheduler."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from gridctl.agent import daemon
+from gridctl.agent import logs as logfiles
+from gridctl.agent.daemon import Home
+from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
+from gridctl.agent.resources import machine_capacity
+from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec
+from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.errors import GridctlError
+from gridctl.cli.machines import format_bytes
+from gridctl.cli.plan import RunPlan
+
+STOP_WAIT = 60.0
+
+
+def _status(record: ExperimentRecord) -> ExperimentStatus:
+    return ExperimentStatus(
+        name=record.name,
+        run=record.run,
+        status=record.status,
+        params=record.spec.params,
+        argv=record.spec.argv,
+        exit_code=record.exit_code,
+        resumes=record.resumes,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        reason=record.reason,
+        instance="local",
+    )
+
+
+def _interpreter(argv0: str, path: str | None) -> str | None:
+    """What ``python``/``bash`` resolve to on the submitter's PATH; None runs the script."""
+    if argv0 not in ("python", "bash"):
+        return None
+    found = shutil.which(argv0, path=path) or (
+        shutil.which("python3", path=path) if argv0 == "python" else None
+    )
+    if found is None:
+        raise GridctlError(f"{argv0} is not on your PATH")
+    return found
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, home: Path) -> None:
+        self.home = Home(home)
+        self.store = self.home.store
+        self._registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.home.registry)
+            daemon.reconcile(self.home)
+        return self._registry
+
+    def check_resources(self, *, cpus: float, gpus: int, memory: int) -> None:
+        capacity = machine_capacity()
+        if gpus > capacity.gpus:
+            raise GridctlError(
+                f"--gpus {gpus}: this machine has {capacity.gpus} GPU(s) (use --cloud aws)"
+            )
+        if cpus > capacity.cpus:
+            raise GridctlError(f"--cpus {cpus:g}: this machine has {capacity.cpus:g} CPUs")
+        if memory > capacity.memory:
+            raise GridctlError(
+                f"--memory {format_bytes(memory)}: this machine has {format_bytes(capacity.memory)}"
+            )
+
+    def check_datastore(self, name: str, version: int | None) -> None:
+        raise GridctlError(f"unknown datastore {name!r}: there are no datastores on this machine")
+
+    def run_exists(self, name: str) -> bool:
+        return self.registry.run_exists(name)
+
+    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str) -> None:
+        env = {**os.environ, **plan.environment}
+        executable = _interpreter(plan.experiments[0].argv[0], env.get("PATH"))
+        specs = [
+            ExperimentSpec(
+                run=plan.name,
+                name=e.name,
+                index=e.index,
+                argv=e.argv,
+                bundle_key=bundle_key,
+                executable=executable,
+                params=e.params,
+                env=env,
+                cpus=plan.resources.cpus,
+                gpus=plan.resources.gpus,
+                memory=plan.resources.memory,
+                auto_resume=plan.auto_resume,
+            )
+            for e in plan.experiments
+        ]
+        record = RunRecord(
+            name=plan.name,
+            backend=self.name,
+            created_at=time.time(),
+            description=plan.description,
+            strategy=plan.strategy,
+            seed=plan.seed,
+            bundle_id=bundle_id,
+            localdir=str(plan.localdir),
+        )
+        try:
+            self.registry.create_run(record, specs)
+        except DuplicateRunError:
+            raise GridctlError(f"run name {plan.name!r} is already used") from None
+        daemon.reconcile(self.home)
+
+    def _run_status(self, run: RunRecord) -> RunStatus:
+        return RunStatus(
+            name=run.name,
+            backend=run.backend,
+            created_at=run.created_at,
+            description=run.description,
+            seed=run.seed,
+            strategy=run.strategy,
+            experiments=tuple(_status(e) for e in self.registry.experiments(run.name)),
+        )
+
+    def runs(self) -> list[RunStatus]:
+        return [self._run_status(r) for r in self.registry.runs()]
+
+    def run(self, name: str) -> RunStatus:
+        record = self.registry.get_run(name)
+        if record is None:
+            raise GridctlError(f"no run named {name!r} (see gridctl status)")
+        return self._run_status(record)
+
+    def _records(self, names: Sequence[str]) -> list[ExperimentRecord]:
+        found: dict[str, ExperimentRecord] = {}
+        for name in names:
+            if self.registry.get_run(name) is not None:
+                found.update((e.name, e) for e in self.registry.experiments(name))
+                continue
+            record = self.registry.get_experiment(name)
+            if record is None:
+                raise GridctlError(f"no run or experiment named {name!r} (see gridctl status)")
+            found[record.name] = record
+        return list(found.values())
+
+    def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
+        return [_status(r) for r in self._records(names)]
+
+    def _log_path(self, record: ExperimentRecord) -> Path:
+        return self.home.workspace(record.run, record.name).log_path
+
+    def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]:
+        record = self.registry.get_experiment(experiment)
+        if record is None:
+            raise GridctlError(f"no experiment named {experiment!r} (see gridctl status RUN)")
+        path = self._log_path(record)
+        start = 0
+        if tail is not None:
+            yield from logfiles.tail(path, tail)
+            start = path.stat().st_size if path.exists() else 0
+            if not follow:
+                return
+        elif not follow:
+            if path.exists():
+                with path.open("r", encoding="utf-8", errors="replace") as f:
+                    yield from f
+            return
+
+        def ended() -> bool:
+            current = self.registry.get_experiment(experiment)
+            return current is None or current.status not in ACTIVE_STATES
+
+        yield from logfiles.follow(path, ended, start=start)
+
+    def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
+        pattern = re.compile(match) if match else None
+        copied: list[Path] = []
+        for record in self._records(names):
+            prefix = f"runs/{record.run}/{record.name}/artifacts/"
+            for key in self.store.list(prefix):
+                rel = key[len(prefix) :]
+                if pattern and not pattern.search(rel):
+                    continue
+                target = dest / record.name / rel
+                self.store.get_file(key, target)
+                copied.append(target)
+        return copied
+
+    def stop(self, names: Sequence[str]) -> list[ExperimentStatus]:
+        targets = [r.name for r in self._records(names)]
+        self.registry.request_stop(targets)
+        daemon.reconcile(self.home)
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline:
+            current = [self.registry.get_experiment(n) for n in targets]
+            if all(r is None or r.status not in ACTIVE_STATES for r in current):
+                break
+            time.sleep(0.1)
+        return self.experiments(targets)
+
+    def delete(self, names: Sequence[str]) -> list[str]:
+        records = self._records(names)
+        active = [r.name for r in records if r.status in ACTIVE_STATES]
+        if active:
+            self.stop(active)
+        runs = {name for name in names if self.registry.get_run(name) is not None}
+        for record in records:
+            self.store.delete_prefix(f"runs/{record.run}/{record.name}")
+            shutil.rmtree(self.home.workspace(record.run, record.name).scratch_dir, True)
+            self.registry.delete_experiment(record.name)
+        for run in runs:
+            self.store.delete_prefix(f"runs/{run}")
+            self.registry.delete_run(run)
+        return [r.name for r in records]

@@ -1,0 +1,151 @@
+"""One function per command, called by ``main.py`` with plain arguments; no printing here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridctl.cli import bundle as bundles
+from gridctl.cli.backends import Backend, get_backend
+from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.errors import GridctlError
+from gridctl.cli.machines import format_bytes
+from gridctl.cli.plan import RunOptions, RunPlan, plan_run
+from gridctl.cli.settings import default_cloud
+
+POLL = 0.2
+
+
+@dataclass(frozen=True)
+class Submitted:
+    plan: RunPlan
+    bundle: bundles.Bundle
+    uploaded: bool
+
+
+def clouds(home: Path) -> list[str]:
+    """The backends whose runs this user can see: local, and the default if it differs."""
+    return sorted({"local", default_cloud(home)})
+
+
+def backend_for(home: Path, cloud: str) -> Backend:
+    return get_backend(cloud, home)
+
+
+def plan(options: RunOptions, home: Path, confirm: Callable[[int], bool]) -> RunPlan:
+    """Validate and expand; with ``--cloud local`` also check the machine can host it."""
+    backend: Backend | None = None
+    cloud = options.cloud or default_cloud(home)
+    if cloud == "local":
+        backend = backend_for(home, "local")
+    result = plan_run(
+        options,
+        default_cloud=cloud,
+        run_exists=backend.run_exists if backend else lambda _name: False,
+        confirm=confirm,
+    )
+    if backend is not None:
+        backend.check_resources(
+            cpus=result.resources.cpus, gpus=result.resources.gpus, memory=result.resources.memory
+        )
+        if result.datastore_name is not None:
+            backend.check_datastore(result.datastore_name, result.datastore_version)
+    return result
+
+
+def scan(localdir: Path, home: Path) -> bundles.Bundle:
+    return bundles.scan(localdir, cache_dir=home / "cache" / "hashes")
+
+
+def bundle_warnings(bundle: bundles.Bundle, ignore_warnings: bool) -> list[str]:
+    found = list(bundle.warnings)
+    if bundle.total_bytes > bundles.SIZE_WARNING_BYTES and not ignore_warnings:
+        found.append(
+            f"the code bundle is {format_bytes(bundle.total_bytes)}; add large files to"
+            " .gridignore (or use a datastore) to speed up every run"
+        )
+    return found
+
+
+def submit(
+    plan: RunPlan,
+    home: Path,
+    bundle: bundles.Bundle,
+    progress: Callable[[int, int], None] | None = None,
+) -> Submitted:
+    if plan.script not in {entry.path for entry in bundle.entries}:
+        raise GridctlError(
+            f"script {plan.script} is excluded from the code bundle by an ignore file"
+        )
+    backend = backend_for(home, plan.cloud)
+    uploaded = bundles.upload(bundle, backend.store, progress=progress)
+    backend.submit(plan, bundle_key=bundle.key, bundle_id=bundle.bundle_id)
+    return Submitted(plan=plan, bundle=bundle, uploaded=uploaded)
+
+
+def _find(home: Path, name: str) -> Backend:
+    """The backend that knows this run or experiment name."""
+    for cloud in clouds(home):
+        backend = backend_for(home, cloud)
+        try:
+            backend.experiments([name])
+        except GridctlError:
+            continue
+        return backend
+    raise GridctlError(f"no run or experiment named {name!r} (see gridctl status)")
+
+
+def runs(home: Path) -> list[RunStatus]:
+    found = [r for cloud in clouds(home) for r in backend_for(home, cloud).runs()]
+    return sorted(found, key=lambda r: r.created_at)
+
+
+def run_status(home: Path, name: str) -> RunStatus:
+    return _find(home, name).run(name)
+
+
+def wait(home: Path, name: str, on_change: Callable[[RunStatus], None] | None = None) -> RunStatus:
+    backend = _find(home, name)
+    last = None
+    while True:
+        current = backend.run(name)
+        if on_change and current != last:
+            on_change(current)
+        last = current
+        if current.status not in ("queued", "running"):
+            return current
+        time.sleep(POLL)
+
+
+def logs(home: Path, experiment: str, *, follow: bool, tail: int | None):
+    if tail is not None and tail < 0:
+        raise GridctlError(f"--tail must be zero or more, got {tail}")
+    return _find(home, experiment).logs(experiment, follow=follow, tail=tail)
+
+
+def artifacts(home: Path, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
+    if match is not None:
+        import re
+
+        try:
+            re.compile(match)
+        except re.error as exc:
+            raise GridctlError(
+                f"--match {match!r} is not a valid regular expression: {exc}"
+            ) from None
+    copied: list[Path] = []
+    for name in names:
+        copied += _find(home, name).artifacts([name], dest, match)
+    return copied
+
+
+def stop(home: Path, names: Sequence[str]) -> list[ExperimentStatus]:
+    backends = [(_find(home, name), name) for name in names]
+    return [e for backend, name in backends for e in backend.stop([name])]
+
+
+def delete(home: Path, names: Sequence[str]) -> list[str]:
+    backends = [(_find(home, name), name) for name in names]
+    return [e for backend, name in backends for e in backend.delete([name])]

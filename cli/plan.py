@@ -1,0 +1,260 @@
+"""From `gridctl run` options to a validated plan: the experiments, their argv and resources.
+
+Settings take this precedence: command-line flag > ``--config`` file > default. Planning
+starts nothing and touches no backend beyond asking whether a run name is taken.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridctl.cli import sweep
+from gridctl.cli.config import RunConfig, load_config, merge_params
+from gridctl.cli.errors import GridctlError
+from gridctl.cli.machines import InstanceType, check_fits, parse_memory, resolve_instance_type
+from gridctl.cli.names import experiment_name, generate_run_name, validate_run_name
+
+CLOUDS = ("local", "aws")
+FRAMEWORKS = ("lightning", "torch", "tensorflow", "keras", "jax", "julia", "torchelastic")
+DEFAULT_DATASTORE_MOUNT_DIR = "/opt/datastore"
+DEFAULT_SCRATCH_MOUNT_PATH = "/scratch"
+DEFAULT_INSTANCE_TYPE = "t2.medium"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """`gridctl run` as the user typed it; None means "not given"."""
+
+    script: str
+    script_args: tuple[str, ...] = ()
+    cloud: str | None = None
+    name: str | None = None
+    description: str | None = None
+    config: Path | None = None
+    cpus: float | None = None
+    gpus: int | None = None
+    memory: str | None = None
+    instance_type: str | None = None
+    use_spot: bool | None = None
+    auto_resume: bool | None = None
+    strategy: str | None = None
+    trials: int | None = None
+    seed: int | None = None
+    ignore_warnings: bool = False
+    datastore_name: str | None = None
+    datastore_version: int | None = None
+    datastore_mount_dir: str | None = None
+    scratch_size: int | None = None
+    scratch_mount_path: str | None = None
+    framework: str | None = None
+    credential: str | None = None
+    localdir: Path | None = None
+    dashes_to_underscores: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedExperiment:
+    name: str
+    index: int
+    params: dict[str, object]
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float
+    gpus: int
+    memory: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    name: str
+    cloud: str
+    description: str | None
+    localdir: Path
+    script: str
+    strategy: str
+    seed: int
+    resources: Resources
+    experiments: tuple[PlannedExperiment, ...]
+    instance_type: InstanceType | None = None
+    use_spot: bool = False
+    auto_resume: bool = False
+    credential: str | None = None
+    framework: str | None = None
+    datastore_name: str | None = None
+    datastore_version: int | None = None
+    datastore_mount_dir: str = DEFAULT_DATASTORE_MOUNT_DIR
+    scratch_size: int | None = None
+    scratch_mount_path: str = DEFAULT_SCRATCH_MOUNT_PATH
+    environment: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def _pick(flag, configured, default=None):
+    if flag is not None:
+        return flag
+    if configured is not None:
+        return configured
+    return default
+
+
+def _script_path(script: str, root: Path) -> Path:
+    """The script as typed (from the current directory) or, failing that, from the root."""
+    candidates = [Path(script).absolute(), root / script]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise GridctlError(f"script not found: {script}")
+
+
+def script_argv(script: Path, root: Path) -> tuple[str, ...]:
+    """``python``/``bash``/the executable itself, then the path relative to the root."""
+    resolved_root = root.resolve()
+    try:
+        rel = script.resolve().relative_to(resolved_root).as_posix()
+    except ValueError:
+        raise GridctlError(
+            f"script {script} is outside the project root {resolved_root} (see --localdir)"
+        ) from None
+    if script.suffix == ".py":
+        return ("python", rel)
+    if script.suffix == ".sh":
+        return ("bash", rel)
+    if not os.access(script, os.X_OK):
+        raise GridctlError(
+            f"script {rel} is neither .py nor .sh and is not executable (chmod +x it)"
+        )
+    return (rel if "/" in rel else f"./{rel}",)
+
+
+def _positive(flag: str, value, kind=float):
+    if value is not None and value <= 0:
+        raise GridctlError(f"{flag} must be a positive {kind.__name__}, got {value}")
+    return value
+
+
+def _absolute(flag: str, path: str) -> str:
+    if not path.startswith("/"):
+        raise GridctlError(f"{flag} must be an absolute path, got {path!r}")
+    return path
+
+
+def _validate_name(name: str | None, run_exists: Callable[[str], bool]) -> str:
+    if name is None:
+        for _ in range(20):
+            candidate = generate_run_name()
+            if not run_exists(candidate):
+                return candidate
+        raise GridctlError("could not generate an unused run name; pass --name")
+    validate_run_name(name)
+    if run_exists(name):
+        raise GridctlError(f"run name {name!r} is already used; pick another --name")
+    return name
+
+
+def plan_run(
+    options: RunOptions,
+    *,
+    default_cloud: str,
+    run_exists: Callable[[str], bool],
+    confirm: Callable[[int], bool],
+) -> RunPlan:
+    """Validate everything and expand the sweep; raises GridctlError on any bad input.
+
+    ``confirm(count)`` is asked when the sweep is large (above ``sweep.CONFIRM_ABOVE``)
+    and ``--ignore_warnings`` was not given; it returns False to refuse.
+    """
+    cfg = load_config(options.config) if options.config else RunConfig()
+    cloud = _pick(options.cloud, cfg.cloud, default_cloud)
+    if cloud not in CLOUDS:
+        raise GridctlError(f"--cloud must be one of {', '.join(CLOUDS)}, got {cloud!r}")
+    framework = _pick(options.framework, cfg.framework)
+    if framework is not None and framework not in FRAMEWORKS:
+        raise GridctlError(f"--framework must be one of {', '.join(FRAMEWORKS)}")
+
+    cpus = _positive("--cpus", _pick(options.cpus, cfg.cpus))
+    gpus = _pick(options.gpus, cfg.gpus, 0)
+    if gpus < 0:
+        raise GridctlError(f"--gpus must be zero or more, got {gpus}")
+    memory_text = _pick(options.memory, cfg.memory)
+    memory = parse_memory(memory_text) if memory_text is not None else 0
+    instance_name = _pick(options.instance_type, cfg.instance_type)
+    instance = None
+    if cloud == "aws" or instance_name is not None:
+        instance = resolve_instance_type(instance_name or DEFAULT_INSTANCE_TYPE)
+        check_fits(instance, cpus=cpus, gpus=gpus, memory_bytes=memory or None)
+    resources = Resources(cpus=cpus or 1.0, gpus=gpus, memory=memory)
+    scratch_size = _positive("--scratch_size", _pick(options.scratch_size, cfg.scratch_size), int)
+    datastore_version = _positive(
+        "--datastore_version", _pick(options.datastore_version, cfg.datastore_version), int
+    )
+    datastore_name = _pick(options.datastore_name, cfg.datastore_name)
+    datastore_mount_dir = _pick(
+        options.datastore_mount_dir, cfg.datastore_mount_dir, DEFAULT_DATASTORE_MOUNT_DIR
+    )
+    scratch_mount_path = _pick(
+        options.scratch_mount_path, cfg.scratch_mount_path, DEFAULT_SCRATCH_MOUNT_PATH
+    )
+    if datastore_version is not None and datastore_name is None:
+        raise GridctlError("--datastore_version needs --datastore_name")
+
+    strategy = _pick(options.strategy, cfg.strategy, "grid_search")
+    trials = _pick(options.trials, cfg.trials)
+    seed = _pick(options.seed, cfg.seed)
+    if seed is None:
+        seed = secrets.randbits(31)
+
+    root = (options.localdir or Path.cwd()).absolute()
+    if not root.is_dir():
+        raise GridctlError(f"--localdir {root} is not a directory")
+    script = _script_path(options.script, root)
+    argv0 = script_argv(script, root)
+
+    args = merge_params(list(options.script_args), cfg.params)
+    parsed = sweep.parse_args(
+        args, strategy=strategy, dashes_to_underscores=options.dashes_to_underscores
+    )
+    count = sweep.experiment_count(parsed, strategy=strategy, trials=trials)
+    sweep.check_limit(count)
+    if count > sweep.CONFIRM_ABOVE and not options.ignore_warnings and not confirm(count):
+        raise GridctlError(
+            f"this sweep makes {count} experiments (more than {sweep.CONFIRM_ABOVE});"
+            " pass --ignore_warnings to start them"
+        )
+    name = _validate_name(_pick(options.name, cfg.name), run_exists)
+    expansion = sweep.expand(parsed, strategy=strategy, trials=trials, seed=seed)
+    experiments = tuple(
+        PlannedExperiment(
+            name=experiment_name(name, i), index=i, params=combo.params, argv=argv0 + combo.args
+        )
+        for i, combo in enumerate(expansion.combinations)
+    )
+    return RunPlan(
+        name=name,
+        cloud=cloud,
+        description=_pick(options.description, cfg.description),
+        localdir=root,
+        script=script.resolve().relative_to(root.resolve()).as_posix(),
+        strategy=strategy,
+        seed=seed,
+        resources=resources,
+        experiments=experiments,
+        instance_type=instance,
+        use_spot=bool(_pick(options.use_spot, cfg.use_spot, False)),
+        auto_resume=bool(_pick(options.auto_resume, cfg.auto_resume, False)),
+        credential=_pick(options.credential, cfg.credential),
+        framework=framework,
+        datastore_name=datastore_name,
+        datastore_version=datastore_version,
+        datastore_mount_dir=_absolute("--datastore_mount_dir", datastore_mount_dir),
+        scratch_size=scratch_size,
+        scratch_mount_path=_absolute("--scratch_mount_path", scratch_mount_path),
+        environment=dict(cfg.environment),
+        warnings=expansion.warnings,
+    )

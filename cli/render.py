@@ -1,0 +1,169 @@
+"""Turns command results into rich tables for people or stable JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+
+from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.plan import RunPlan
+from gridctl.cli.sweep import format_value
+
+STATE_STYLES = {
+    "queued": "dim",
+    "starting": "cyan",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "stopped": "yellow",
+    "interrupted": "magenta",
+}
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return (
+        datetime.fromtimestamp(ts, timezone.utc)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def duration(start: float | None, end: float | None) -> float | None:
+    if start is None:
+        return None
+    return round((end or time.time()) - start, 3)
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def params_text(params: dict[str, object]) -> str:
+    return " ".join(f"{k}={format_value(v)}" for k, v in params.items()) or "-"
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def plan_json(plan: RunPlan) -> dict:
+    return {
+        "run": plan.name,
+        "experiments": [
+            {"name": e.name, "params": e.params, "argv": list(e.argv)} for e in plan.experiments
+        ],
+    }
+
+
+def experiment_json(e: ExperimentStatus) -> dict:
+    return {
+        "name": e.name,
+        "status": e.status,
+        "params": e.params,
+        "exit_code": e.exit_code,
+        "resumes": e.resumes,
+        "started_at": iso(e.started_at),
+        "finished_at": iso(e.finished_at),
+        "duration": duration(e.started_at, e.finished_at),
+        "instance": e.instance,
+        "reason": e.reason,
+    }
+
+
+def run_json(run: RunStatus, with_experiments: bool) -> dict:
+    data: dict = {
+        "run": run.name,
+        "status": run.status,
+        "backend": run.backend,
+        "counts": run.counts,
+        "created_at": iso(run.created_at),
+        "duration": duration(run.started_at, run.finished_at),
+        "cost": 0.0,
+        "seed": run.seed,
+        "strategy": run.strategy,
+        "description": run.description,
+    }
+    if with_experiments:
+        data["experiments"] = [experiment_json(e) for e in run.experiments]
+    return data
+
+
+def _state(state: str) -> str:
+    return f"[{STATE_STYLES.get(state, '')}]{state}[/]"
+
+
+def runs_table(runs: list[RunStatus]):
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "status", "backend", "experiments", "duration", "cost", "created"):
+        table.add_column(column)
+    for run in runs:
+        counts = ", ".join(f"{n} {state}" for state, n in run.counts.items()) or "-"
+        table.add_row(
+            run.name,
+            _state(run.status),
+            run.backend,
+            counts,
+            human_duration(duration(run.started_at, run.finished_at)),
+            "$0.00" if run.backend == "local" else "-",
+            iso(run.created_at),
+        )
+    return table
+
+
+def run_table(run: RunStatus):
+    from rich.table import Table
+
+    table = Table(
+        title=f"{run.name} ({_state(run.status)}, {run.backend}, seed {run.seed})",
+        box=None,
+        header_style="bold",
+        title_justify="left",
+    )
+    for column in ("experiment", "status", "params", "exit", "resumes", "duration", "instance"):
+        table.add_column(column)
+    for e in run.experiments:
+        why = _escape(f" ({e.reason})") if e.status == "failed" and e.reason else ""
+        table.add_row(
+            e.name,
+            _state(e.status) + why,
+            _escape(params_text(e.params)),
+            "-" if e.exit_code is None else str(e.exit_code),
+            str(e.resumes),
+            human_duration(duration(e.started_at, e.finished_at)),
+            e.instance or "-",
+        )
+    return table
+
+
+def plan_table(plan: RunPlan):
+    from rich.table import Table
+
+    table = Table(
+        title=f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
+        box=None,
+        header_style="bold",
+        title_justify="left",
+    )
+    table.add_column("experiment")
+    table.add_column("command")
+    for e in plan.experiments:
+        table.add_row(e.name, _escape(shlex.join(e.argv)))
+    return table
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
