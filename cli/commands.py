@@ -34,24 +34,22 @@ def backend_for(home: Path, cloud: str) -> Backend:
     return get_backend(cloud, home)
 
 
-def plan(options: RunOptions, home: Path, confirm: Callable[[int], bool]) -> RunPlan:
-    """Validate and expand; with ``--cloud local`` also check the machine can host it."""
-    backend: Backend | None = None
-    cloud = options.cloud or default_cloud(home)
-    if cloud == "local":
-        backend = backend_for(home, "local")
+def plan(
+    options: RunOptions, home: Path, confirm: Callable[[int], bool], *, dry_run: bool
+) -> RunPlan:
+    """Validate and expand, then let the target backend check it can host the plan.
+
+    A dry run for a cloud that is not set up yet skips only the backend's own checks.
+    """
+    visible = clouds(home)
     result = plan_run(
         options,
-        default_cloud=cloud,
-        run_exists=backend.run_exists if backend else lambda _name: False,
+        default_cloud=default_cloud(home),
+        run_exists=lambda name: any(backend_for(home, c).run_exists(name) for c in visible),
         confirm=confirm,
     )
-    if backend is not None:
-        backend.check_resources(
-            cpus=result.resources.cpus, gpus=result.resources.gpus, memory=result.resources.memory
-        )
-        if result.datastore_name is not None:
-            backend.check_datastore(result.datastore_name, result.datastore_version)
+    if not dry_run or result.cloud in visible:
+        backend_for(home, result.cloud).check_plan(result)
     return result
 
 
@@ -71,7 +69,7 @@ def bundle_warnings(bundle: bundles.Bundle, ignore_warnings: bool) -> list[str]:
 
 def submit(
     plan: RunPlan,
-    home: Path,
+    backend: Backend,
     bundle: bundles.Bundle,
     progress: Callable[[int, int], None] | None = None,
 ) -> Submitted:
@@ -79,7 +77,6 @@ def submit(
         raise GridctlError(
             f"script {plan.script} is excluded from the code bundle by an ignore file"
         )
-    backend = backend_for(home, plan.cloud)
     uploaded = bundles.upload(bundle, backend.store, progress=progress)
     backend.submit(plan, bundle_key=bundle.key, bundle_id=bundle.bundle_id)
     return Submitted(plan=plan, bundle=bundle, uploaded=uploaded)

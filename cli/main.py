@@ -35,7 +35,10 @@ OUTPUT = typer.Option(Output.table, "--output", "-o", help="table for people, js
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output is read by programs and people alike: never cut names at 80 columns.
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def _warn(message: str) -> None:
@@ -153,7 +156,7 @@ def run(
         localdir=localdir,
         dashes_to_underscores=dashes_to_underscores,
     )
-    plan = commands.plan(options, home, _confirm)
+    plan = commands.plan(options, home, _confirm, dry_run=dry_run)
     for message in plan.warnings:
         _warn(message)
     if dry_run:
@@ -163,11 +166,12 @@ def run(
             _console().print(render.plan_table(plan))
         return
 
+    backend = commands.backend_for(home, plan.cloud)
     bundle = commands.scan(plan.localdir, home)
     for message in commands.bundle_warnings(bundle, ignore_warnings):
         _warn(message)
     with _upload_progress(bundle) as progress:
-        submitted = commands.submit(plan, home, bundle, progress)
+        submitted = commands.submit(plan, backend, bundle, progress)
     if not (wait or follow):
         if output is Output.json:
             render.print_json(render.plan_json(submitted.plan))

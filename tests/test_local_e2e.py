@@ -302,3 +302,92 @@ def test_unknown_names_are_exit_2_in_every_command(gridctl, command):
     assert result.returncode == 2
     assert result.stderr.startswith("gridctl: error: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_arguments_reach_the_script_verbatim_without_a_shell(gridctl, project, tmp_path):
+    write(project, "echo.py", "import json, sys\njson.dump(sys.argv[1:], open('argv.json', 'w'))\n")
+    tricky = ["--tag", "a b; $(touch pwned) `id` | cat", "--path=*.py", "-x", "--n", "-1"]
+    result = gridctl("run", "--name", "verbatim", "--wait", "echo.py", *tricky)
+    assert result.returncode == 0, result.stderr
+    assert gridctl("artifacts", "verbatim", "--dest", str(tmp_path / "a")).returncode == 0
+    assert json.loads((tmp_path / "a" / "verbatim-exp0" / "argv.json").read_text()) == tricky
+    assert not list(tmp_path.rglob("pwned"))
+
+
+def test_shell_scripts_and_executables_run_with_the_right_interpreter(gridctl, project):
+    write(project, "job.sh", 'echo "bash says $1"\n')
+    tool = project / "tool"
+    tool.write_text("#!/bin/sh\necho tool says $1\n")
+    tool.chmod(0o755)
+    assert gridctl("run", "--name", "viabash", "--wait", "job.sh", "hi").returncode == 0
+    assert gridctl("logs", "viabash-exp0").stdout.rstrip().endswith("bash says hi")
+    dry = gridctl("run", "--dry-run", "--output", "json", "tool", "x")
+    assert json.loads(dry.stdout)["experiments"][0]["argv"] == ["./tool", "x"]
+    assert gridctl("run", "--name", "direct", "--wait", "tool", "yo").returncode == 0
+    assert gridctl("logs", "direct-exp0").stdout.rstrip().endswith("tool says yo")
+
+
+def test_run_follow_streams_every_experiment_then_exits_with_the_outcome(gridctl, project):
+    write(project, "train.py", TRAIN)
+    result = gridctl("run", "--name", "followed", "--follow", "train.py", "--lr", "[1, 2]")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("followed-exp0 | ") and "trained 1.0" in line for line in lines)
+    assert any(line.startswith("followed-exp1 | ") and "trained 2.0" in line for line in lines)
+
+
+def test_status_watch_returns_once_the_run_has_ended(gridctl, project):
+    write(project, "quick.py", "import time\ntime.sleep(1)\nprint('done')\n")
+    assert gridctl("run", "--name", "watched", "quick.py").returncode == 0
+    watched = gridctl("status", "watched", "--watch")
+    assert watched.returncode == 0
+    assert "succeeded" in watched.stdout
+    assert gridctl.status("watched")["status"] == "succeeded"
+
+
+def test_large_sweeps_ask_on_a_terminal(gridctl, project):
+    import os
+    import pty
+    import subprocess
+
+    from conftest import GRIDCTL
+
+    write(project, "train.py", TRAIN)
+    args = [GRIDCTL, "run", "--dry-run", "--output", "json", "train.py", "--a", "range(0, 101)"]
+    for answer, code in (("y", 0), ("n", 2)):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            args, cwd=project, env=gridctl.env, stdin=slave, stdout=subprocess.PIPE, text=True
+        )
+        os.close(slave)
+        os.write(master, f"{answer}\n".encode())
+        out, _ = proc.communicate(timeout=60)
+        os.close(master)
+        assert proc.returncode == code
+        if code == 0:
+            assert len(json.loads(out[out.index("{") :])["experiments"]) == 101
+    unattended = gridctl("run", "--dry-run", "--ignore_warnings", *args[-3:])
+    assert unattended.returncode == 0
+
+
+def test_secrets_in_the_bundle_are_named_in_a_warning(gridctl, project):
+    write(project, "train.py", TRAIN)
+    write(project, ".env", "TOKEN=hunter2\n")
+    listed = gridctl("bundle", "--list", "--output", "json")
+    assert sorted(json.loads(listed.stdout)) == [".env", "train.py"]
+    assert ".env" in listed.stderr and "warning" in listed.stderr
+    write(project, ".gitignore", ".env\n")
+    quiet = gridctl("bundle", "--output", "json")
+    assert json.loads(quiet.stdout)["files"] == 2
+    assert ".env" not in quiet.stderr
+
+
+def test_dashes_to_underscores_is_opt_in(gridctl, project):
+    write(project, "train.py", TRAIN)
+    plain = gridctl("run", "--dry-run", "--output", "json", "train.py", "--data-dir", "x")
+    assert json.loads(plain.stdout)["experiments"][0]["argv"][-2:] == ["--data-dir", "x"]
+    rewritten = gridctl(
+        "run", "--dry-run", "--output", "json", "--dashes_to_underscores", "train.py",
+        "--data-dir", "x",
+    )  # fmt: skip
+    assert json.loads(rewritten.stdout)["experiments"][0]["argv"][-2:] == ["--data_dir", "x"]

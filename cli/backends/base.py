@@ -78,8 +78,8 @@ class Backend(Protocol):
     name: str
     store: Store
 
-    def check_resources(self, *, cpus: float, gpus: int, memory: int) -> None:
-        """Refuse (GridctlError) a request that can never be scheduled here."""
+    def check_plan(self, plan: RunPlan) -> None:
+        """Refuse (GridctlError) what can never run here: resources, datastore."""
 
     def run_exists(self, name: str) -> bool: ...
 

@@ -66,7 +66,8 @@ class LocalBackend:
             daemon.reconcile(self.home)
         return self._registry
 
-    def check_resources(self, *, cpus: float, gpus: int, memory: int) -> None:
+    def check_plan(self, plan: RunPlan) -> None:
+        cpus, gpus, memory = plan.resources.cpus, plan.resources.gpus, plan.resources.memory
         capacity = machine_capacity()
         if gpus > capacity.gpus:
             raise GridctlError(
@@ -78,9 +79,10 @@ class LocalBackend:
             raise GridctlError(
                 f"--memory {format_bytes(memory)}: this machine has {format_bytes(capacity.memory)}"
             )
-
-    def check_datastore(self, name: str, version: int | None) -> None:
-        raise GridctlError(f"unknown datastore {name!r}: there are no datastores on this machine")
+        if plan.datastore_name is not None:
+            raise GridctlError(
+                f"unknown datastore {plan.datastore_name!r}: there are no datastores here"
+            )
 
     def run_exists(self, name: str) -> bool:
         return self.registry.run_exists(name)
