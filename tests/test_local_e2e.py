@@ -40,6 +40,14 @@ for i in range(600):
     time.sleep(0.1)
 """
 
+STUBBORN = """\
+import signal, time
+signal.signal(signal.SIGTERM, lambda *_: print("still here", flush=True))
+print("ignoring SIGTERM", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 
@@ -391,3 +399,15 @@ def test_dashes_to_underscores_is_opt_in(gridctl, project):
         "--data-dir", "x",
     )  # fmt: skip
     assert json.loads(rewritten.stdout)["experiments"][0]["argv"][-2:] == ["--data_dir", "x"]
+
+
+def test_a_script_ignoring_sigterm_is_killed_after_the_grace_period(gridctl, project):
+    write(project, "stubborn.py", STUBBORN)
+    gridctl.env["GRIDCTL_GRACE_PERIOD"] = "1"
+    assert gridctl("run", "--name", "stubborn", "stubborn.py").returncode == 0
+    gridctl.wait_until(lambda: "ignoring" in gridctl("logs", "stubborn-exp0").stdout)
+    stopped = gridctl("stop", "stubborn-exp0", "--output", "json")
+    (experiment,) = json.loads(stopped.stdout)
+    assert experiment["status"] == "stopped"
+    assert experiment["exit_code"] == 128 + signal.SIGKILL
+    assert "still here" in gridctl("logs", "stubborn-exp0").stdout

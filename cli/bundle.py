@@ -1,0 +1,272 @@
+"""Content-addressed code bundles: what a run ships, its id, its archive and its upload.
+
+The id hashes paths, kinds, exec bits and contents only, so the same tree gives the same id
+wherever it lives and whenever it was touched, and a bundle already in the store is never
+uploaded twice. Hashes are cached per root (keyed by size, mtime and inode) so re-scanning an
+unchanged big tree costs a stat per file rather than a read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from gridctl.agent.store import Store
+from gridctl.cli.errors import GridctlError
+from gridctl.cli.ignore import select_files
+
+SIZE_WARNING_BYTES = 50 * 1024 * 1024
+RACY_NS = 2_000_000_000
+"""Files modified this close to a scan are re-hashed next time: timestamps can be coarse."""
+_NAMES_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class BundleEntry:
+    path: str
+    kind: str
+    """``"file"`` or ``"link"``."""
+    size: int
+    executable: bool
+    digest: str
+    """sha256 hex of the content for files, the (relative) target for links."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    entries: tuple[BundleEntry, ...]
+    bundle_id: str
+    total_bytes: int
+    warnings: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"bundles/{self.bundle_id}.tar.gz"
+
+
+def scan(root: Path, *, cache_dir: Path | None = None) -> Bundle:
+    """The bundle ``root`` would make now; ``cache_dir`` holds hashes between scans."""
+    root = Path(root)
+    paths = select_files(root).paths
+    root_real = os.path.realpath(root)
+    prefix = os.path.join(root_real, "")
+    hashes = _HashCache(cache_dir, root_real)
+    entries: list[BundleEntry] = []
+    outside: list[str] = []
+    for rel in paths:
+        full = prefix + rel
+        try:
+            st = os.lstat(full)
+            if stat.S_ISREG(st.st_mode):
+                digest = hashes.digest(rel, full, st)
+                executable = bool(st.st_mode & 0o111)
+                entries.append(BundleEntry(rel, "file", st.st_size, executable, digest))
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(full)
+                kept = _inside_target(root_real, rel, target)
+                if kept is None:
+                    outside.append(f"{rel} -> {target}")
+                else:
+                    entries.append(BundleEntry(rel, "link", 0, False, kept))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise GridctlError(f"cannot read {root / rel}: {exc.strerror}") from exc
+    hashes.save()
+    return Bundle(
+        root=root,
+        entries=tuple(entries),
+        bundle_id=bundle_id(entries),
+        total_bytes=sum(e.size for e in entries),
+        warnings=_warnings(entries, outside),
+    )
+
+
+def bundle_id(entries: Iterable[BundleEntry]) -> str:
+    """sha256 over the sorted (path, kind, executable, digest) of every entry."""
+    lines = sorted(f"{e.path}\0{e.kind}\0{int(e.executable)}\0{e.digest}\0" for e in entries)
+    text = "gridctl-bundle-v1\0" + "".join(lines)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _inside_target(root_real: str, rel: str, target: str) -> str | None:
+    """The target to store for link ``rel`` (relative, staying inside), or None if it leaves."""
+    real = os.path.realpath(os.path.join(root_real, rel))
+    if real != root_real and not real.startswith(root_real.rstrip(os.sep) + os.sep):
+        return None
+    folder = posixpath.dirname(rel)
+    if not os.path.isabs(target):
+        lexical = posixpath.normpath(posixpath.join(folder, target))
+        if lexical != ".." and not lexical.startswith("../"):
+            return target
+    return os.path.relpath(real, os.path.join(root_real, folder))
+
+
+def _warnings(entries: list[BundleEntry], outside: list[str]) -> tuple[str, ...]:
+    found = []
+    if outside:
+        found.append("skipped symlinks pointing outside the project: " + _name_some(outside))
+    secrets = [e.path for e in entries if _looks_secret(e.path)]
+    if secrets:
+        found.append(
+            "possible secrets in the code bundle (list them in .gridignore to leave them out): "
+            + _name_some(secrets)
+        )
+    return tuple(found)
+
+
+def _name_some(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    more = len(names) - _NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+_SECRET = re.compile(r"(?:^|/)(?:\.env|\.netrc|id_rsa[^/]*|[^/]*\.pem)\Z|(?:^|/)\.aws/", re.DOTALL)
+"""``.env``, ``.netrc``, ``id_rsa*``, ``*.pem`` and anything below a ``.aws`` folder."""
+
+
+def _looks_secret(path: str) -> bool:
+    return _SECRET.search(path) is not None
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _HashCache:
+    """Content hashes of one root between scans, in ``cache_dir/<hash of root>.json``.
+
+    Each path maps to ``"<size> <mtime_ns> <inode> <sha256>"``; a hash is reused while the
+    first three still match. Files modified within RACY_NS of the scan are not saved, since
+    a second write inside one timestamp tick would keep all three. Unreadable or corrupt
+    cache files count as empty; failing to save one only costs speed.
+    """
+
+    def __init__(self, cache_dir: Path | None, root_real: str) -> None:
+        self.path: Path | None = None
+        if cache_dir is not None:
+            name = hashlib.sha256(os.fsencode(root_real)).hexdigest()[:32]
+            self.path = Path(cache_dir) / f"{name}.json"
+        self.old = self._load()
+        self.new: dict[str, str] = {}
+        self.trusted_before = time.time_ns() - RACY_NS
+
+    def digest(self, rel: str, full: str, st: os.stat_result) -> str:
+        key = f"{st.st_size} {st.st_mtime_ns} {st.st_ino} "
+        hit = self.old.get(rel)
+        if type(hit) is str and len(hit) == len(key) + 64 and hit.startswith(key):
+            digest = hit[-64:]
+        else:
+            digest = _sha256_file(full)
+        if st.st_mtime_ns < self.trusted_before:
+            self.new[rel] = key + digest
+        return digest
+
+    def _load(self) -> dict[str, object]:
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        ok = isinstance(data, dict) and data.get("version") == 1
+        return data["files"] if ok and isinstance(data.get("files"), dict) else {}
+
+    def save(self) -> None:
+        if self.path is None or self.new == self.old:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w") as out:
+                    json.dump({"version": 1, "files": self.new}, out, separators=(",", ":"))
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError:
+            return
+
+
+class _HashingReader:
+    """Reads a file for tarfile while hashing it, to catch files edited mid-archive."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+
+def write_archive(bundle: Bundle, dest: Path) -> None:
+    """A deterministic tar.gz of exactly the entries: same bundle, same bytes."""
+    with (
+        open(dest, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for entry in sorted(bundle.entries, key=lambda e: e.path):
+            info = tarfile.TarInfo(entry.path)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if entry.kind == "link":
+                info.type = tarfile.SYMTYPE
+                info.linkname = entry.digest
+                info.mode = 0o777
+                tar.addfile(info)
+                continue
+            info.size = entry.size
+            info.mode = 0o755 if entry.executable else 0o644
+            full = bundle.root / entry.path
+            try:
+                with open(full, "rb") as handle:
+                    reader = _HashingReader(handle)
+                    tar.addfile(info, reader)
+            except OSError as exc:
+                raise GridctlError(f"{full} changed while bundling; run again ({exc})") from exc
+            if reader.digest.hexdigest() != entry.digest:
+                raise GridctlError(f"{full} changed while bundling; run again")
+
+
+def upload(
+    bundle: Bundle, store: Store, *, progress: Callable[[int, int], None] | None = None
+) -> bool:
+    """Put the bundle's archive in ``store`` unless it is there already; True if uploaded."""
+    if store.exists(bundle.key):
+        return False
+    with tempfile.TemporaryDirectory(prefix="gridctl-bundle-") as tmp:
+        archive = Path(tmp) / "bundle.tar.gz"
+        write_archive(bundle, archive)
+        total = archive.stat().st_size
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done, total)
+
+        store.put_file(bundle.key, archive, progress=advance if progress is not None else None)
+    return True
