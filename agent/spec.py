@@ -33,7 +33,7 @@ class ExperimentSpec:
     auto_resume: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentSpec:

@@ -18,15 +18,22 @@ from gridctl.cli.errors import EXIT_FAILED, GridctlError
 app = typer.Typer(
     name="gridctl",
     help="Grid.ai-style runs and hyperparameter sweeps on this machine or in your AWS account.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
 class Output(str, Enum):
     table = "table"
     json = "json"
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
+    """Bare ``gridctl`` shows the help rather than an error."""
+    if ctx.invoked_subcommand is None:
+        sys.stdout.write(ctx.get_help() + "\n")
 
 
 OUTPUT = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs")
@@ -248,7 +255,7 @@ def _follow_run(home: Path, run_name: str) -> None:
     " reason}]."
 )
 def status(
-    run_name: str | None = typer.Argument(None, metavar="[RUN]"),
+    run_name: str | None = typer.Argument(None, metavar="RUN"),
     watch: bool = typer.Option(False, help="refresh until the run(s) end; Ctrl-C to leave"),
     output: Output = OUTPUT,
 ) -> None:
@@ -309,7 +316,7 @@ def logs(
     " experiment. JSON: {dest, files: [paths]}."
 )
 def artifacts(
-    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT..."),
+    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT"),
     dest: Path = typer.Option(Path("gridctl_artifacts"), help="where to put them"),
     match: str | None = typer.Option(None, help="only paths matching this regex"),
     output: Output = OUTPUT,
@@ -328,7 +335,7 @@ def artifacts(
     " JSON: [{name, status, ...}] as in status."
 )
 def stop(
-    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT..."),
+    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT"),
     output: Output = OUTPUT,
 ) -> None:
     from gridctl.cli import commands, render
@@ -343,7 +350,7 @@ def stop(
 
 @app.command(help="Stop if needed, then remove logs, artifacts and records. JSON: {deleted}.")
 def delete(
-    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT..."),
+    names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT"),
     output: Output = OUTPUT,
 ) -> None:
     from gridctl.cli import commands, render
@@ -404,8 +411,8 @@ def main() -> None:
         sys.stderr.write("gridctl: aborted\n")
         code = EXIT_FAILED
     except typer.TyperException as exc:
-        lines = exc.format_message().strip().splitlines() or ["invalid usage"]
-        sys.stderr.write(f"gridctl: error: {lines[0]} (see --help)\n")
+        lines = exc.format_message().strip().splitlines()
+        sys.stderr.write(f"gridctl: error: {lines[0] if lines else 'invalid usage'} (see --help)\n")
         code = exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("gridctl: interrupted\n")

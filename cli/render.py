@@ -104,12 +104,17 @@ def _state(state: str) -> str:
     return f"[{STATE_STYLES.get(state, '')}]{state}[/]"
 
 
-def runs_table(runs: list[RunStatus]):
+def _table(title: str | None, columns: tuple[str, ...]):
     from rich.table import Table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("run", "status", "backend", "experiments", "duration", "cost", "created"):
+    table = Table(title=title, box=None, header_style="bold", title_justify="left")
+    for column in columns:
         table.add_column(column)
+    return table
+
+
+def runs_table(runs: list[RunStatus]):
+    table = _table(None, ("run", "status", "backend", "experiments", "duration", "cost", "created"))
     for run in runs:
         counts = ", ".join(f"{n} {state}" for state, n in run.counts.items()) or "-"
         table.add_row(
@@ -125,16 +130,10 @@ def runs_table(runs: list[RunStatus]):
 
 
 def run_table(run: RunStatus):
-    from rich.table import Table
-
-    table = Table(
-        title=f"{run.name} ({_state(run.status)}, {run.backend}, seed {run.seed})",
-        box=None,
-        header_style="bold",
-        title_justify="left",
+    table = _table(
+        f"{run.name} ({_state(run.status)}, {run.backend}, seed {run.seed})",
+        ("experiment", "status", "params", "exit", "resumes", "duration", "instance"),
     )
-    for column in ("experiment", "status", "params", "exit", "resumes", "duration", "instance"):
-        table.add_column(column)
     for e in run.experiments:
         why = _escape(f" ({e.reason})") if e.status == "failed" and e.reason else ""
         table.add_row(
@@ -150,16 +149,10 @@ def run_table(run: RunStatus):
 
 
 def plan_table(plan: RunPlan):
-    from rich.table import Table
-
-    table = Table(
-        title=f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
-        box=None,
-        header_style="bold",
-        title_justify="left",
+    table = _table(
+        f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
+        ("experiment", "command"),
     )
-    table.add_column("experiment")
-    table.add_column("command")
     for e in plan.experiments:
         table.add_row(e.name, _escape(shlex.join(e.argv)))
     return table

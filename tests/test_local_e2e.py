@@ -72,6 +72,7 @@ def test_sweep_runs_every_combination_with_its_params(gridctl, project, tmp_path
         {"lr": 0.01, "layers": 4},
     ]
     assert all(e["exit_code"] == 0 and e["resumes"] == 0 for e in final["experiments"])
+    assert list(final["experiments"][0]["params"]) == ["lr", "layers"]
 
     dest = tmp_path / "downloaded"
     assert gridctl("artifacts", "sweep", "--dest", str(dest)).returncode == 0
