@@ -209,18 +209,39 @@ class _HashCache:
 class _HashingReader:
     """Reads a file for tarfile while hashing it, to catch files edited mid-archive."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, on_read: Callable[[int], None] | None) -> None:
         self.handle = handle
         self.digest = hashlib.sha256()
+        self.on_read = on_read
 
     def read(self, size: int = -1) -> bytes:
         data = self.handle.read(size)
         self.digest.update(data)
+        if self.on_read is not None:
+            self.on_read(len(data))
         return data
 
 
-def write_archive(bundle: Bundle, dest: Path) -> None:
+Progress = Callable[[str, int, int], None]
+"""Called with the phase ("packing" or "uploading"), bytes done so far and bytes in all."""
+
+
+def _counter(phase: str, total: int, progress: Progress | None) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        progress(phase, done, total)
+
+    return advance
+
+
+def write_archive(bundle: Bundle, dest: Path, progress: Progress | None = None) -> None:
     """A deterministic tar.gz of exactly the entries: same bundle, same bytes."""
+    on_read = _counter("packing", bundle.total_bytes, progress)
     with (
         open(dest, "wb") as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
@@ -242,7 +263,7 @@ def write_archive(bundle: Bundle, dest: Path) -> None:
             full = bundle.root / entry.path
             try:
                 with open(full, "rb") as handle:
-                    reader = _HashingReader(handle)
+                    reader = _HashingReader(handle, on_read)
                     tar.addfile(info, reader)
             except OSError as exc:
                 raise GridctlError(f"{full} changed while bundling; run again ({exc})") from exc
@@ -250,23 +271,13 @@ def write_archive(bundle: Bundle, dest: Path) -> None:
                 raise GridctlError(f"{full} changed while bundling; run again")
 
 
-def upload(
-    bundle: Bundle, store: Store, *, progress: Callable[[int, int], None] | None = None
-) -> bool:
+def upload(bundle: Bundle, store: Store, *, progress: Progress | None = None) -> bool:
     """Put the bundle's archive in ``store`` unless it is there already; True if uploaded."""
     if store.exists(bundle.key):
         return False
     with tempfile.TemporaryDirectory(prefix="gridctl-bundle-") as tmp:
         archive = Path(tmp) / "bundle.tar.gz"
-        write_archive(bundle, archive)
-        total = archive.stat().st_size
-        done = 0
-
-        def advance(count: int) -> None:
-            nonlocal done
-            done += count
-            if progress is not None:
-                progress(done, total)
-
-        store.put_file(bundle.key, archive, progress=advance if progress is not None else None)
+        write_archive(bundle, archive, progress)
+        sent = _counter("uploading", archive.stat().st_size, progress)
+        store.put_file(bundle.key, archive, progress=sent)
     return True

@@ -71,7 +71,7 @@ def submit(
     plan: RunPlan,
     backend: Backend,
     bundle: bundles.Bundle,
-    progress: Callable[[int, int], None] | None = None,
+    progress: bundles.Progress | None = None,
 ) -> Submitted:
     if plan.script not in {entry.path for entry in bundle.entries}:
         raise GridctlError(

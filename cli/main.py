@@ -215,10 +215,12 @@ def _upload_progress(bundle):
     @contextmanager
     def bar():
         with Progress(console=_console(stderr=True), transient=True) as progress:
-            task = progress.add_task("uploading code bundle", total=bundle.total_bytes)
+            tasks: dict[str, int] = {}
 
-            def update(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+            def update(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(f"{phase} code bundle", total=total)
+                progress.update(tasks[phase], completed=done)
 
             yield update
 

@@ -189,12 +189,19 @@ def test_file_changed_after_scan_is_not_archived_silently(tmp_path: Path) -> Non
 def test_upload_twice_uploads_once(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     result = scan(make_project(tmp_path / "p"))
-    calls: list[tuple[int, int]] = []
-    assert upload(result, store, progress=lambda done, total: calls.append((done, total)))
+    calls: list[tuple[str, int, int]] = []
+
+    def record(phase: str, done: int, total: int) -> None:
+        calls.append((phase, done, total))
+
+    assert upload(result, store, progress=record)
     size = store.path(result.key).stat().st_size
-    assert calls and calls[-1] == (size, size)
-    assert upload(result, store, progress=lambda done, total: calls.append((done, total))) is False
-    assert len(calls) == 1 and list(store.list("bundles")) == [result.key]
+    packed = [c for c in calls if c[0] == "packing"]
+    assert packed[-1] == ("packing", result.total_bytes, result.total_bytes)
+    assert calls[-1] == ("uploading", size, size)
+    count = len(calls)
+    assert upload(result, store, progress=record) is False
+    assert len(calls) == count and list(store.list("bundles")) == [result.key]
     extract(store.path(result.key), tmp_path / "out")
     assert (tmp_path / "out" / "train.py").read_text() == "print('hi')\n"
 

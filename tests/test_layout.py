@@ -1,0 +1,54 @@
+"""Packaging promises: one distribution under gridctl., an agent free of the CLI, lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_the_agent_never_imports_the_cli():
+    agent_modules = [p.stem for p in (REPO / "agent").glob("*.py") if p.stem != "__main__"]
+    loaded = _modules_after("\n".join(f"import gridctl.agent.{m}" for m in agent_modules))
+    assert {f"gridctl.agent.{m}" for m in agent_modules if m != "__init__"} <= loaded
+    assert not [m for m in loaded if m.startswith("gridctl.cli")]
+
+
+def test_help_loads_no_heavy_module():
+    loaded = _modules_after(
+        "import sys\nsys.argv = ['gridctl', '--help']\nfrom gridctl.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
+    assert "gridctl.cli.main" in loaded
+    assert not loaded & {"numpy", "boto3", "python_terraform", "psutil", "sqlite3", "yaml"}
+
+
+def test_the_wheel_holds_only_gridctl_packages(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("gridctl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.startswith("gridctl-")}
+    assert tops == {"gridctl"}
+    assert {"gridctl/cli/main.py", "gridctl/agent/__main__.py", "gridctl/infra/__init__.py"} <= set(
+        names
+    )
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "gridctl = gridctl.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
