@@ -130,7 +130,10 @@ class ExperimentRunner:
         return env
 
     def run(self) -> Outcome:
-        outcome = self._run()
+        try:
+            outcome = self._run()
+        except Exception as exc:  # noqa: BLE001 - the status is recorded on every exit path
+            outcome = Outcome("failed", None, f"agent error: {exc!r}")
         self.recorder.finished(outcome.status, outcome.exit_code, outcome.reason)
         return outcome
 

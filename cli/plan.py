@@ -113,15 +113,18 @@ def _script_path(script: str, root: Path) -> Path:
     raise GridctlError(f"script not found: {script}")
 
 
-def script_argv(script: Path, root: Path) -> tuple[str, ...]:
-    """``python``/``bash``/the executable itself, then the path relative to the root."""
+def _relative(script: Path, root: Path) -> str:
     resolved_root = root.resolve()
     try:
-        rel = script.resolve().relative_to(resolved_root).as_posix()
+        return script.resolve().relative_to(resolved_root).as_posix()
     except ValueError:
         raise GridctlError(
             f"script {script} is outside the project root {resolved_root} (see --localdir)"
         ) from None
+
+
+def _script_argv(script: Path, rel: str) -> tuple[str, ...]:
+    """``python``/``bash``/the executable itself, then the path relative to the root."""
     if script.suffix == ".py":
         return ("python", rel)
     if script.suffix == ".sh":
@@ -214,7 +217,8 @@ def plan_run(
     if not root.is_dir():
         raise GridctlError(f"--localdir {root} is not a directory")
     script = _script_path(options.script, root)
-    argv0 = script_argv(script, root)
+    script_rel = _relative(script, root)
+    argv0 = _script_argv(script, script_rel)
 
     args = merge_params(list(options.script_args), cfg.params)
     parsed = sweep.parse_args(
@@ -240,7 +244,7 @@ def plan_run(
         cloud=cloud,
         description=_pick(options.description, cfg.description),
         localdir=root,
-        script=script.resolve().relative_to(root.resolve()).as_posix(),
+        script=script_rel,
         strategy=strategy,
         seed=seed,
         resources=resources,
