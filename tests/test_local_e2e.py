@@ -83,6 +83,12 @@ def test_sweep_runs_every_combination_with_its_params(gridctl, project, tmp_path
         assert got["scratch"] is True
     # Bundled files the script did not touch are not artifacts.
     assert not (dest / "sweep-exp0" / "train.py").exists()
+    picked = gridctl.json("artifacts", "sweep-exp1", "--dest", str(tmp_path / "m"), "--match", "x$")
+    assert picked["files"] == []
+    picked = gridctl.json(
+        "artifacts", "sweep-exp1", "--dest", str(tmp_path / "m"), "--match", "json$"
+    )
+    assert picked["files"] == [str(tmp_path / "m" / "sweep-exp1" / "out" / "result.json")]
 
     log = gridctl("logs", "sweep-exp3")
     assert log.returncode == 0
