@@ -8,14 +8,16 @@ status is recorded only after the final sync, so an ended experiment has all its
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from gridctl.agent.archive import extract
 from gridctl.agent.artifacts import ArtifactSync
@@ -68,6 +70,20 @@ def fetch_bundle(store: Store, key: str, cache: Path) -> Path:
     return target
 
 
+INTERPRETERS = ("python", "bash")
+
+
+def resolve_interpreter(argv0: str, path: str | None) -> str | None:
+    """What ``python``/``bash`` mean on this PATH (``python3`` standing in for ``python``);
+    None for a script that is executed itself."""
+    if argv0 not in INTERPRETERS:
+        return None
+    found = shutil.which(argv0, path=path)
+    if found is None and argv0 == "python":
+        found = shutil.which("python3", path=path)
+    return found
+
+
 def describe_exit(code: int) -> tuple[int, str]:
     """Popen's negative codes become the shell's 128+N, with the signal named."""
     if code < 0:
@@ -86,13 +102,17 @@ class ExperimentRunner:
         *,
         gpu_ids: tuple[int, ...] = (),
         settings: RunnerSettings | None = None,
+        before_launch: Callable[[Path, BinaryIO], None] | None = None,
     ) -> None:
+        """``before_launch(exec_dir, log)`` runs once the bundle is unpacked (a node installs
+        the bundle's requirements there); if it raises, the experiment fails."""
         self.spec = spec
         self.store = store
         self.workspace = workspace
         self.recorder = recorder
         self.gpu_ids = gpu_ids
         self.settings = settings or RunnerSettings()
+        self.before_launch = before_launch
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -117,7 +137,8 @@ class ExperimentRunner:
             timer.start()
 
     def environment(self) -> dict[str, str]:
-        env = dict(self.spec.env)
+        """The agent's own environment under the spec's (a full copy locally, a few on AWS)."""
+        env = {**os.environ, **self.spec.env}
         env.update(
             GRIDCTL_RUN=self.spec.run,
             GRIDCTL_EXPERIMENT=self.spec.name,
@@ -137,23 +158,25 @@ class ExperimentRunner:
         self.recorder.finished(outcome.status, outcome.exit_code, outcome.reason)
         return outcome
 
-    def _prepare(self) -> ArtifactSync:
+    def _prepare(self, log: BinaryIO) -> ArtifactSync:
         ws = self.workspace
         archive = fetch_bundle(self.store, self.spec.bundle_key, ws.bundle_cache)
         if ws.exec_dir.exists():
             shutil.rmtree(ws.exec_dir)
         ws.exec_dir.mkdir(parents=True)
         ws.scratch_dir.mkdir(parents=True, exist_ok=True)
-        ws.log_path.parent.mkdir(parents=True, exist_ok=True)
         extract(archive, ws.exec_dir)
+        if self.before_launch is not None:
+            self.before_launch(ws.exec_dir, log)
         return ArtifactSync(ws.exec_dir, self.store, self.artifact_prefix)
 
     def _run(self) -> Outcome:
-        try:
-            sync = self._prepare()
-        except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the experiment
-            return Outcome("failed", None, f"could not prepare the experiment: {exc}")
+        self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.workspace.log_path.open("ab") as log:
+            try:
+                sync = self._prepare(log)
+            except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the experiment
+                return Outcome("failed", None, f"could not prepare the experiment: {exc}")
             try:
                 with self._lock:
                     if self._stop.is_set():
@@ -172,14 +195,18 @@ class ExperimentRunner:
         return Outcome("failed", exit_code, why)
 
     def _launch(self, log) -> subprocess.Popen[bytes]:
-        executable = self.spec.executable
+        env = self.environment()
+        argv0 = self.spec.argv[0]
+        executable = resolve_interpreter(argv0, env.get("PATH"))
         if executable is None:
-            executable = str(self.workspace.exec_dir / self.spec.argv[0])
+            if argv0 in INTERPRETERS:
+                raise FileNotFoundError(errno.ENOENT, f"{argv0} is not on PATH", argv0)
+            executable = str(self.workspace.exec_dir / argv0)
         proc = subprocess.Popen(
             list(self.spec.argv),
             executable=executable,
             cwd=self.workspace.exec_dir,
-            env=self.environment(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -15,8 +15,8 @@ class ExperimentSpec:
     """Everything the agent needs to run one experiment, serialisable as JSON.
 
     ``argv`` is the exact vector that executes (``python``, the script path relative to
-    the project root, then its arguments); ``executable`` is what ``argv[0]`` resolved to
-    at submission, so the script runs under the interpreter the user's PATH chose.
+    the project root, then its arguments); ``python`` and ``bash`` are looked up on the
+    PATH of ``env`` (locally the submitter's, so the interpreter the user's PATH chose).
     """
 
     run: str
@@ -24,7 +24,6 @@ class ExperimentSpec:
     index: int
     argv: tuple[str, ...]
     bundle_key: str
-    executable: str | None = None
     params: dict[str, object] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     cpus: float = 1.0

@@ -14,6 +14,7 @@ from gridctl.agent import logs as logfiles
 from gridctl.agent.daemon import Home
 from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
 from gridctl.agent.resources import machine_capacity
+from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
 from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.errors import GridctlError
@@ -37,18 +38,6 @@ def _status(record: ExperimentRecord) -> ExperimentStatus:
         reason=record.reason,
         instance="local",
     )
-
-
-def _interpreter(argv0: str, path: str | None) -> str | None:
-    """What ``python``/``bash`` resolve to on the submitter's PATH; None runs the script."""
-    if argv0 not in ("python", "bash"):
-        return None
-    found = shutil.which(argv0, path=path) or (
-        shutil.which("python3", path=path) if argv0 == "python" else None
-    )
-    if found is None:
-        raise GridctlError(f"{argv0} is not on your PATH")
-    return found
 
 
 class LocalBackend:
@@ -89,7 +78,9 @@ class LocalBackend:
 
     def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str) -> None:
         env = {**os.environ, **plan.environment}
-        executable = _interpreter(plan.experiments[0].argv[0], env.get("PATH"))
+        argv0 = plan.experiments[0].argv[0]
+        if argv0 in INTERPRETERS and resolve_interpreter(argv0, env.get("PATH")) is None:
+            raise GridctlError(f"{argv0} is not on your PATH")
         specs = [
             ExperimentSpec(
                 run=plan.name,
@@ -97,7 +88,6 @@ class LocalBackend:
                 index=e.index,
                 argv=e.argv,
                 bundle_key=bundle_key,
-                executable=executable,
                 params=e.params,
                 env=env,
                 cpus=plan.resources.cpus,
