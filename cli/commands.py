@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,13 +74,14 @@ def submit(
     backend: Backend,
     bundle: bundles.Bundle,
     progress: bundles.Progress | None = None,
+    provisioning: Callable[[str], None] | None = None,
 ) -> Submitted:
     if plan.script not in {entry.path for entry in bundle.entries}:
         raise GridctlError(
             f"script {plan.script} is excluded from the code bundle by an ignore file"
         )
     uploaded = bundles.upload(bundle, backend.store, progress=progress)
-    backend.submit(plan, bundle_key=bundle.key, bundle_id=bundle.bundle_id)
+    backend.submit(plan, bundle_key=bundle.key, bundle_id=bundle.bundle_id, progress=provisioning)
     return Submitted(plan=plan, bundle=bundle, uploaded=uploaded)
 
 
@@ -146,3 +149,69 @@ def stop(home: Path, names: Sequence[str]) -> list[ExperimentStatus]:
 def delete(home: Path, names: Sequence[str]) -> list[str]:
     backends = [(_find(home, name), name) for name in names]
     return [e for backend, name in backends for e in backend.delete([name])]
+
+
+ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,22}[a-z0-9]|[a-z]")
+
+
+def up(
+    home: Path,
+    *,
+    cloud: str,
+    region: str | None,
+    name: str,
+    ami: str | None,
+    vpc_id: str | None,
+    subnet_ids: str | None,
+    credential: str | None,
+    step: Callable[[str], None],
+    progress: Callable[[str], None] | None = None,
+):
+    from gridctl.infra import environment
+    from gridctl.infra.aws import Account
+
+    if cloud != "aws":
+        raise GridctlError(f"gridctl up makes cloud environments; --cloud {cloud} needs none")
+    if not ENVIRONMENT_NAME.fullmatch(name):
+        raise GridctlError(
+            f"--name {name!r}: use 1-24 lowercase letters, digits and '-', starting with a letter"
+        )
+    subnets = tuple(s.strip() for s in (subnet_ids or "").split(",") if s.strip())
+    if bool(vpc_id) != bool(subnets):
+        raise GridctlError("--vpc-id and --subnet-ids go together (subnets of that VPC)")
+    current = environment.load(home)
+    if current is not None and current.name != name:
+        raise GridctlError(
+            f"this machine already uses environment {current.name!r}; gridctl down it first"
+        )
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    account = Account(credential, region or "us-east-1")
+    return environment.up(
+        home, account, name, ami=ami, vpc_id=vpc_id, subnet_ids=subnets, step=step,
+        progress=progress,
+    )  # fmt: skip
+
+
+def down(
+    home: Path,
+    *,
+    name: str | None,
+    force: bool,
+    step: Callable[[str], None],
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    from gridctl.infra import environment
+
+    record = environment.load(home)
+    if record is None or (name is not None and name != record.name):
+        raise GridctlError(f"no AWS environment {name or ''} on this machine (see gridctl up)")
+    backend = backend_for(home, "aws")
+    existing = backend.runs()
+    active = [r.name for r in existing if r.status in ("queued", "running")]
+    if active and not force:
+        raise GridctlError(f"runs still active: {', '.join(active)}; stop them or pass --force")
+    for run in existing:
+        step(f"deleting run {run.name}")
+        backend.delete([run.name])
+    environment.down(home, record, step=step, progress=progress)
+    return record.name

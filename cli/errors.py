@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from gridctl.infra.errors import InfraError
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class GridctlError(Exception):
-    """A problem the user can act on: printed as one line, never as a traceback."""
+class GridctlError(InfraError):
+    """A problem the user can act on: printed as one line, never as a traceback.
+
+    It extends the infra layer's error so that one ``except`` at the boundary catches both.
+    """
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
+        super().__init__(message, exit_code)

@@ -150,6 +150,21 @@ def resolve_instance_type(value: str) -> InstanceType:
     )
 
 
+def equivalent_types(itype: InstanceType, limit: int = 3) -> tuple[InstanceType, ...]:
+    """Other types a spot group may use for the same experiment: the same GPUs, at least the
+    vCPUs (at most twice) and memory, smallest first; more types mean more spot pools."""
+    same = [
+        t
+        for t in INSTANCE_TYPES.values()
+        if t.name != itype.name
+        and t.gpus == itype.gpus
+        and t.gpu_model == itype.gpu_model
+        and itype.vcpus <= t.vcpus <= 2 * itype.vcpus
+        and t.memory_gib >= itype.memory_gib
+    ]
+    return tuple(sorted(same, key=lambda t: (t.vcpus, t.memory_gib, t.name))[:limit])
+
+
 def check_fits(
     itype: InstanceType, *, cpus: float | None, gpus: int | None, memory_bytes: int | None
 ) -> None:

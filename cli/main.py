@@ -7,13 +7,16 @@ exits 2 (1 when the work itself failed); nothing else reaches the user as a trac
 from __future__ import annotations
 
 import os
+import re
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 
 import typer
 
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
+from gridctl.infra.errors import InfraError
 
 app = typer.Typer(
     name="gridctl",
@@ -177,8 +180,8 @@ def run(
     bundle = commands.scan(plan.localdir, home)
     for message in commands.bundle_warnings(bundle, ignore_warnings):
         _warn(message)
-    with _upload_progress(bundle) as progress:
-        submitted = commands.submit(plan, backend, bundle, progress)
+    with _upload_progress(bundle) as progress, _provisioning(plan.cloud) as provisioning:
+        submitted = commands.submit(plan, backend, bundle, progress, provisioning)
     if not (wait or follow):
         if output is Output.json:
             render.print_json(render.plan_json(submitted.plan))
@@ -225,6 +228,40 @@ def _upload_progress(bundle):
             yield update
 
     return bar()
+
+
+TERRAFORM_PROGRESS = re.compile(r"^(\S+): (Creat|Destroy|Modif|Read)\w* complete")
+
+
+@contextmanager
+def _steps(title: str):
+    """A spinner naming the current step and Terraform's latest finished resource."""
+    from rich.status import Status
+
+    done = 0
+    current = [title]
+    with Status(title, console=_console(stderr=True)) as status:
+
+        def step(name: str) -> None:
+            current[0] = name
+            status.update(name)
+
+        def progress(line: str) -> None:
+            nonlocal done
+            if TERRAFORM_PROGRESS.match(line):
+                done += 1
+                status.update(f"{current[0]} ({done} resources done)")
+
+        yield step, progress
+
+
+@contextmanager
+def _provisioning(cloud: str):
+    if cloud == "local":
+        yield None
+        return
+    with _steps(f"provisioning on {cloud} with Terraform") as (_, progress):
+        yield progress
 
 
 def _follow_run(home: Path, run_name: str) -> None:
@@ -401,10 +438,54 @@ def bundle(
         )
 
 
+@app.command(
+    help="Create or update the shared AWS environment with Terraform (idempotent). A teammate"
+    " with the same account, region and --name joins it and sees the same runs. Makes AWS"
+    " the default cloud for this user."
+)
+def up(
+    cloud: str = typer.Option("aws", help="only aws"),
+    region: str | None = typer.Option(None, help="default: AWS_REGION or us-east-1"),
+    name: str = typer.Option("default", help="environment name"),
+    ami: str | None = typer.Option(None, help="default: the region's Deep Learning Base GPU AMI"),
+    vpc_id: str | None = typer.Option(None, "--vpc-id", "--vpc_id", help="use an existing VPC"),
+    subnet_ids: str | None = typer.Option(
+        None, "--subnet-ids", "--subnet_ids", help="comma-separated subnets of --vpc-id"
+    ),
+    credential: str | None = typer.Option(None, help="AWS profile to use"),
+) -> None:
+    from gridctl.cli import commands
+
+    with _steps("gridctl up") as (step, progress):
+        record = commands.up(
+            _home(), cloud=cloud, region=region, name=name, ami=ami, vpc_id=vpc_id,
+            subnet_ids=subnet_ids, credential=credential, step=step, progress=progress,
+        )  # fmt: skip
+    _console().print(
+        f"environment {record.name} is up in {record.region} (bucket {record.bucket});"
+        " runs now go to AWS by default"
+    )
+
+
+@app.command(
+    help="Destroy the AWS environment and everything in it; refuses while runs are active"
+    " unless --force."
+)
+def down(
+    name: str | None = typer.Option(None, help="environment name (default: this machine's)"),
+    force: bool = typer.Option(False, help="stop and delete active runs first"),
+) -> None:
+    from gridctl.cli import commands
+
+    with _steps("gridctl down") as (step, progress):
+        gone = commands.down(_home(), name=name, force=force, step=step, progress=progress)
+    _console().print(f"environment {gone} is gone; runs go to this machine again")
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
-    except GridctlError as exc:
+    except InfraError as exc:
         sys.stderr.write(f"gridctl: error: {exc.message}\n")
         code = exc.exit_code
     except typer.Exit as exc:

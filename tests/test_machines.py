@@ -276,3 +276,19 @@ def test_format_bytes(n: int, expected: str) -> None:
 def test_format_then_parse_is_close(amount: int, unit: str) -> None:
     size = parse_memory(f"{amount}{unit}")
     assert abs(parse_memory(format_bytes(size).replace(" ", "")) - size) <= size * 0.05
+
+
+def test_spot_equivalents_keep_the_gpus_and_never_shrink():
+    from gridctl.cli.machines import equivalent_types
+
+    for name in ("t2.medium", "g4dn.xlarge", "p3.2xlarge"):
+        base = resolve_instance_type(name)
+        others = equivalent_types(base)
+        assert base not in others
+        for other in others:
+            assert (other.gpus, other.gpu_model) == (base.gpus, base.gpu_model)
+            assert base.vcpus <= other.vcpus <= 2 * base.vcpus
+            assert other.memory_gib >= base.memory_gib
+    assert [t.name for t in equivalent_types(resolve_instance_type("g4dn.xlarge"))] == [
+        "g4dn.2xlarge"
+    ]

@@ -8,7 +8,10 @@ from pathlib import Path
 from gridctl.cli.backends.base import Backend
 from gridctl.cli.errors import GridctlError
 
-BACKENDS = {"local": "gridctl.cli.backends.local:LocalBackend"}
+BACKENDS = {
+    "local": "gridctl.cli.backends.local:LocalBackend",
+    "aws": "gridctl.cli.backends.aws:AwsBackend",
+}
 
 
 def get_backend(name: str, home: Path) -> Backend:

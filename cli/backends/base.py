@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -83,7 +83,15 @@ class Backend(Protocol):
 
     def run_exists(self, name: str) -> bool: ...
 
-    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str) -> None: ...
+    def submit(
+        self,
+        plan: RunPlan,
+        *,
+        bundle_key: str,
+        bundle_id: str,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Start the plan's experiments; ``progress`` hears provisioning output, if any."""
 
     def runs(self) -> list[RunStatus]: ...
 

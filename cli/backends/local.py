@@ -76,7 +76,8 @@ class LocalBackend:
     def run_exists(self, name: str) -> bool:
         return self.registry.run_exists(name)
 
-    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str) -> None:
+    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress=None) -> None:
+        """Queue the experiments for the local scheduler (nothing to provision here)."""
         env = {**os.environ, **plan.environment}
         argv0 = plan.experiments[0].argv[0]
         if argv0 in INTERPRETERS and resolve_interpreter(argv0, env.get("PATH")) is None:

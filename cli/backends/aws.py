@@ -1,0 +1,294 @@
+"""The AWS backend: one Auto Scaling group per experiment, state and records in the bucket.
+
+Everything a teammate needs to see a run lives in the environment's bucket: ``run.json``
+(the run and its Terraform inputs), each experiment's ``spec.json`` and the node agent's
+``status.json``, logs and artifacts. This machine keeps nothing that another could not
+rebuild.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec
+from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.errors import EXIT_FAILED, GridctlError
+from gridctl.cli.machines import equivalent_types
+from gridctl.cli.plan import RunPlan
+from gridctl.infra import environment, render, runs
+from gridctl.infra.aws import endpoint_url
+from gridctl.infra.errors import InfraError
+from gridctl.infra.wheel import build_agent_wheel
+
+STOP_WAIT = 60.0
+POLL = 2.0
+
+
+def group_name(experiment: str) -> str:
+    return f"gridctl-{experiment}"
+
+
+class AwsBackend:
+    name = "aws"
+
+    def __init__(self, home: Path) -> None:
+        record = environment.load(home)
+        if record is None:
+            raise GridctlError("no AWS environment yet: run 'gridctl up' first")
+        self.home = home
+        self.record = record
+        self.account = record.account
+        from gridctl.agent.s3store import S3Store
+
+        self.store = S3Store(record.bucket, record.region, endpoint_url())
+
+    # -- submission -------------------------------------------------------------------
+
+    def check_plan(self, plan: RunPlan) -> None:
+        assert plan.instance_type is not None
+        offered = self.account.client("ec2").describe_instance_type_offerings(
+            LocationType="region",
+            Filters=[{"Name": "instance-type", "Values": [plan.instance_type.name]}],
+        )["InstanceTypeOfferings"]
+        if not offered:
+            raise GridctlError(
+                f"instance type {plan.instance_type.name} is not offered in {self.record.region}"
+            )
+        if plan.datastore_name is not None:
+            raise GridctlError(f"unknown datastore {plan.datastore_name!r}")
+
+    def run_exists(self, name: str) -> bool:
+        return self.store.exists(f"runs/{name}/run.json")
+
+    def _inputs(self, run: dict) -> render.RunInputs:
+        return render.RunInputs(
+            environment=self.record.name,
+            run=run["name"],
+            use_spot=run["use_spot"],
+            agent_wheel_key=run["agent_wheel_key"],
+            outputs=self.record.outputs,
+            groups=tuple(
+                render.ExperimentInputs(
+                    name=group_name(e), experiment=e, instance_types=tuple(run["instance_types"])
+                )
+                for e in run["experiments"]
+            ),
+        )
+
+    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress=None) -> None:
+        assert plan.instance_type is not None
+        wheel = build_agent_wheel()
+        if not self.store.exists(wheel.key):
+            self.store.put_bytes(wheel.key, wheel.data)
+        types = [plan.instance_type.name]
+        if plan.use_spot:
+            types += [t.name for t in equivalent_types(plan.instance_type)]
+        run = {
+            "name": plan.name,
+            "backend": self.name,
+            "created_at": time.time(),
+            "description": plan.description,
+            "strategy": plan.strategy,
+            "seed": plan.seed,
+            "bundle_id": bundle_id,
+            "use_spot": plan.use_spot,
+            "auto_resume": plan.auto_resume,
+            "instance_types": types,
+            "agent_wheel_key": wheel.key,
+            "experiments": [e.name for e in plan.experiments],
+        }
+        for e in plan.experiments:
+            spec = ExperimentSpec(
+                run=plan.name,
+                name=e.name,
+                index=e.index,
+                argv=e.argv,
+                bundle_key=bundle_key,
+                params=e.params,
+                env=dict(plan.environment),
+                cpus=plan.resources.cpus,
+                gpus=plan.resources.gpus,
+                memory=plan.resources.memory,
+                auto_resume=plan.auto_resume,
+            )
+            self.store.put_bytes(f"runs/{plan.name}/{e.name}/spec.json", spec.to_json().encode())
+        self.store.put_bytes(f"runs/{plan.name}/run.json", json.dumps(run).encode())
+        try:
+            runs.apply(self.home, self.record, self._inputs(run), progress)
+        except InfraError as exc:
+            self._fail_run(run, exc.message, progress)
+            raise InfraError(exc.message, EXIT_FAILED) from None
+
+    def _fail_run(self, run: dict, reason: str, progress) -> None:
+        """A failed apply leaves nothing running or billable, and says why on every experiment."""
+        # Should this fail too, the run's state stays in the bucket for `gridctl delete`.
+        with contextlib.suppress(InfraError):
+            runs.destroy(self.home, self.record, self._inputs(run), progress)
+        for name in run["experiments"]:
+            self._write_status(run["name"], name, "failed", reason)
+
+    def _write_status(self, run: str, experiment: str, status: str, reason: str) -> None:
+        record = self._status(run, experiment) or {"attempts": [], "resumes": 0}
+        now = time.time()
+        record.update(status=status, reason=reason, finished_at=now, heartbeat_at=now)
+        record.setdefault("exit_code", None)
+        self.store.put_bytes(f"runs/{run}/{experiment}/status.json", json.dumps(record).encode())
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _run_record(self, name: str) -> dict | None:
+        try:
+            return json.loads(self.store.get_bytes(f"runs/{name}/run.json"))
+        except FileNotFoundError:
+            return None
+
+    def _status(self, run: str, experiment: str) -> dict | None:
+        try:
+            return json.loads(self.store.get_bytes(f"runs/{run}/{experiment}/status.json"))
+        except FileNotFoundError:
+            return None
+
+    def _experiment(self, run: str, name: str) -> ExperimentStatus:
+        spec = ExperimentSpec.from_json(
+            self.store.get_bytes(f"runs/{run}/{name}/spec.json").decode()
+        )
+        status = self._status(run, name) or {}
+        return ExperimentStatus(
+            name=name,
+            run=run,
+            status=status.get("status", "queued"),
+            params=spec.params,
+            argv=spec.argv,
+            exit_code=status.get("exit_code"),
+            resumes=status.get("resumes", 0),
+            started_at=status.get("started_at"),
+            finished_at=status.get("finished_at"),
+            reason=status.get("reason"),
+            instance=status.get("instance"),
+        )
+
+    def _run_status(self, run: dict) -> RunStatus:
+        return RunStatus(
+            name=run["name"],
+            backend=self.name,
+            created_at=run["created_at"],
+            description=run.get("description"),
+            seed=run["seed"],
+            strategy=run["strategy"],
+            experiments=tuple(self._experiment(run["name"], e) for e in run["experiments"]),
+        )
+
+    def runs(self) -> list[RunStatus]:
+        names = {key.split("/")[1] for key in self.store.list("runs/") if key.endswith("/run.json")}
+        found = [self._run_record(n) for n in sorted(names)]
+        return [self._run_status(r) for r in found if r is not None]
+
+    def run(self, name: str) -> RunStatus:
+        record = self._run_record(name)
+        if record is None:
+            raise GridctlError(f"no run named {name!r} (see gridctl status)")
+        return self._run_status(record)
+
+    def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
+        found: dict[str, ExperimentStatus] = {}
+        for name in names:
+            record = self._run_record(name)
+            if record is not None:
+                found.update((e, self._experiment(name, e)) for e in record["experiments"])
+                continue
+            run = name.rsplit("-exp", 1)[0]
+            record = self._run_record(run) if "-exp" in name else None
+            if record is None or name not in record["experiments"]:
+                raise GridctlError(f"no run or experiment named {name!r} (see gridctl status)")
+            found[name] = self._experiment(run, name)
+        return list(found.values())
+
+    def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]:
+        (status,) = self.experiments([experiment])
+        key = f"runs/{status.run}/{experiment}/log"
+
+        def text() -> str:
+            try:
+                return self.store.get_bytes(key).decode("utf-8", "replace")
+            except FileNotFoundError:
+                return ""
+
+        lines = text().splitlines(keepends=True)
+        shown = lines if tail is None else lines[len(lines) - tail :] if tail else []
+        yield from shown
+        if not follow:
+            return
+        seen = len(lines)
+        while True:
+            (status,) = self.experiments([experiment])
+            ended = status.status not in ACTIVE_STATES
+            lines = text().splitlines(keepends=True)
+            yield from lines[seen:]
+            seen = len(lines)
+            if ended:
+                return
+            time.sleep(POLL)
+
+    def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
+        pattern = re.compile(match) if match else None
+        copied: list[Path] = []
+        for e in self.experiments(names):
+            prefix = f"runs/{e.run}/{e.name}/artifacts/"
+            for key in self.store.list(prefix):
+                rel = key[len(prefix) :]
+                if pattern and not pattern.search(rel):
+                    continue
+                target = dest / e.name / rel
+                self.store.get_file(key, target)
+                copied.append(target)
+        return copied
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def _scale_to_zero(self, experiments: Sequence[str]) -> None:
+        import botocore.exceptions
+
+        autoscaling = self.account.client("autoscaling")
+        for name in experiments:
+            try:
+                autoscaling.update_auto_scaling_group(
+                    AutoScalingGroupName=group_name(name), MinSize=0, DesiredCapacity=0
+                )
+            except botocore.exceptions.ClientError as exc:
+                if "not found" not in str(exc).lower():
+                    raise
+
+    def stop(self, names: Sequence[str]) -> list[ExperimentStatus]:
+        """Ask each node to stop (SIGTERM, grace, SIGKILL, final sync), then scale to zero."""
+        targets = [e for e in self.experiments(names) if e.status in ACTIVE_STATES]
+        for e in targets:
+            self.store.put_bytes(f"runs/{e.run}/{e.name}/control/stop", b"")
+        deadline = time.monotonic() + STOP_WAIT
+        pending = [e for e in targets if e.status != "queued"]
+        while pending and time.monotonic() < deadline:
+            time.sleep(POLL)
+            pending = [e for e in self.experiments([e.name for e in pending])]
+            pending = [e for e in pending if e.status in ACTIVE_STATES]
+        self._scale_to_zero([e.name for e in targets])
+        for e in self.experiments([e.name for e in targets]):
+            if e.status in ACTIVE_STATES:
+                self._write_status(e.run, e.name, "stopped", "stopped by user")
+        return self.experiments(names)
+
+    def delete(self, names: Sequence[str]) -> list[str]:
+        deleted: list[str] = []
+        for name in names:
+            record = self._run_record(name)
+            if record is None:
+                raise GridctlError(f"delete takes run names on AWS; {name!r} is not a run")
+            self.stop([name])
+            runs.destroy(self.home, self.record, self._inputs(record))
+            self.store.delete_prefix(f"runs/{name}")
+            self.store.delete_prefix(runs.state_key(name))
+            deleted += record["experiments"]
+        return deleted

@@ -1,0 +1,69 @@
+"""AWS access for the CLI: one boto3 session per (profile, region), honouring
+``AWS_ENDPOINT_URL`` (LocalStack, moto) and retrying with backoff."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from gridctl.infra.errors import InfraError
+
+RETRIES = {"mode": "standard", "max_attempts": 8}
+NO_CREDENTIALS = (
+    "no AWS credentials found: run 'aws configure', export AWS_ACCESS_KEY_ID and"
+    " AWS_SECRET_ACCESS_KEY, or pass --credential PROFILE"
+)
+
+
+def endpoint_url() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+@dataclass(frozen=True)
+class Account:
+    profile: str | None
+    region: str
+
+    @cached_property
+    def session(self):
+        import boto3
+        import botocore.exceptions
+
+        try:
+            return boto3.Session(profile_name=self.profile, region_name=self.region)
+        except botocore.exceptions.ProfileNotFound:
+            raise InfraError(f"--credential {self.profile}: no such AWS profile") from None
+
+    def client(self, service: str):
+        from botocore.config import Config
+
+        config = Config(retries=RETRIES, s3={"addressing_style": "path"} if endpoint_url() else {})
+        return self.session.client(service, endpoint_url=endpoint_url(), config=config)
+
+    def check_region(self) -> None:
+        if endpoint_url():
+            return  # a local endpoint answers for any region name
+        known = self.session.get_available_regions("ec2")
+        if self.region not in known:
+            raise InfraError(f"unknown AWS region {self.region!r} (e.g. us-east-1, eu-west-1)")
+
+    @cached_property
+    def account_id(self) -> str:
+        import botocore.exceptions
+
+        if self.session.get_credentials() is None:
+            raise InfraError(NO_CREDENTIALS)
+        try:
+            return self.client("sts").get_caller_identity()["Account"]
+        except botocore.exceptions.NoCredentialsError:
+            raise InfraError(NO_CREDENTIALS) from None
+        except botocore.exceptions.ClientError as exc:
+            raise InfraError(f"AWS rejected the credentials: {exc}") from None
+
+    def environment_variables(self) -> dict[str, str]:
+        """What Terraform needs to act as this account: the profile and region."""
+        env = {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}
+        if self.profile:
+            env["AWS_PROFILE"] = self.profile
+        return env

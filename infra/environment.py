@@ -1,0 +1,214 @@
+"""`gridctl up` / `gridctl down`: the shared environment, as named and logged steps.
+
+The environment's Terraform state lives in its own bucket (``gridctl/environment.tfstate``),
+so a teammate with the same account, region and name finds the bucket, joins the same
+state and sees the same runs. The very first ``up`` cannot keep state in a bucket that does
+not exist yet: it applies with local state, then migrates it into the bucket; ``down``
+migrates it back out before destroying the bucket that held it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gridctl.infra import render, terraform
+from gridctl.infra.aws import Account, endpoint_url
+from gridctl.infra.errors import InfraError
+
+ENV_STATE_KEY = "gridctl/environment.tfstate"
+RUNS_STATE_KEY = "gridctl/runs.tfstate"
+INPUTS_KEY = "gridctl/environment.json"
+DLAMI_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
+
+Step = Callable[[str], None]
+"""Told the name of each step as it starts (the CLI shows them)."""
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    """What this machine remembers of an environment (the truth is in the bucket)."""
+
+    name: str
+    region: str
+    profile: str | None
+    bucket: str
+    inputs: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def environment_inputs(self) -> render.EnvironmentInputs:
+        """Exactly what ``up`` applied, so ``down`` destroys the same configuration."""
+        return render.EnvironmentInputs(
+            name=self.name,
+            bucket=self.bucket,
+            ami_id=self.inputs["ami_id"],
+            vpc_id=self.inputs.get("vpc_id"),
+            subnet_ids=tuple(self.inputs.get("subnet_ids", ())),
+        )
+
+    @property
+    def target(self) -> render.Target:
+        return render.Target(self.region, self.profile, endpoint_url())
+
+    @property
+    def account(self) -> Account:
+        return Account(self.profile, self.region)
+
+
+def bucket_name(name: str, account_id: str, region: str) -> str:
+    return f"gridctl-{name}-{account_id}-{region}"
+
+
+def load(home: Path) -> EnvironmentRecord | None:
+    try:
+        data = json.loads((home / "settings.json").read_text())["aws"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return EnvironmentRecord(**data)
+
+
+def save(home: Path, record: EnvironmentRecord | None) -> None:
+    path = home / "settings.json"
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError):
+        settings = {}
+    if record is None:
+        settings.pop("aws", None)
+        settings["default_cloud"] = "local"
+    else:
+        settings["aws"] = asdict(record)
+        settings["default_cloud"] = "aws"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(settings, indent=2))
+    tmp.replace(path)
+
+
+def terraform_dir(home: Path, name: str) -> Path:
+    return home / "terraform" / name
+
+
+def _workdir(home: Path, record: EnvironmentRecord) -> terraform.Workdir:
+    base = terraform_dir(home, record.name)
+    return terraform.Workdir(
+        path=base / "environment",
+        log_path=base / "terraform.log",
+        env=record.account.environment_variables(),
+    )
+
+
+def default_ami(account: Account) -> str:
+    import botocore.exceptions
+
+    try:
+        return account.client("ssm").get_parameter(Name=DLAMI_PARAMETER)["Parameter"]["Value"]
+    except botocore.exceptions.ClientError:
+        raise InfraError(
+            f"could not look up the Deep Learning Base GPU AMI in {account.region}; pass --ami"
+        ) from None
+
+
+def _bucket_exists(account: Account, bucket: str) -> bool:
+    import botocore.exceptions
+
+    try:
+        account.client("s3").head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise InfraError(f"bucket {bucket} exists but is not yours: {exc}") from None
+    return True
+
+
+def _read_inputs(account: Account, bucket: str) -> dict:
+    import botocore.exceptions
+
+    try:
+        body = account.client("s3").get_object(Bucket=bucket, Key=INPUTS_KEY)["Body"].read()
+    except botocore.exceptions.ClientError:
+        return {}
+    return json.loads(body)
+
+
+def up(
+    home: Path,
+    account: Account,
+    name: str,
+    *,
+    ami: str | None,
+    vpc_id: str | None,
+    subnet_ids: tuple[str, ...],
+    step: Step,
+    progress: terraform.Progress | None = None,
+) -> EnvironmentRecord:
+    step("checking credentials, region and Terraform")
+    terraform.terraform_binary()
+    account.check_region()
+    bucket = bucket_name(name, account.account_id, account.region)
+    record = EnvironmentRecord(name, account.region, account.profile, bucket)
+    joining = _bucket_exists(account, bucket)
+    # A teammate's `up` keeps what the creator chose unless told otherwise.
+    chosen = _read_inputs(account, bucket) if joining else {}
+    if ami:
+        chosen["ami_id"] = ami
+    if vpc_id:
+        chosen.update(vpc_id=vpc_id, subnet_ids=list(subnet_ids))
+    if "ami_id" not in chosen:
+        chosen["ami_id"] = default_ami(account)
+    record = EnvironmentRecord(name, account.region, account.profile, bucket, inputs=chosen)
+    inputs = record.environment_inputs
+    workdir = _workdir(home, record)
+    in_bucket = render.s3_backend(record.target, bucket, ENV_STATE_KEY)
+    if joining:
+        step(f"joining environment {name} (state in s3://{bucket})")
+        render.write_root(workdir.path, render.environment_root(record.target, inputs, in_bucket))
+        terraform.run(workdir, "init", "-reconfigure", progress=progress)
+        terraform.run(workdir, "apply", "-auto-approve", progress=progress)
+    else:
+        step(f"creating environment {name} (bucket s3://{bucket})")
+        render.write_root(workdir.path, render.environment_root(record.target, inputs, None))
+        terraform.run(workdir, "init", "-reconfigure", progress=progress)
+        terraform.run(workdir, "apply", "-auto-approve", progress=progress)
+        step("moving the environment's Terraform state into its bucket")
+        render.write_root(workdir.path, render.environment_root(record.target, inputs, in_bucket))
+        terraform.run(workdir, "init", "-migrate-state", "-force-copy", progress=progress)
+        for leftover in ("terraform.tfstate", "terraform.tfstate.backup"):
+            (workdir.path / leftover).unlink(missing_ok=True)
+    step("reading the environment's outputs")
+    outputs = json.loads(terraform.run(workdir, "output", "-json"))
+    record = EnvironmentRecord(
+        name, account.region, account.profile, bucket, inputs=chosen,
+        outputs={k: v["value"] for k, v in outputs.items()},
+    )  # fmt: skip
+    account.client("s3").put_object(Bucket=bucket, Key=INPUTS_KEY, Body=json.dumps(chosen).encode())
+    save(home, record)
+    return record
+
+
+def down(
+    home: Path,
+    record: EnvironmentRecord,
+    *,
+    step: Step,
+    progress: terraform.Progress | None = None,
+) -> None:
+    """Destroy everything ``up`` made; the caller has already removed every run."""
+    workdir = _workdir(home, record)
+    inputs = record.environment_inputs
+    in_bucket = render.s3_backend(record.target, record.bucket, ENV_STATE_KEY)
+    step("reading the environment's state from its bucket")
+    render.write_root(workdir.path, render.environment_root(record.target, inputs, in_bucket))
+    terraform.run(workdir, "init", "-reconfigure", progress=progress)
+    step("moving the state out of the bucket that is about to go")
+    render.write_root(workdir.path, render.environment_root(record.target, inputs, None))
+    terraform.run(workdir, "init", "-migrate-state", "-force-copy", progress=progress)
+    step(f"destroying environment {record.name}")
+    terraform.run(workdir, "destroy", "-auto-approve", progress=progress)
+    shutil.rmtree(terraform_dir(home, record.name), ignore_errors=True)
+    save(home, None)

@@ -1,0 +1,190 @@
+"""Root modules as Terraform JSON (``*.tf.json``): built as data, never as HCL text.
+
+Every string that comes from outside goes through ``literal`` so that Terraform's
+``${...}``/``%{...}`` template syntax in it stays text.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROVIDER_VERSION = ">= 5.0"
+# Every service the provider and our modules talk to, pointed at AWS_ENDPOINT_URL when set.
+SERVICES = ("autoscaling", "ec2", "iam", "s3", "sts", "ssm", "dynamodb")
+
+
+def literal(value: str) -> str:
+    return value.replace("${", "$${").replace("%{", "%%{")
+
+
+def modules_dir() -> Path:
+    return Path(str(importlib.resources.files("gridctl.modules")))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where Terraform acts: the region, the profile, and a test endpoint if any."""
+
+    region: str
+    profile: str | None = None
+    endpoint_url: str | None = None
+
+
+def provider(target: Target) -> dict:
+    config: dict = {"region": literal(target.region)}
+    if target.profile:
+        config["profile"] = literal(target.profile)
+    if target.endpoint_url:
+        url = literal(target.endpoint_url)
+        config.update(
+            endpoints={service: url for service in SERVICES},
+            s3_use_path_style=True,
+            skip_credentials_validation=True,
+            skip_requesting_account_id=True,
+            skip_metadata_api_check=True,
+        )
+    return {"aws": config}
+
+
+def s3_backend(target: Target, bucket: str, key: str) -> dict:
+    """State in the environment's bucket, locked with S3 conditional writes (no DynamoDB)."""
+    config: dict = {
+        "bucket": literal(bucket),
+        "key": literal(key),
+        "region": literal(target.region),
+        "encrypt": True,
+        "use_lockfile": True,
+    }
+    if target.profile:
+        config["profile"] = literal(target.profile)
+    if target.endpoint_url:
+        config.update(
+            endpoints={"s3": literal(target.endpoint_url)},
+            use_path_style=True,
+            skip_credentials_validation=True,
+            skip_region_validation=True,
+            skip_requesting_account_id=True,
+            skip_metadata_api_check=True,
+        )
+    return {"s3": config}
+
+
+def terraform_block(backend: dict | None) -> dict:
+    block: dict = {
+        "required_providers": {"aws": {"source": "hashicorp/aws", "version": PROVIDER_VERSION}}
+    }
+    if backend is not None:
+        block["backend"] = backend
+    return block
+
+
+@dataclass(frozen=True)
+class EnvironmentInputs:
+    name: str
+    bucket: str
+    ami_id: str
+    vpc_id: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+
+
+ENVIRONMENT_OUTPUTS = (
+    "bucket_name",
+    "vpc_id",
+    "subnet_ids",
+    "security_group_id",
+    "instance_profile_name",
+    "node_role_arn",
+    "ami_id",
+    "region",
+)
+
+
+def environment_root(target: Target, inputs: EnvironmentInputs, backend: dict | None) -> dict:
+    module: dict = {
+        "source": str(modules_dir() / "environment"),
+        "name": literal(inputs.name),
+        "bucket_name": literal(inputs.bucket),
+        "ami_id": literal(inputs.ami_id),
+        "force_destroy": True,
+        "tags": {"gridctl:environment": literal(inputs.name)},
+    }
+    if inputs.vpc_id:
+        module["vpc_id"] = literal(inputs.vpc_id)
+        module["subnet_ids"] = [literal(s) for s in inputs.subnet_ids]
+    return {
+        "terraform": terraform_block(backend),
+        "provider": provider(target),
+        "module": {"environment": module},
+        "output": {
+            name: {"value": f"${{module.environment.{name}}}"} for name in ENVIRONMENT_OUTPUTS
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ExperimentInputs:
+    """One Auto Scaling group: an experiment, or a machine shared by several."""
+
+    name: str
+    experiment: str
+    instance_types: tuple[str, ...]
+    node_count: int = 1
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    environment: str
+    run: str
+    use_spot: bool
+    agent_wheel_key: str
+    outputs: Mapping[str, object]
+    groups: tuple[ExperimentInputs, ...]
+
+
+def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
+    """One ``experiment`` module instance per group, keyed by experiment name (``for_each``
+    keeps the module call, and so the shared Terraform data dir, the same for every run)."""
+    env = inputs.outputs
+    groups = {
+        literal(g.experiment): {
+            "name": literal(g.name),
+            "instance_types": [literal(t) for t in g.instance_types],
+            "node_count": g.node_count,
+        }
+        for g in inputs.groups
+    }
+    module = {
+        "source": str(modules_dir() / "experiment"),
+        "for_each": groups,
+        "name": "${each.value.name}",
+        "experiment": "${each.key}",
+        "instance_types": "${each.value.instance_types}",
+        "node_count": "${each.value.node_count}",
+        "environment": literal(inputs.environment),
+        "run": literal(inputs.run),
+        "bucket": literal(str(env["bucket_name"])),
+        "region": literal(target.region),
+        "ami_id": literal(str(env["ami_id"])),
+        "use_spot": inputs.use_spot,
+        "subnet_ids": [literal(s) for s in env["subnet_ids"]],  # type: ignore[union-attr]
+        "security_group_id": literal(str(env["security_group_id"])),
+        "instance_profile_name": literal(str(env["instance_profile_name"])),
+        "agent_wheel_key": literal(inputs.agent_wheel_key),
+        "tags": {"gridctl:environment": literal(inputs.environment)},
+    }
+    return {
+        "terraform": terraform_block(backend),
+        "provider": provider(target),
+        "module": {"experiment": module},
+    }
+
+
+def write_root(directory: Path, root: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "main.tf.json"
+    path.write_text(json.dumps(root, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,78 @@
+"""A run's compute as one Terraform apply.
+
+Every run's root module has the same backend block and the same single ``experiment``
+module call (``for_each`` over its groups), so all runs share one initialized Terraform
+data dir (``TF_DATA_DIR``: providers, modules, backend) and differ only in their workspace
+(``TF_WORKSPACE`` = the run name, state at ``env:/<run>/gridctl/runs.tfstate`` in the
+bucket, locked by S3 conditional writes). A run therefore costs one ``terraform apply``,
+not init + plan + apply; the data dir is initialized once per machine and environment.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from pathlib import Path
+
+from gridctl.infra import render, terraform
+from gridctl.infra.environment import RUNS_STATE_KEY, EnvironmentRecord, terraform_dir
+
+LOCK_FILE = ".terraform.lock.hcl"
+
+
+def _base(home: Path, record: EnvironmentRecord) -> Path:
+    return terraform_dir(home, record.name) / "runs"
+
+
+def state_key(run: str) -> str:
+    return f"env:/{run}/{RUNS_STATE_KEY}"
+
+
+def _backend(record: EnvironmentRecord) -> dict:
+    return render.s3_backend(record.target, record.bucket, RUNS_STATE_KEY)
+
+
+def _prepared(home: Path, record: EnvironmentRecord, progress) -> Path:
+    """The shared data dir, initialized once (under a lock: runs may start concurrently)."""
+    base = _base(home, record)
+    data_dir = base / ".data"
+    seed = base / ".seed"
+    base.mkdir(parents=True, exist_ok=True)
+    with (base / ".init.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (seed / LOCK_FILE).exists():
+            empty = render.RunInputs(record.name, "seed", False, "wheels/none", record.outputs, ())
+            render.write_root(seed, render.run_root(record.target, empty, _backend(record)))
+            workdir = terraform.Workdir(
+                seed, base / "terraform.log", data_dir, env=record.account.environment_variables()
+            )
+            terraform.run(workdir, "init", "-reconfigure", progress=progress)
+    return data_dir
+
+
+def _workdir(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progress):
+    data_dir = _prepared(home, record, progress)
+    base = _base(home, record)
+    path = base / inputs.run
+    render.write_root(path, render.run_root(record.target, inputs, _backend(record)))
+    shutil.copyfile(base / ".seed" / LOCK_FILE, path / LOCK_FILE)
+    return terraform.Workdir(
+        path,
+        path / "terraform.log",
+        data_dir,
+        workspace=inputs.run,
+        env=record.account.environment_variables(),
+    )
+
+
+def apply(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progress=None):
+    """Create the run's groups (nothing to refresh: the run's state is new)."""
+    workdir = _workdir(home, record, inputs, progress)
+    terraform.run(workdir, "apply", "-auto-approve", "-refresh=false", progress=progress)
+
+
+def destroy(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progress=None):
+    """Remove everything the run's state holds; the state object itself is left to delete."""
+    workdir = _workdir(home, record, inputs, progress)
+    terraform.run(workdir, "destroy", "-auto-approve", progress=progress)
+    shutil.rmtree(workdir.path, ignore_errors=True)

@@ -1,0 +1,110 @@
+"""Driving the ``terraform`` binary: one command at a time, output to a log file.
+
+python-terraform renders the command lines. Its ``cmd()`` takes the environment from
+``os.environ`` alone and cannot stream output (0.10.1 leaks ``-synchronous`` into argv
+when asked not to wait), so the process itself is run here, with the per-call
+environment (``TF_DATA_DIR``, ``TF_WORKSPACE``, the account) and a line callback that
+the CLI turns into a progress display.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridctl.infra.errors import InfraError
+
+MISSING = (
+    "terraform was not found on PATH: install Terraform 1.5 or newer"
+    " (https://developer.hashicorp.com/terraform/install)"
+)
+_ERROR = re.compile(r"^(?:│\s*)?Error: (.*)$")
+_DETAIL = re.compile(r"^(?:│\s*)(\S.*)$")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """A root module directory and how Terraform should treat it."""
+
+    path: Path
+    log_path: Path
+    data_dir: Path | None = None
+    workspace: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def terraform_binary() -> str:
+    found = shutil.which("terraform")
+    if found is None:
+        raise InfraError(MISSING)
+    return found
+
+
+def summarize_error(output: str) -> str:
+    """Terraform's own first error, with its first detail line, as one line."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        match = _ERROR.match(line.strip())
+        if match:
+            detail = next((m.group(1) for m in map(_DETAIL.match, lines[i + 1 : i + 6]) if m), "")
+            return f"{match.group(1)}" + (f": {detail}" if detail else "")
+    tail = [line for line in lines if line.strip()]
+    return tail[-1] if tail else "terraform failed"
+
+
+def run(
+    workdir: Workdir,
+    command: str,
+    *args: str,
+    progress: Progress | None = None,
+    **options,
+) -> str:
+    """Run one Terraform command; returns its stdout, raises InfraError with its error."""
+    from python_terraform import IsFlagged, Terraform
+
+    tf = Terraform(working_dir=str(workdir.path), terraform_bin_path=terraform_binary())
+    options.setdefault("no_color", IsFlagged)
+    if command in ("apply", "destroy", "init", "plan"):
+        options.setdefault("input", False)
+    argv: Sequence[str] = tf.generate_cmd_string(command, *args, **options)
+    env = {**os.environ, **workdir.env, "TF_IN_AUTOMATION": "1"}
+    if workdir.data_dir is not None:
+        env["TF_DATA_DIR"] = str(workdir.data_dir)
+    if workdir.workspace is not None:
+        env["TF_WORKSPACE"] = workdir.workspace
+    workdir.log_path.parent.mkdir(parents=True, exist_ok=True)
+    captured: list[str] = []
+    with workdir.log_path.open("a") as log:
+        log.write(f"$ {' '.join(argv)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            argv,
+            cwd=workdir.path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            captured.append(line)
+            if progress is not None:
+                progress(line.rstrip("\n"))
+        code = proc.wait()
+        log.write(f"[exit {code}]\n")
+    output = "".join(captured)
+    if code != 0:
+        raise InfraError(
+            f"terraform {command} failed: {summarize_error(output)} (log: {workdir.log_path})",
+            exit_code=1,
+        )
+    return output
