@@ -47,8 +47,13 @@ def test_the_wheel_holds_only_gridctl_packages(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("gridctl-")}
     assert tops == {"gridctl"}
-    assert {"gridctl/cli/main.py", "gridctl/agent/__main__.py", "gridctl/infra/__init__.py"} <= set(
-        names
-    )
+    assert {
+        "gridctl/cli/main.py",
+        "gridctl/cli/backends/local.py",
+        "gridctl/agent/__main__.py",
+        "gridctl/infra/__init__.py",
+        "gridctl/modules/environment/main.tf",
+        "gridctl/modules/experiment/main.tf",
+    } <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gridctl = gridctl.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
