@@ -1,0 +1,468 @@
+"""``python -m gridctl.agent node``: run the one experiment this EC2 instance exists for.
+
+The instance learns its experiment from its tags (IMDSv2), reads the spec from the bucket,
+runs it with the same ExperimentRunner as the local backend, and reports only through
+``status.json`` next to the spec, from which the CLI derives everything. Once the
+experiment has ended the agent scales its Auto Scaling group to zero, so no instance keeps
+running after its script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import BinaryIO
+
+from gridctl.agent.imds import Identity, IMDSClient, IMDSError
+from gridctl.agent.logs import stamp
+from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
+from gridctl.agent.s3store import S3Store, boto_config
+from gridctl.agent.spec import ENDED_STATES, ExperimentSpec
+
+RUN_TAG = "gridctl:run"
+EXPERIMENT_TAG = "gridctl:experiment"
+BUCKET_TAG = "gridctl:bucket"
+GROUP_TAG = "aws:autoscaling:groupName"
+CONTROL_INTERVAL = 2.0
+"""Seconds between looks for a stop request in the bucket."""
+_TICK = 0.2
+TERMINATED_REASON = "instance terminated"
+LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
+
+
+class NodeError(RuntimeError):
+    """This node cannot start its experiment; the message says why."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    root: Path
+    runner: RunnerSettings
+    heartbeat_interval: float = 10.0
+    log_interval: float = 5.0
+    endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls, runner: RunnerSettings) -> NodeSettings:
+        env = os.environ
+        return cls(
+            root=Path(env.get("GRIDCTL_NODE_ROOT") or "/"),
+            runner=runner,
+            heartbeat_interval=float(env.get("GRIDCTL_HEARTBEAT_INTERVAL", cls.heartbeat_interval)),
+            log_interval=float(env.get("GRIDCTL_LOG_INTERVAL", cls.log_interval)),
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        )
+
+    def workspace(self, experiment: str) -> Workspace:
+        """Every path under the node root, so several simulated nodes share a machine."""
+        opt = self.root / "opt" / "gridctl"
+        return Workspace(
+            exec_dir=opt / "work" / experiment,
+            scratch_dir=self.root / "scratch" / experiment,
+            log_path=opt / "logs" / f"{experiment}.log",
+            bundle_cache=opt / "cache",
+        )
+
+
+@dataclass(frozen=True)
+class Keys:
+    """One experiment's objects in the bucket (the same keys as the local store)."""
+
+    run: str
+    experiment: str
+
+    @property
+    def base(self) -> str:
+        return f"runs/{self.run}/{self.experiment}"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.base}/spec.json"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status.json"
+
+    @property
+    def log(self) -> str:
+        return f"{self.base}/log"
+
+    @property
+    def stop(self) -> str:
+        return f"{self.base}/control/stop"
+
+
+@dataclass
+class Attempt:
+    """One instance's try at the experiment."""
+
+    instance: str
+    started_at: float
+    finished_at: float | None = None
+    status: str = "starting"
+    reason: str | None = None
+
+
+@dataclass
+class NodeStatus:
+    """``status.json``: the one record of an experiment on AWS (missing means queued)."""
+
+    status: str
+    instance: str
+    started_at: float
+    heartbeat_at: float
+    exit_code: int | None = None
+    reason: str | None = None
+    finished_at: float | None = None
+    resumes: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @classmethod
+    def first(cls, instance: str, now: float) -> NodeStatus:
+        return cls("starting", instance, now, now, attempts=[Attempt(instance, now)])
+
+    def finish(self, status: str, exit_code: int | None, reason: str | None, now: float) -> None:
+        """End the experiment and its latest attempt."""
+        self.status, self.exit_code, self.reason = status, exit_code, reason
+        self.finished_at = self.heartbeat_at = now
+        if self.attempts:
+            attempt = self.attempts[-1]
+            attempt.status, attempt.reason, attempt.finished_at = status, reason, now
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NodeStatus:
+        """Lenient about keys it does not know, so a newer writer does not break it."""
+        raw = json.loads(data)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["attempts"] = [Attempt(**a) for a in raw.get("attempts", [])]
+        return cls(**values)
+
+
+class LogShipper:
+    """Uploads the whole log file every few seconds while it changes, and once at the end."""
+
+    def __init__(self, store: S3Store, key: str, path: Path, interval: float) -> None:
+        self.store = store
+        self.key = key
+        self.path = path
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._shipped: tuple[int, int] | None = None
+        self._thread = threading.Thread(target=self._loop, name="log-shipper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def ship(self) -> None:
+        with self._lock:
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                return
+            if (st.st_size, st.st_mtime_ns) != self._shipped:
+                self.store.put_file(self.key, self.path)
+                self._shipped = (st.st_size, st.st_mtime_ns)
+
+    def close(self) -> None:
+        """Stop the periodic uploads and upload what is left."""
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.ship()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self.interval):
+            try:
+                self.ship()
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                say(f"cannot upload the log: {exc}")
+
+
+class BucketRecorder:
+    """The runner's Recorder on a node: each change rewrites status.json, one at a time."""
+
+    def __init__(self, store: S3Store, keys: Keys, record: NodeStatus, log: LogShipper) -> None:
+        self.store = store
+        self.keys = keys
+        self.record = record
+        self.log = log
+        self.interrupted: str | None = None
+        """Set when the stop request came from the instance going away, not the user."""
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def starting(self) -> None:
+        with self._lock:
+            self._write()
+
+    def running(self, pid: int, pid_started: float) -> None:
+        with self._lock:
+            now = time.time()
+            self.record.status = self.record.attempts[-1].status = "running"
+            self.record.started_at = self.record.heartbeat_at = now
+            self._write()
+
+    def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
+        """The log goes up before the status: an ended experiment has all its files."""
+        if self.interrupted and status in ("stopped", "failed"):
+            # Stopped for the instance's sake, or failed to prepare as it went (pip killed).
+            status, reason = "interrupted", self.interrupted
+        try:
+            self.log.close()
+        except Exception as exc:  # noqa: BLE001 - a lost log must not leave the status open
+            say(f"cannot upload the final log: {exc}")
+        with self._lock:
+            self._ended = True
+            self.record.finish(status, exit_code, reason, time.time())
+            self._write()
+
+    def heartbeat(self) -> None:
+        with self._lock:
+            if not self._ended:
+                self.record.heartbeat_at = time.time()
+                self._write()
+
+    def _write(self) -> None:
+        self.store.put_bytes(self.keys.status, self.record.to_json())
+
+
+def install_requirements(exec_dir: Path, log: BinaryIO) -> None:
+    """The bundle's requirements.txt, for the interpreter the agent runs (and puts first
+    on the script's PATH), with pip's output in the experiment's log."""
+    if not (exec_dir / "requirements.txt").is_file():
+        return
+    command = [sys.executable, "-m", "pip", "install", "-r", "requirements.txt"]
+    log.write(stamp() + b"gridctl: pip install -r requirements.txt\n")
+    log.flush()
+    proc = subprocess.Popen(
+        command, cwd=exec_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    error = None
+    with proc.stdout:
+        for line in proc.stdout:
+            log.write(stamp() + line.rstrip(b"\n") + b"\n")
+            log.flush()
+            if line.startswith(b"ERROR:"):
+                error = line.decode(errors="replace").strip()
+    code = proc.wait()
+    if code != 0:
+        detail = f": {error}" if error else ""
+        raise NodeError(f"pip install -r requirements.txt failed (exit code {code}){detail}")
+
+
+def read_status(store: S3Store, keys: Keys) -> bytes | None:
+    try:
+        return store.get_bytes(keys.status)
+    except FileNotFoundError:
+        return None
+
+
+def read_spec(store: S3Store, keys: Keys) -> ExperimentSpec:
+    try:
+        spec = ExperimentSpec.from_json(store.get_bytes(keys.spec).decode())
+    except FileNotFoundError:
+        raise NodeError(f"no experiment spec at s3://{store.bucket}/{keys.spec}") from None
+    if (spec.run, spec.name) != (keys.run, keys.experiment):
+        raise NodeError(f"s3://{store.bucket}/{keys.spec} is for {spec.run}/{spec.name}")
+    return spec
+
+
+def watch_controls(
+    runner: ExperimentRunner,
+    recorder: BucketRecorder,
+    terminated: threading.Event,
+    done: threading.Event,
+) -> None:
+    """Turn a stop object in the bucket or a SIGTERM to the agent into a stop request;
+    whichever comes first names the outcome (stopped or interrupted)."""
+    next_look = 0.0
+    while not done.wait(_TICK):
+        if terminated.is_set():
+            recorder.interrupted = TERMINATED_REASON
+            runner.request_stop()
+            return
+        if time.monotonic() < next_look:
+            continue
+        next_look = time.monotonic() + CONTROL_INTERVAL
+        try:
+            if recorder.store.exists(recorder.keys.stop):
+                runner.request_stop()
+                return
+        except Exception as exc:  # noqa: BLE001 - the next look tries again
+            say(f"cannot look for a stop request: {exc}")
+
+
+def heartbeat(recorder: BucketRecorder, interval: float, done: threading.Event) -> None:
+    """``heartbeat_at`` moves while the agent lives, so the CLI can tell a lost node."""
+    while not done.wait(interval):
+        try:
+            recorder.heartbeat()
+        except Exception as exc:  # noqa: BLE001 - the next beat tries again
+            say(f"cannot write the heartbeat: {exc}")
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"{stamp().decode()}gridctl agent: {message}\n")
+    sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class Node:
+    """This instance: who it is (from IMDS) and how the agent is set up on it."""
+
+    identity: Identity
+    tags: dict[str, str]
+    settings: NodeSettings
+
+    def prepare(self) -> tuple[ExperimentRunner, BucketRecorder] | int:
+        """The runner for this node's experiment, or the exit status when there is none
+        to run; a failure is recorded in status.json whenever the bucket is known."""
+        located: tuple[S3Store, Keys] | None = None
+        record = NodeStatus.first(self.identity.instance_id, time.time())
+        try:
+            located = store, keys = self.locate()
+            previous = read_status(store, keys)
+            if previous is not None:
+                return self.settle(store, keys, previous)
+            spec = read_spec(store, keys)
+            workspace = self.settings.workspace(keys.experiment)
+            log = LogShipper(store, keys.log, workspace.log_path, self.settings.log_interval)
+            recorder = BucketRecorder(store, keys, record, log)
+            recorder.starting()
+        except Exception as exc:  # noqa: BLE001 - every failure to start is reported
+            say(f"cannot start the experiment: {exc}")
+            if located is not None:
+                record.finish("failed", None, f"the node could not start it: {exc}", time.time())
+                try:
+                    located[0].put_bytes(located[1].status, record.to_json())
+                except Exception as error:  # noqa: BLE001 - the bucket itself may be the cause
+                    say(f"cannot record the failure: {error}")
+            self.scale_to_zero()
+            return 1
+        runner = ExperimentRunner(
+            spec, store, workspace, recorder, settings=self.settings.runner,
+            before_launch=install_requirements,
+        )  # fmt: skip
+        return runner, recorder
+
+    def locate(self) -> tuple[S3Store, Keys]:
+        missing = [t for t in (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG) if not self.tags.get(t)]
+        if missing:
+            raise NodeError(
+                f"instance {self.identity.instance_id} lacks the tags {', '.join(missing)} "
+                "in its metadata (are instance metadata tags enabled?)"
+            )
+        store = S3Store(self.tags[BUCKET_TAG], self.identity.region, self.settings.endpoint_url)
+        return store, Keys(self.tags[RUN_TAG], self.tags[EXPERIMENT_TAG])
+
+    def settle(self, store: S3Store, keys: Keys, previous: bytes) -> int:
+        """A status already exists: this instance replaces one that ended or vanished."""
+        state = json.loads(previous).get("status")
+        if state not in ENDED_STATES:
+            # The node running it vanished mid-run; with nothing restored there is
+            # nothing to resume, so the experiment ends interrupted (SPEC section 7).
+            record = NodeStatus.from_json(previous)
+            say(f"{keys.experiment} was left {state} by {record.instance}")
+            record.finish("interrupted", None, LOST_REASON, time.time())
+            store.put_bytes(keys.status, record.to_json())
+            state = record.status
+        say(f"{keys.experiment} has ended ({state}): nothing to run")
+        return 0 if self.scale_to_zero() else 1
+
+    def run(
+        self, runner: ExperimentRunner, recorder: BucketRecorder, terminated: threading.Event
+    ) -> int:
+        done = threading.Event()
+        helpers = [
+            threading.Thread(
+                target=watch_controls, args=(runner, recorder, terminated, done),
+                name="controls", daemon=True,
+            ),
+            threading.Thread(
+                target=heartbeat, args=(recorder, self.settings.heartbeat_interval, done),
+                name="heartbeat", daemon=True,
+            ),
+        ]  # fmt: skip
+        for helper in helpers:
+            helper.start()
+        recorder.log.start()
+        try:
+            runner.run()
+            recorded = True
+        except Exception as exc:  # noqa: BLE001 - the runner could not write the status
+            say(f"cannot record the outcome: {exc}")
+            recorded = False
+        done.set()
+        for helper in helpers:
+            helper.join()
+        if not recorded:
+            self.scale_to_zero()
+            return 1
+        record = recorder.record
+        say(f"{record.status}" + (f": {record.reason}" if record.reason else ""))
+        if record.status == "interrupted":
+            return 0  # the instance is going away; its group decides what replaces it
+        return 0 if self.scale_to_zero() else 1
+
+    def scale_to_zero(self) -> bool:
+        """Set this instance's Auto Scaling group to zero, which also ends this instance;
+        False when that failed (the agent then exits non-zero, so it shows)."""
+        import boto3
+
+        endpoint_url = self.settings.endpoint_url
+        try:
+            client = boto3.session.Session().client(
+                "autoscaling",
+                region_name=self.identity.region,
+                endpoint_url=endpoint_url,
+                config=boto_config(endpoint_url),
+            )
+            instance_id = self.identity.instance_id
+            found = client.describe_auto_scaling_instances(InstanceIds=[instance_id])
+            groups = [i["AutoScalingGroupName"] for i in found["AutoScalingInstances"]]
+            group = groups[0] if groups else self.tags.get(GROUP_TAG)
+            if group is None:
+                say(f"{instance_id} is in no Auto Scaling group: nothing to scale")
+                return True
+            client.update_auto_scaling_group(
+                AutoScalingGroupName=group, MinSize=0, DesiredCapacity=0
+            )
+        except Exception as exc:  # noqa: BLE001 - reported, and the exit status shows it
+            say(f"cannot scale the Auto Scaling group to zero: {exc}")
+            return False
+        say(f"scaled {group} to zero")
+        return True
+
+
+def serve_node(settings: NodeSettings) -> int:
+    """Run this instance's experiment: 0 once it has ended, whatever its outcome."""
+    terminated = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: terminated.set())
+    # ``python`` in the script is the interpreter requirements.txt was installed for.
+    os.environ["PATH"] = os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
+    )
+    try:
+        imds = IMDSClient()
+        node = Node(imds.identity(), imds.tags(), settings)
+    except IMDSError as exc:
+        say(f"cannot read the instance metadata: {exc}")
+        return 1
+    prepared = node.prepare()
+    if isinstance(prepared, int):
+        return prepared
+    return node.run(*prepared, terminated)

@@ -1,0 +1,124 @@
+"""The Store on AWS: one private bucket, same keys as the local store.
+
+boto3 is imported when a store is made, never when this module is, so importing the agent
+stays cheap. Every call is retried by botocore (standard mode) with backoff, which covers
+throttling and the brief outages a long run will meet.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from gridctl.agent.store import Progress
+
+MAX_ATTEMPTS = 8
+_DELETE_BATCH = 1000
+"""The most keys one DeleteObjects call takes."""
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+def check_key(key: str) -> str:
+    """The same rule as LocalStore: a relative POSIX path with no empty, . or .. part."""
+    if key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
+        raise ValueError(f"invalid store key: {key!r}")
+    return key
+
+
+def boto_config(endpoint_url: str | None):
+    """Standard retries for any client; path-style S3 addressing when talking to an
+    emulator (moto, LocalStack), whose endpoint has no bucket subdomains."""
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+
+
+class S3Store:
+    def __init__(self, bucket: str, region: str, endpoint_url: str | None = None) -> None:
+        """``endpoint_url`` defaults to ``AWS_ENDPOINT_URL``; credentials come from boto3's
+        default chain (environment, profile, instance role)."""
+        import boto3
+
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        # A session of its own: clients are thread-safe, the default session is not.
+        self.client = boto3.session.Session().client(
+            "s3",
+            region_name=region,
+            endpoint_url=self.endpoint_url,
+            config=boto_config(self.endpoint_url),
+        )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=check_key(key))
+        except self.client.exceptions.ClientError as exc:
+            if _missing(exc):
+                return False
+            raise
+        return True
+
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        self.client.upload_file(str(path), self.bucket, check_key(key), Callback=progress)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        """Written under a temporary name then renamed: ``dest`` is never half a file."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        try:
+            self.client.download_file(self.bucket, check_key(key), str(partial))
+            os.replace(partial, dest)
+        except self.client.exceptions.ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
+            raise
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        """Raises FileNotFoundError for a missing key, like LocalStore."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+        except self.client.exceptions.ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
+            raise
+        with response["Body"] as body:
+            return body.read()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys below the folder ``prefix`` (not keys that merely start with its text)."""
+        folder = prefix.strip("/")
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=f"{folder}/" if folder else "")
+        for page in pages:
+            for item in page.get("Contents", ()):
+                yield item["Key"]
+
+    def delete_prefix(self, prefix: str) -> None:
+        """The folder ``prefix`` and everything below it, or the single key ``prefix``."""
+        folder = check_key(prefix.rstrip("/"))
+        keys = [*self.list(folder), *([folder] if self.exists(folder) else [])]
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[start : start + _DELETE_BATCH]]
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                where = f"s3://{self.bucket}/{first['Key']}"
+                raise OSError(f"cannot delete {where}: {first['Message']}")
+
+
+def _missing(exc: Exception) -> bool:
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Code")) in _MISSING

@@ -1,0 +1,395 @@
+"""The node agent, run for real (``python -m gridctl.agent node``) against moto and a
+minimal IMDSv2 stand-in, as user data starts it on an instance of an Auto Scaling group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+import pytest
+
+from gridctl.agent import s3store
+from gridctl.agent.s3store import S3Store
+from gridctl.agent.spec import ExperimentSpec
+from gridctl.cli.bundle import scan, upload
+
+REGION = "us-east-1"
+BUCKET = "gridctl-node-test"
+RUN = "bold-fox"
+EXPERIMENT = "bold-fox-exp0"
+GROUP = "gridctl-bold-fox-exp0"
+BASE = f"runs/{RUN}/{EXPERIMENT}"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+TRAIN = """\
+import os, sys
+print("training with", " ".join(sys.argv[1:]))
+os.makedirs("out", exist_ok=True)
+with open("out/model.txt", "w") as f:
+    f.write("weights")
+print("scratch", os.environ["GRIDCTL_SCRATCH_DIR"])
+"""
+FOREVER = """\
+import time
+for step in range(600):
+    print("step", step, flush=True)
+    time.sleep(0.1)
+"""
+
+
+class MiniIMDS:
+    """IMDSv2 for one instance: a token first, then instance id, placement and tags."""
+
+    def __init__(self, instance_id: str, tags: dict[str, str]) -> None:
+        meta = "/latest/meta-data"
+        self.paths = {
+            f"{meta}/instance-id": instance_id,
+            f"{meta}/instance-type": "t3.micro",
+            f"{meta}/placement/region": REGION,
+            f"{meta}/placement/availability-zone": f"{REGION}a",
+            f"{meta}/tags/instance": "\n".join(tags),
+            **{f"{meta}/tags/instance/{k}": v for k, v in tags.items()},
+        }
+        self.tokens: set[str] = set()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        imds = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                token = f"token-{len(imds.tokens)}"
+                imds.tokens.add(token)
+                self._reply(200, token)
+
+            def do_GET(self) -> None:
+                if self.headers.get("X-aws-ec2-metadata-token") not in imds.tokens:
+                    return self._reply(401)
+                value = imds.paths.get(unquote(self.path))
+                self._reply(404) if value is None else self._reply(200, value)
+
+            def _reply(self, status: int, body: str = "") -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Cloud:
+    """One experiment's AWS side in moto: bucket, group of one instance, its IMDS."""
+
+    moto: str
+    store: S3Store
+    autoscaling: Any
+    instance_id: str
+    imds: MiniIMDS
+    root: Path
+    ca_bundle: Path
+
+    def deploy(self, files: dict[str, str], argv: tuple[str, ...], project: Path) -> None:
+        """What ``gridctl run --cloud aws`` leaves in the bucket: a bundle and a spec."""
+        for name, text in files.items():
+            (project / name).write_text(text)
+        bundle = scan(project)
+        upload(bundle, self.store)
+        spec = ExperimentSpec(RUN, EXPERIMENT, 0, argv, bundle.key, params={"lr": 0.1})
+        self.store.put_bytes(f"{BASE}/spec.json", spec.to_json().encode())
+
+    def status(self) -> dict:
+        return json.loads(self.store.get_bytes(f"{BASE}/status.json"))
+
+    def desired_capacity(self) -> int:
+        (group,) = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
+            "AutoScalingGroups"
+        ]
+        return group["DesiredCapacity"]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIP_"))}
+        return {
+            **env,
+            **CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.moto,
+            "AWS_CA_BUNDLE": str(self.ca_bundle),
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.url,
+            "GRIDCTL_NODE_ROOT": str(self.root),
+            "GRIDCTL_GRACE_PERIOD": "3",
+            "GRIDCTL_HEARTBEAT_INTERVAL": "0.5",
+            "GRIDCTL_LOG_INTERVAL": "0.5",
+            **extra,
+        }
+
+    def agent(self, **extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gridctl.agent", "node"],
+            cwd=self.root,
+            env=self.env(**extra),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run_agent(self, **extra: str) -> tuple[int, str]:
+        proc = self.agent(**extra)
+        output, _ = proc.communicate(timeout=30)
+        return proc.returncode, output
+
+
+@pytest.fixture
+def cloud(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cloud]:
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_tls))
+    clients = {
+        name: boto3.client(name, endpoint_url=moto, region_name=REGION)
+        for name in ("s3", "ec2", "autoscaling")
+    }
+    clients["s3"].create_bucket(Bucket=BUCKET)
+    clients["ec2"].create_launch_template(
+        LaunchTemplateName=f"{GROUP}-template",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+    )
+    tags = {
+        "gridctl:environment": "default",
+        "gridctl:run": RUN,
+        "gridctl:experiment": EXPERIMENT,
+        "gridctl:bucket": BUCKET,
+        "Name": EXPERIMENT,
+    }
+    autoscaling = clients["autoscaling"]
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=GROUP,
+        LaunchTemplate={"LaunchTemplateName": f"{GROUP}-template", "Version": "$Latest"},
+        MinSize=1,
+        MaxSize=1,
+        DesiredCapacity=1,
+        AvailabilityZones=[f"{REGION}a"],
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
+    )
+    (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
+        "AutoScalingGroups"
+    ]
+    instance_id = group["Instances"][0]["InstanceId"]
+    (reservation,) = clients["ec2"].describe_instances(InstanceIds=[instance_id])["Reservations"]
+    instance_tags = {t["Key"]: t["Value"] for t in reservation["Instances"][0]["Tags"]}
+    imds = MiniIMDS(instance_id, instance_tags)
+    root = tmp_path / "node"
+    root.mkdir()
+    store = S3Store(BUCKET, REGION, moto)
+    yield Cloud(moto, store, autoscaling, instance_id, imds, root, moto_tls)
+    imds.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
+
+
+def status_is(cloud: Cloud, wanted: str) -> Callable[[], bool]:
+    def check() -> bool:
+        return cloud.store.exists(f"{BASE}/status.json") and cloud.status()["status"] == wanted
+
+    return check
+
+
+def test_a_run_succeeds_keeps_its_files_and_scales_its_group_to_zero(cloud, project):
+    cloud.deploy({"train.py": TRAIN}, ("python", "train.py", "--lr", "0.1"), project)
+    code, output = cloud.run_agent()
+    assert code == 0, output
+    status = cloud.status()
+    assert status["status"] == "succeeded"
+    assert status["exit_code"] == 0
+    assert status["instance"] == cloud.instance_id
+    assert status["reason"] is None
+    assert status["started_at"] <= status["finished_at"] <= time.time()
+    assert status["resumes"] == 0
+    (attempt,) = status["attempts"]
+    assert attempt["instance"] == cloud.instance_id
+    assert attempt["status"] == "succeeded"
+    assert list(cloud.store.list(f"{BASE}/artifacts")) == [f"{BASE}/artifacts/out/model.txt"]
+    assert cloud.store.get_bytes(f"{BASE}/artifacts/out/model.txt") == b"weights"
+    log = cloud.store.get_bytes(f"{BASE}/log").decode().splitlines()
+    assert any(line.endswith("Z training with --lr 0.1") for line in log)
+    assert all(line[:4].isdigit() and line[10] == "T" for line in log)
+    scratch = next(line for line in log if " scratch " in line).split(" scratch ")[1]
+    assert scratch == str(cloud.root / "scratch" / EXPERIMENT)
+    assert (cloud.root / "opt" / "gridctl" / "work" / EXPERIMENT / "out" / "model.txt").exists()
+    assert cloud.desired_capacity() == 0
+
+
+def test_a_failing_script_fails_with_its_exit_code(cloud, project):
+    script = "import sys\nprint('diverged')\nsys.exit(3)\n"
+    cloud.deploy({"train.py": script}, ("python", "train.py"), project)
+    code, output = cloud.run_agent()
+    assert code == 0, output
+    status = cloud.status()
+    assert (status["status"], status["exit_code"], status["reason"]) == ("failed", 3, "exit code 3")
+    assert "diverged" in cloud.store.get_bytes(f"{BASE}/log").decode()
+    assert cloud.desired_capacity() == 0
+
+
+def test_requirements_that_pip_cannot_install_fail_the_experiment(cloud, project):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        index = f"http://127.0.0.1:{closed.getsockname()[1]}/simple"
+    files = {"train.py": TRAIN, "requirements.txt": "gridctl-no-such-package==1.0\n"}
+    cloud.deploy(files, ("python", "train.py"), project)
+    code, output = cloud.run_agent(
+        PIP_INDEX_URL=index,
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="1",
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+    )
+    assert code == 0, output
+    status = cloud.status()
+    assert status["status"] == "failed"
+    assert "pip install -r requirements.txt failed" in status["reason"]
+    assert "gridctl-no-such-package" in status["reason"]
+    log = cloud.store.get_bytes(f"{BASE}/log").decode()
+    assert "gridctl: pip install -r requirements.txt" in log
+    assert "training with" not in log
+    assert cloud.desired_capacity() == 0
+
+
+def test_a_stop_object_stops_the_run(cloud, project):
+    cloud.deploy({"train.py": FOREVER}, ("python", "train.py"), project)
+    agent = cloud.agent()
+    try:
+        wait_for(status_is(cloud, "running"))
+        first_beat = cloud.status()["heartbeat_at"]
+        wait_for(lambda: b"step 3" in _log(cloud))  # shipped while running
+        wait_for(lambda: cloud.status()["heartbeat_at"] > first_beat)
+        cloud.store.put_bytes(f"{BASE}/control/stop", b"")
+        output, _ = agent.communicate(timeout=20)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0, output
+    status = cloud.status()
+    assert (status["status"], status["reason"]) == ("stopped", "stopped by user")
+    assert status["exit_code"] == 128 + signal.SIGTERM
+    assert cloud.desired_capacity() == 0
+
+
+def test_sigterm_to_the_agent_records_an_interruption_and_keeps_the_group(cloud, project):
+    cloud.deploy({"train.py": FOREVER}, ("python", "train.py"), project)
+    agent = cloud.agent()
+    try:
+        wait_for(status_is(cloud, "running"))
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=20)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0, output
+    status = cloud.status()
+    assert (status["status"], status["reason"]) == ("interrupted", "instance terminated")
+    assert status["attempts"][-1]["status"] == "interrupted"
+    assert b"step 1" in _log(cloud)
+    assert cloud.desired_capacity() == 1
+
+
+def test_an_ended_experiment_is_not_run_again(cloud, project):
+    cloud.deploy({"train.py": TRAIN}, ("python", "train.py"), project)
+    ended = {"status": "succeeded", "exit_code": 0, "reason": None, "instance": "i-0old"}
+    cloud.store.put_bytes(f"{BASE}/status.json", json.dumps(ended).encode())
+    code, output = cloud.run_agent()
+    assert code == 0, output
+    assert cloud.status() == ended
+    assert list(cloud.store.list(f"{BASE}/artifacts")) == []
+    assert not (cloud.root / "opt" / "gridctl" / "work" / EXPERIMENT).exists()
+    assert cloud.desired_capacity() == 0
+
+
+def test_a_missing_spec_is_recorded_as_a_failure(cloud):
+    code, output = cloud.run_agent()
+    assert code != 0
+    assert "no experiment spec" in output
+    status = cloud.status()
+    assert status["status"] == "failed"
+    assert "no experiment spec" in status["reason"]
+    assert status["instance"] == cloud.instance_id
+    assert cloud.desired_capacity() == 0
+
+
+def _log(cloud: Cloud) -> bytes:
+    key = f"{BASE}/log"
+    return cloud.store.get_bytes(key) if cloud.store.exists(key) else b""
+
+
+# S3Store against the same moto server.
+
+
+def test_the_store_round_trips_files_and_bytes(cloud, tmp_path):
+    store = cloud.store
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(3000))
+    sent: list[int] = []
+    store.put_file("runs/r/e/artifacts/model.bin", source, progress=sent.append)
+    assert sum(sent) == 3000
+    assert store.exists("runs/r/e/artifacts/model.bin")
+    store.get_file("runs/r/e/artifacts/model.bin", tmp_path / "back" / "model.bin")
+    assert (tmp_path / "back" / "model.bin").read_bytes() == source.read_bytes()
+    assert [p.name for p in (tmp_path / "back").iterdir()] == ["model.bin"]
+    store.put_bytes("runs/r/e/status.json", b"{}")
+    assert store.get_bytes("runs/r/e/status.json") == b"{}"
+
+
+def test_the_store_says_what_is_missing(cloud, tmp_path):
+    assert not cloud.store.exists("runs/r/e/status.json")
+    with pytest.raises(FileNotFoundError):
+        cloud.store.get_bytes("runs/r/e/status.json")
+    with pytest.raises(FileNotFoundError):
+        cloud.store.get_file("runs/r/e/log", tmp_path / "log")
+    assert not (tmp_path / "log").exists()
+    with pytest.raises(ValueError):
+        cloud.store.exists("runs/../secrets")
+
+
+def test_the_store_lists_and_deletes_folders(cloud, monkeypatch):
+    monkeypatch.setattr(s3store, "_DELETE_BATCH", 2)
+    store = cloud.store
+    for key in ("runs/a/x/log", "runs/a/x/artifacts/m", "runs/a/y/log", "runs/ab/x/log"):
+        store.put_bytes(key, b"1")
+    assert sorted(store.list("runs/a")) == ["runs/a/x/artifacts/m", "runs/a/x/log", "runs/a/y/log"]
+    store.delete_prefix("runs/a/")
+    assert list(store.list("runs")) == ["runs/ab/x/log"]
+    store.delete_prefix("runs/ab/x/log")
+    assert list(store.list("")) == []
