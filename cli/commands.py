@@ -186,9 +186,12 @@ def up(
         )
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     account = Account(credential, region or "us-east-1")
+    # moto evaluates a conditional deny as unconditional, so the TLS-only bucket policy
+    # would lock the emulator out; this switch exists for emulators only.
+    tls_only = os.environ.get("GRIDCTL_BUCKET_TLS_POLICY", "on") != "off"
     return environment.up(
         home, account, name, ami=ami, vpc_id=vpc_id, subnet_ids=subnets, step=step,
-        progress=progress,
+        progress=progress, deny_insecure_transport=tls_only,
     )  # fmt: skip
 
 

@@ -50,6 +50,7 @@ class EnvironmentRecord:
             ami_id=self.inputs["ami_id"],
             vpc_id=self.inputs.get("vpc_id"),
             subnet_ids=tuple(self.inputs.get("subnet_ids", ())),
+            deny_insecure_transport=self.inputs.get("deny_insecure_transport", True),
         )
 
     @property
@@ -146,7 +147,10 @@ def up(
     subnet_ids: tuple[str, ...],
     step: Step,
     progress: terraform.Progress | None = None,
+    deny_insecure_transport: bool = True,
 ) -> EnvironmentRecord:
+    """``deny_insecure_transport=False`` drops the bucket's TLS-only policy: only for
+    emulators (moto) that treat a conditional deny as unconditional."""
     step("checking credentials, region and Terraform")
     terraform.terraform_binary()
     account.check_region()
@@ -159,6 +163,8 @@ def up(
         chosen["ami_id"] = ami
     if vpc_id:
         chosen.update(vpc_id=vpc_id, subnet_ids=list(subnet_ids))
+    if not deny_insecure_transport:
+        chosen["deny_insecure_transport"] = False
     if "ami_id" not in chosen:
         chosen["ami_id"] = default_ami(account)
     record = EnvironmentRecord(name, account.region, account.profile, bucket, inputs=chosen)

@@ -89,6 +89,7 @@ class EnvironmentInputs:
     ami_id: str
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
+    deny_insecure_transport: bool = True
 
 
 ENVIRONMENT_OUTPUTS = (
@@ -110,6 +111,7 @@ def environment_root(target: Target, inputs: EnvironmentInputs, backend: dict | 
         "bucket_name": literal(inputs.bucket),
         "ami_id": literal(inputs.ami_id),
         "force_destroy": True,
+        "deny_insecure_transport": inputs.deny_insecure_transport,
         "tags": {"gridctl:environment": literal(inputs.name)},
     }
     if inputs.vpc_id:
