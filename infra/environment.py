@@ -137,6 +137,18 @@ def _read_inputs(account: Account, bucket: str) -> dict:
     return json.loads(body)
 
 
+def _empty_bucket(account: Account, bucket: str) -> None:
+    """Delete every object version, so destroying the bucket is one call, not a retry loop."""
+    s3 = account.client("s3")
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        doomed = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+        if doomed:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+
+
 def up(
     home: Path,
     account: Account,
@@ -214,6 +226,8 @@ def down(
     step("moving the state out of the bucket that is about to go")
     render.write_root(workdir.path, render.environment_root(record.target, inputs, None))
     terraform.run(workdir, "init", "-migrate-state", "-force-copy", progress=progress)
+    step(f"emptying s3://{record.bucket}")
+    _empty_bucket(record.account, record.bucket)
     step(f"destroying environment {record.name}")
     terraform.run(workdir, "destroy", "-auto-approve", progress=progress)
     shutil.rmtree(terraform_dir(home, record.name), ignore_errors=True)

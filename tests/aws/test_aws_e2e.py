@@ -1,0 +1,149 @@
+"""End to end on AWS: the real gridctl command, real Terraform, moto, simulated nodes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import boto3
+import pytest
+
+from conftest import Gridctl
+
+pytestmark = pytest.mark.e2e
+
+TRAIN = """\
+import argparse, json, os
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float)
+args = parser.parse_args()
+os.makedirs("out", exist_ok=True)
+json.dump({"lr": args.lr, "experiment": os.environ["GRIDCTL_EXPERIMENT"]},
+          open("out/result.json", "w"))
+print("trained", args.lr, flush=True)
+"""
+
+SLOW = """\
+import signal, sys, time
+def on_term(*_):
+    open("terminated.txt", "w").write("SIGTERM")
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+for i in range(3000):
+    print("tick", i, flush=True)
+    time.sleep(0.1)
+"""
+
+
+def client(aws_env: dict[str, str], service: str):
+    return boto3.client(
+        service,
+        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def ami(aws_env) -> str:
+    return client(aws_env, "ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+@pytest.fixture
+def cloud(aws_env, tmp_path: Path, project: Path) -> Gridctl:
+    cli = Gridctl(tmp_path / "home", project)
+    cli.env.update(aws_env)
+    cli.env.update(GRIDCTL_LOG_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="2")
+    # moto treats the TLS-only bucket policy's conditional deny as unconditional.
+    cli.env["GRIDCTL_BUCKET_TLS_POLICY"] = "off"
+    return cli
+
+
+def running_instances(aws_env) -> list[str]:
+    reservations = client(aws_env, "ec2").describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )["Reservations"]
+    return [i["InstanceId"] for r in reservations for i in r["Instances"]]
+
+
+def groups(aws_env) -> dict[str, int]:
+    found = client(aws_env, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    return {g["AutoScalingGroupName"]: g["DesiredCapacity"] for g in found}
+
+
+def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes):
+    # up twice: the second changes nothing and duplicates nothing.
+    first = cloud("up", "--ami", ami, timeout=600)
+    assert first.returncode == 0, first.stderr
+    vpcs = client(aws_env, "ec2").describe_vpcs()["Vpcs"]
+    buckets = client(aws_env, "s3").list_buckets()["Buckets"]
+    again = cloud("up", "--ami", ami, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert client(aws_env, "ec2").describe_vpcs()["Vpcs"] == vpcs
+    assert client(aws_env, "s3").list_buckets()["Buckets"] == buckets
+
+    # A 2-experiment spot sweep succeeds with artifacts and logs from the bucket.
+    (project / "train.py").write_text(textwrap.dedent(TRAIN))
+    run = cloud(
+        "run", "--use_spot", "--name", "spot", "--wait", "--output", "json",
+        "train.py", "--lr", "[0.1, 0.2]", timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    final = json.loads(run.stdout)
+    assert final["backend"] == "aws"
+    assert [e["status"] for e in final["experiments"]] == ["succeeded", "succeeded"]
+    assert all(e["instance"].startswith("i-") for e in final["experiments"])
+    dest = tmp_path / "artifacts"
+    assert cloud("artifacts", "spot", "--dest", str(dest)).returncode == 0
+    for i, lr in enumerate([0.1, 0.2]):
+        got = json.loads((dest / f"spot-exp{i}" / "out" / "result.json").read_text())
+        assert got == {"lr": lr, "experiment": f"spot-exp{i}"}
+    assert cloud("logs", "spot-exp1").stdout.rstrip().endswith("trained 0.2")
+    # Every group ends at zero and no instance is left running.
+    nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
+    assert groups(aws_env) == {"gridctl-spot-exp0": 0, "gridctl-spot-exp1": 0}
+    assert running_instances(aws_env) == []
+
+    # A teammate's fresh GRIDCTL_HOME joins the environment and sees the run.
+    teammate = Gridctl(tmp_path / "teammate", project)
+    teammate.env.update(aws_env)
+    joined = teammate("up", timeout=600)
+    assert joined.returncode == 0, joined.stderr
+    assert [r["run"] for r in teammate.json("status")] == ["spot"]
+
+    # stop mid-run scales to zero and shows stopped.
+    (project / "slow.py").write_text(textwrap.dedent(SLOW))
+    assert cloud("run", "--name", "slow", "slow.py", timeout=600).returncode == 0
+    cloud.wait_until(lambda: cloud.experiment("slow", "slow-exp0")["status"] == "running", 120)
+    stopped = cloud("stop", "slow", "--output", "json", timeout=300)
+    assert stopped.returncode == 0, stopped.stderr
+    assert [e["status"] for e in json.loads(stopped.stdout)] == ["stopped"]
+    assert groups(aws_env)["gridctl-slow-exp0"] == 0
+    kept = tmp_path / "kept"
+    assert cloud("artifacts", "slow", "--dest", str(kept)).returncode == 0
+    assert (kept / "slow-exp0" / "terminated.txt").read_text() == "SIGTERM"
+
+    # delete removes the run's objects and resources.
+    assert cloud("delete", "slow", timeout=600).returncode == 0
+    assert "gridctl-slow-exp0" not in groups(aws_env)
+    bucket = first_bucket(aws_env)
+    keys = [
+        o["Key"] for o in client(aws_env, "s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    ]
+    assert not [k for k in keys if "slow" in k]
+
+    # down leaves no instance, group, template or bucket behind.
+    down = cloud("down", timeout=900)
+    assert down.returncode == 0, down.stderr
+    assert running_instances(aws_env) == []
+    assert groups(aws_env) == {}
+    templates = client(aws_env, "ec2").describe_launch_templates()["LaunchTemplates"]
+    assert templates == []
+    assert client(aws_env, "s3").list_buckets()["Buckets"] == []
+
+
+def first_bucket(aws_env) -> str:
+    return client(aws_env, "s3").list_buckets()["Buckets"][0]["Name"]
