@@ -8,7 +8,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from conftest import Gridctl
 
 pytestmark = pytest.mark.e2e
