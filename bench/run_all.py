@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_aws  # noqa: E402
 import bench_bundle  # noqa: E402
 import bench_dispatch  # noqa: E402
 import bench_help  # noqa: E402
@@ -14,7 +15,7 @@ import bench_help  # noqa: E402
 
 def main() -> int:
     failed = 0
-    for bench in (bench_help, bench_bundle, bench_dispatch):
+    for bench in (bench_help, bench_bundle, bench_dispatch, bench_aws):
         failed += bench.main() != 0
     print("all benchmarks at target" if not failed else f"{failed} benchmark(s) missed target")
     return 1 if failed else 0
