@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec
-from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import equivalent_types
 from gridctl.cli.plan import RunPlan
@@ -235,18 +234,8 @@ class AwsBackend:
             time.sleep(POLL)
 
     def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
-        pattern = re.compile(match) if match else None
-        copied: list[Path] = []
-        for e in self.experiments(names):
-            prefix = f"runs/{e.run}/{e.name}/artifacts/"
-            for key in self.store.list(prefix):
-                rel = key[len(prefix) :]
-                if pattern and not pattern.search(rel):
-                    continue
-                target = dest / e.name / rel
-                self.store.get_file(key, target)
-                copied.append(target)
-        return copied
+        pairs = [(e.run, e.name) for e in self.experiments(names)]
+        return download_artifacts(self.store, pairs, dest, match)
 
     # -- stopping ---------------------------------------------------------------------
 

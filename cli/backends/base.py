@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,24 @@ class RunStatus:
         if any(e.finished_at is None for e in self.experiments):
             return None
         return max((e.finished_at for e in self.experiments if e.finished_at), default=None)
+
+
+def download_artifacts(
+    store: Store, experiments: Sequence[tuple[str, str]], dest: Path, match: str | None
+) -> list[Path]:
+    """Copy each (run, experiment)'s artifacts to ``dest/<experiment>/``, filtered by regex."""
+    pattern = re.compile(match) if match else None
+    copied: list[Path] = []
+    for run, experiment in experiments:
+        prefix = f"runs/{run}/{experiment}/artifacts/"
+        for key in store.list(prefix):
+            rel = key[len(prefix) :]
+            if pattern and not pattern.search(rel):
+                continue
+            target = dest / experiment / rel
+            store.get_file(key, target)
+            copied.append(target)
+    return copied
 
 
 class Backend(Protocol):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +15,7 @@ from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry
 from gridctl.agent.resources import machine_capacity
 from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
 from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec
-from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.machines import format_bytes
 from gridctl.cli.plan import RunPlan
@@ -176,18 +175,8 @@ class LocalBackend:
         yield from logfiles.follow(path, ended, start=start)
 
     def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
-        pattern = re.compile(match) if match else None
-        copied: list[Path] = []
-        for record in self._records(names):
-            prefix = f"runs/{record.run}/{record.name}/artifacts/"
-            for key in self.store.list(prefix):
-                rel = key[len(prefix) :]
-                if pattern and not pattern.search(rel):
-                    continue
-                target = dest / record.name / rel
-                self.store.get_file(key, target)
-                copied.append(target)
-        return copied
+        pairs = [(r.run, r.name) for r in self._records(names)]
+        return download_artifacts(self.store, pairs, dest, match)
 
     def stop(self, names: Sequence[str]) -> list[ExperimentStatus]:
         targets = [r.name for r in self._records(names)]

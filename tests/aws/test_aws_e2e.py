@@ -117,10 +117,16 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     (project / "slow.py").write_text(textwrap.dedent(SLOW))
     assert cloud("run", "--name", "slow", "slow.py", timeout=600).returncode == 0
     cloud.wait_until(lambda: cloud.experiment("slow", "slow-exp0")["status"] == "running", 120)
+    # logs --follow streams from the bucket while the node runs, and ends with the experiment.
+    follower = cloud.popen("logs", "slow-exp0", "--follow")
+    assert "tick" in follower.stdout.readline()
     stopped = cloud("stop", "slow", "--output", "json", timeout=300)
     assert stopped.returncode == 0, stopped.stderr
     assert [e["status"] for e in json.loads(stopped.stdout)] == ["stopped"]
     assert groups(aws_env)["gridctl-slow-exp0"] == 0
+    rest, _ = follower.communicate(timeout=120)
+    assert follower.returncode == 0
+    assert rest.rstrip().endswith("got SIGTERM")
     kept = tmp_path / "kept"
     assert cloud("artifacts", "slow", "--dest", str(kept)).returncode == 0
     assert (kept / "slow-exp0" / "terminated.txt").read_text() == "SIGTERM"
