@@ -26,6 +26,8 @@ MISSING = (
 _ERROR = re.compile(r"^(?:│\s*)?Error: (.*)$")
 _DETAIL = re.compile(r"^(?:│\s*)(\S.*)$")
 
+LOCK_TIMEOUT = "120s"
+
 Progress = Callable[[str], None]
 
 
@@ -73,6 +75,9 @@ def run(
     options.setdefault("no_color", IsFlagged)
     if command in ("apply", "destroy", "init", "plan"):
         options.setdefault("input", False)
+    if command in ("apply", "destroy"):
+        # Wait for a run's other Terraform (a teammate's, an interrupted one) to let go.
+        options.setdefault("lock_timeout", LOCK_TIMEOUT)
     argv: Sequence[str] = tf.generate_cmd_string(command, *args, **options)
     env = {**os.environ, **workdir.env, "TF_IN_AUTOMATION": "1"}
     if workdir.data_dir is not None:
@@ -94,12 +99,20 @@ def run(
             text=True,
         )
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            captured.append(line)
-            if progress is not None:
-                progress(line.rstrip("\n"))
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                captured.append(line)
+                if progress is not None:
+                    progress(line.rstrip("\n"))
+            code = proc.wait()
+        except KeyboardInterrupt:
+            # Terraform got the same Ctrl-C: let it stop cleanly, so that its state is saved
+            # and its lock released before anyone (gridctl delete) needs them.
+            log.write("[interrupted: waiting for terraform to stop]\n")
+            log.write(proc.communicate()[0] or "")
+            log.write(f"[exit {proc.returncode}]\n")
+            raise
         log.write(f"[exit {code}]\n")
     output = "".join(captured)
     if code != 0:

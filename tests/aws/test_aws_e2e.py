@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
+import time
 from pathlib import Path
 
 import boto3
@@ -140,6 +143,18 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     ]
     assert not [k for k in keys if "slow" in k]
 
+    # Ctrl-C in the middle of provisioning leaves a run that delete cleans up.
+    interrupted = cloud.popen("run", "--name", "cut", "train.py", start_new_session=True)
+    s3 = client(aws_env, "s3")
+    cloud.wait_until(lambda: "runs/cut/run.json" in keys_of(s3, bucket), 60)
+    time.sleep(2)  # inside terraform apply by now
+    os.killpg(interrupted.pid, signal.SIGINT)
+    interrupted.communicate(timeout=120)
+    assert interrupted.returncode != 0
+    assert cloud("delete", "cut", timeout=600).returncode == 0
+    assert not [g for g in groups(aws_env) if "cut" in g]
+    assert not [k for k in keys_of(s3, bucket) if "/cut/" in k]
+
     # down leaves no instance, group, template or bucket behind.
     down = cloud("down", timeout=900)
     assert down.returncode == 0, down.stderr
@@ -148,6 +163,10 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     templates = client(aws_env, "ec2").describe_launch_templates()["LaunchTemplates"]
     assert templates == []
     assert client(aws_env, "s3").list_buckets()["Buckets"] == []
+
+
+def keys_of(s3, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def first_bucket(aws_env) -> str:
