@@ -1,5 +1,5 @@
-"""The node agent, run for real (``python -m gridctl.agent node``) against moto and a
-minimal IMDSv2 stand-in, as user data starts it on an instance of an Auto Scaling group."""
+"""The node agent, run for real (``python -m gridctl.agent node``) against moto and the
+IMDSv2 stand-in, as user data starts it on an instance of an Auto Scaling group."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import boto3
 import pytest
@@ -25,6 +22,8 @@ from gridctl.agent import s3store
 from gridctl.agent.s3store import S3Store
 from gridctl.agent.spec import ExperimentSpec
 from gridctl.cli.bundle import scan, upload
+
+from .imds import MetadataService
 
 REGION = "us-east-1"
 BUCKET = "gridctl-node-test"
@@ -50,56 +49,6 @@ for step in range(600):
 """
 
 
-class MiniIMDS:
-    """IMDSv2 for one instance: a token first, then instance id, placement and tags."""
-
-    def __init__(self, instance_id: str, tags: dict[str, str]) -> None:
-        meta = "/latest/meta-data"
-        self.paths = {
-            f"{meta}/instance-id": instance_id,
-            f"{meta}/instance-type": "t3.micro",
-            f"{meta}/placement/region": REGION,
-            f"{meta}/placement/availability-zone": f"{REGION}a",
-            f"{meta}/tags/instance": "\n".join(tags),
-            **{f"{meta}/tags/instance/{k}": v for k, v in tags.items()},
-        }
-        self.tokens: set[str] = set()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        imds = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                token = f"token-{len(imds.tokens)}"
-                imds.tokens.add(token)
-                self._reply(200, token)
-
-            def do_GET(self) -> None:
-                if self.headers.get("X-aws-ec2-metadata-token") not in imds.tokens:
-                    return self._reply(401)
-                value = imds.paths.get(unquote(self.path))
-                self._reply(404) if value is None else self._reply(200, value)
-
-            def _reply(self, status: int, body: str = "") -> None:
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @dataclass
 class Cloud:
     """One experiment's AWS side in moto: bucket, group of one instance, its IMDS."""
@@ -108,7 +57,7 @@ class Cloud:
     store: S3Store
     autoscaling: Any
     instance_id: str
-    imds: MiniIMDS
+    imds: MetadataService
     root: Path
     ca_bundle: Path
 
@@ -199,12 +148,12 @@ def cloud(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cl
     instance_id = group["Instances"][0]["InstanceId"]
     (reservation,) = clients["ec2"].describe_instances(InstanceIds=[instance_id])["Reservations"]
     instance_tags = {t["Key"]: t["Value"] for t in reservation["Instances"][0]["Tags"]}
-    imds = MiniIMDS(instance_id, instance_tags)
+    imds = MetadataService(instance_id, tags=instance_tags).start()
     root = tmp_path / "node"
     root.mkdir()
     store = S3Store(BUCKET, REGION, moto)
     yield Cloud(moto, store, autoscaling, instance_id, imds, root, moto_tls)
-    imds.close()
+    imds.stop()
 
 
 @pytest.fixture
