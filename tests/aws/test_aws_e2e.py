@@ -155,6 +155,27 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert not [g for g in groups(aws_env) if "cut" in g]
     assert not [k for k in keys_of(s3, bucket) if "/cut/" in k]
 
+    # A failed terraform apply marks the run failed with Terraform's own error and leaves
+    # nothing running: here this machine's record points at a subnet that does not exist.
+    settings_path = cloud.home / "settings.json"
+    settings = json.loads(settings_path.read_text())
+    broken = json.loads(json.dumps(settings))
+    broken["aws"]["outputs"]["subnet_ids"] = ["subnet-00000000"]
+    settings_path.write_text(json.dumps(broken))
+    templates_before = client(aws_env, "ec2").describe_launch_templates()["LaunchTemplates"]
+    failed = cloud("run", "--name", "broken", "train.py", timeout=600)
+    settings_path.write_text(json.dumps(settings))
+    assert failed.returncode == 1, failed.stderr
+    assert "subnet-00000000" in failed.stderr and "Traceback" not in failed.stderr
+    experiment = cloud.experiment("broken", "broken-exp0")
+    assert experiment["status"] == "failed"
+    assert "subnet-00000000" in experiment["reason"]
+    assert not [g for g in groups(aws_env) if "broken" in g]
+    after = client(aws_env, "ec2").describe_launch_templates()["LaunchTemplates"]
+    assert after == templates_before
+    assert running_instances(aws_env) == []
+    assert cloud("delete", "broken", timeout=600).returncode == 0
+
     # down leaves no instance, group, template or bucket behind.
     down = cloud("down", timeout=900)
     assert down.returncode == 0, down.stderr
