@@ -87,8 +87,14 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert client(aws_env, "ec2").describe_vpcs()["Vpcs"] == vpcs
     assert client(aws_env, "s3").list_buckets()["Buckets"] == buckets
 
-    # A 2-experiment spot sweep succeeds with artifacts and logs from the bucket.
+    # A type the region does not offer (moto's us-east-1 has no p3) is refused up front.
     (project / "train.py").write_text(textwrap.dedent(TRAIN))
+    refused = cloud("run", "--instance_type", "p3.2xlarge", "--gpus", "1", "train.py")
+    assert refused.returncode == 2
+    assert "not offered in us-east-1" in refused.stderr
+    assert cloud.json("status") == []
+
+    # A 2-experiment spot sweep succeeds with artifacts and logs from the bucket.
     run = cloud(
         "run", "--use_spot", "--name", "spot", "--wait", "--output", "json",
         "train.py", "--lr", "[0.1, 0.2]", timeout=600,
