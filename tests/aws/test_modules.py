@@ -79,9 +79,10 @@ class Terraform:
     def init(self) -> None:
         self.run("init", "-backend=false", "-input=false", "-no-color")
 
-    def outputs(self) -> dict:
+    def _read(self, *args: str) -> str:
+        """A read-only terraform command's stdout; its failure fails the test."""
         out = subprocess.run(
-            ["terraform", "output", "-json", "-no-color"],
+            ["terraform", *args, "-no-color"],
             cwd=self.workdir,
             env=self.env,
             capture_output=True,
@@ -89,19 +90,13 @@ class Terraform:
             check=False,
         )
         assert out.returncode == 0, out.stderr + self.report()
-        return {name: o["value"] for name, o in json.loads(out.stdout).items()}
+        return out.stdout
+
+    def outputs(self) -> dict:
+        return {name: o["value"] for name, o in json.loads(self._read("output", "-json")).items()}
 
     def state(self) -> list[str]:
-        out = subprocess.run(
-            ["terraform", "state", "list", "-no-color"],
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr + self.report()
-        return out.stdout.split()
+        return self._read("state", "list").split()
 
     def text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
