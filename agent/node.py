@@ -1,16 +1,20 @@
-"""``python -m gridctl.agent node``: run the one experiment this EC2 instance exists for.
+"""``python -m gridctl.agent node``: run the experiments this EC2 instance exists for.
 
-The instance learns its experiment from its tags (IMDSv2), reads the spec from the bucket,
-runs it with the same ExperimentRunner as the local backend, and reports only through
-``status.json`` next to the spec, from which the CLI derives everything. Once the
-experiment has ended the agent scales its Auto Scaling group to zero, so no instance keeps
-running after its script.
+The instance learns its machine from its tags (IMDSv2) and reads the machine's spec from
+the bucket: one experiment, or several that share the instance's GPUs. Each runs with the
+same ExperimentRunner as the local backend, given its GPUs by the same scheduler, and
+reports only through ``status.json`` next to its spec, from which the CLI derives
+everything. Once every experiment has ended the agent scales its Auto Scaling group to
+zero, so no instance keeps running after its scripts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -22,9 +26,11 @@ from typing import BinaryIO
 
 from gridctl.agent.imds import Identity, IMDSClient, IMDSError
 from gridctl.agent.logs import stamp
+from gridctl.agent.resources import Capacity
 from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.s3store import S3Store, boto_config
-from gridctl.agent.spec import ENDED_STATES, ExperimentSpec
+from gridctl.agent.scheduler import Allocation, Request, schedule
+from gridctl.agent.spec import ENDED_STATES, ExperimentSpec, MachineSpec, machine_key
 
 RUN_TAG = "gridctl:run"
 EXPERIMENT_TAG = "gridctl:experiment"
@@ -320,6 +326,45 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
+@dataclass
+class Job:
+    """One experiment of this machine, recorded ``starting`` and waiting for its GPUs."""
+
+    spec: ExperimentSpec
+    recorder: BucketRecorder
+
+    @property
+    def request(self) -> Request:
+        return Request(self.spec.name, self.spec.cpus, self.spec.gpus, self.spec.memory)
+
+
+class Requirements:
+    """``before_launch`` for every experiment of the node: the bundle's requirements.txt is
+    installed once, by whichever experiment unpacks it first; the others wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: dict[str, NodeError | None] = {}
+
+    def __call__(self, exec_dir: Path, log: BinaryIO) -> None:
+        path = exec_dir / "requirements.txt"
+        if not path.is_file():
+            return
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with self._lock:
+            if digest in self._outcomes:
+                log.write(stamp() + b"gridctl: requirements.txt already installed on this node\n")
+            else:
+                try:
+                    install_requirements(exec_dir, log)
+                    self._outcomes[digest] = None
+                except NodeError as exc:
+                    self._outcomes[digest] = exc
+            error = self._outcomes[digest]
+        if error is not None:
+            raise error
+
+
 @dataclass(frozen=True)
 class Node:
     """This instance: who it is (from IMDS) and how the agent is set up on it."""
@@ -327,39 +372,34 @@ class Node:
     identity: Identity
     tags: dict[str, str]
     settings: NodeSettings
+    requirements: Requirements = field(default_factory=Requirements)
 
-    def prepare(self) -> tuple[ExperimentRunner, BucketRecorder] | int:
-        """The runner for this node's experiment, or the exit status when there is none
-        to run; a failure is recorded in status.json whenever the bucket is known."""
-        located: tuple[S3Store, Keys] | None = None
-        record = NodeStatus.first(self.identity.instance_id, time.time())
+    def serve(self, terminated: threading.Event) -> int:
+        """Run the machine's experiments, then scale its group to zero: 0 once every one
+        has ended and been recorded, whatever its outcome."""
         try:
-            located = store, keys = self.locate()
-            previous = read_status(store, keys)
-            if previous is not None:
-                return self.settle(store, keys, previous)
-            spec = read_spec(store, keys)
-            workspace = self.settings.workspace(keys.experiment)
-            log = LogShipper(store, keys.log, workspace.log_path, self.settings.log_interval)
-            recorder = BucketRecorder(store, keys, record, log)
-            recorder.starting()
-        except Exception as exc:  # noqa: BLE001 - every failure to start is reported
-            say(f"cannot start the experiment: {exc}")
-            if located is not None:
-                record.finish("failed", None, f"the node could not start it: {exc}", time.time())
-                try:
-                    located[0].put_bytes(located[1].status, record.to_json())
-                except Exception as error:  # noqa: BLE001 - the bucket itself may be the cause
-                    say(f"cannot record the failure: {error}")
+            store, machine = self.locate()
+        except Exception as exc:  # noqa: BLE001 - without its work the node has no purpose
+            say(f"cannot find this node's work: {exc}")
             self.scale_to_zero()
             return 1
-        runner = ExperimentRunner(
-            spec, store, workspace, recorder, settings=self.settings.runner,
-            before_launch=install_requirements,
-        )  # fmt: skip
-        return runner, recorder
+        jobs: list[Job] = []
+        clean = True
+        for name in machine.experiments:
+            prepared = self.prepare(store, Keys(machine.run, name))
+            if isinstance(prepared, Job):
+                jobs.append(prepared)
+            else:
+                clean = clean and prepared
+        outcomes = self.run_all(jobs, machine, terminated)
+        if None in outcomes:
+            self.scale_to_zero()
+            return 1
+        if "interrupted" in outcomes:
+            return 0  # the instance is going away; its group decides what replaces it
+        return 0 if self.scale_to_zero() and clean else 1
 
-    def locate(self) -> tuple[S3Store, Keys]:
+    def locate(self) -> tuple[S3Store, MachineSpec]:
         missing = [t for t in (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG) if not self.tags.get(t)]
         if missing:
             raise NodeError(
@@ -367,9 +407,36 @@ class Node:
                 "in its metadata (are instance metadata tags enabled?)"
             )
         store = S3Store(self.tags[BUCKET_TAG], self.identity.region, self.settings.endpoint_url)
-        return store, Keys(self.tags[RUN_TAG], self.tags[EXPERIMENT_TAG])
+        key = machine_key(self.tags[RUN_TAG], self.tags[EXPERIMENT_TAG])
+        try:
+            return store, MachineSpec.from_json(store.get_bytes(key).decode())
+        except FileNotFoundError:
+            raise NodeError(f"no machine spec at s3://{store.bucket}/{key}") from None
 
-    def settle(self, store: S3Store, keys: Keys, previous: bytes) -> int:
+    def prepare(self, store: S3Store, keys: Keys) -> Job | bool:
+        """The experiment recorded ``starting``; or, when there is nothing to run, whether
+        that was settled cleanly (a failure to start is recorded in its status.json)."""
+        record = NodeStatus.first(self.identity.instance_id, time.time())
+        try:
+            previous = read_status(store, keys)
+            if previous is not None:
+                return self.settle(store, keys, previous)
+            spec = read_spec(store, keys)
+            log_path = self.settings.workspace(keys.experiment).log_path
+            log = LogShipper(store, keys.log, log_path, self.settings.log_interval)
+            recorder = BucketRecorder(store, keys, record, log)
+            recorder.starting()
+            return Job(spec, recorder)
+        except Exception as exc:  # noqa: BLE001 - every failure to start is reported
+            say(f"cannot start {keys.experiment}: {exc}")
+            record.finish("failed", None, f"the node could not start it: {exc}", time.time())
+            try:
+                store.put_bytes(keys.status, record.to_json())
+            except Exception as error:  # noqa: BLE001 - the bucket itself may be the cause
+                say(f"cannot record the failure: {error}")
+            return False
+
+    def settle(self, store: S3Store, keys: Keys, previous: bytes) -> bool:
         """A status already exists: this instance replaces one that ended or vanished."""
         state = json.loads(previous).get("status")
         if state not in ENDED_STATES:
@@ -381,20 +448,77 @@ class Node:
             store.put_bytes(keys.status, record.to_json())
             state = record.status
         say(f"{keys.experiment} has ended ({state}): nothing to run")
-        return 0 if self.scale_to_zero() else 1
+        return True
 
-    def run(
-        self, runner: ExperimentRunner, recorder: BucketRecorder, terminated: threading.Event
-    ) -> int:
+    def run_all(
+        self, jobs: list[Job], machine: MachineSpec, terminated: threading.Event
+    ) -> list[str | None]:
+        """Each job once the scheduler gives it room (the CLI packed them to fit at once);
+        the recorded outcome of each, None where it could not be recorded."""
+        capacity = Capacity(machine.cpus, machine.gpus, machine.memory)
+        queued = {job.spec.name: job for job in jobs}
+        running: dict[str, Allocation] = {}
+        ended: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        outcomes: list[str | None] = []
+        for job in jobs:
+            if not schedule([job.request], [], capacity):
+                queued.pop(job.spec.name)
+                reason = f"it does not fit this machine ({capacity})"
+                job.recorder.finished("failed", None, reason)
+                outcomes.append("failed")
+        while queued or running:
+            if terminated.is_set():
+                for job in queued.values():
+                    job.recorder.finished("interrupted", None, TERMINATED_REASON)
+                    outcomes.append("interrupted")
+                queued.clear()
+            requests = [job.request for job in queued.values()]
+            for allocation in schedule(requests, list(running.values()), capacity):
+                running[allocation.name] = allocation
+                job = queued.pop(allocation.name)
+                work = threading.Thread(
+                    target=self._work, args=(job, allocation.gpu_ids, terminated, ended),
+                    name=job.spec.name, daemon=True,
+                )  # fmt: skip
+                work.start()
+            if running:
+                with contextlib.suppress(queue.Empty):
+                    name, outcome = ended.get(timeout=_TICK)
+                    running.pop(name)
+                    outcomes.append(outcome)
+        return outcomes
+
+    def _work(
+        self,
+        job: Job,
+        gpu_ids: tuple[int, ...],
+        terminated: threading.Event,
+        ended: queue.Queue[tuple[str, str | None]],
+    ) -> None:
+        """A job's thread: whatever happens, ``run_all`` hears that it ended."""
+        outcome = None
+        try:
+            outcome = self.run_one(job, gpu_ids, terminated)
+        finally:
+            ended.put((job.spec.name, outcome))
+
+    def run_one(
+        self, job: Job, gpu_ids: tuple[int, ...], terminated: threading.Event
+    ) -> str | None:
+        recorder = job.recorder
+        runner = ExperimentRunner(
+            job.spec, recorder.store, self.settings.workspace(job.spec.name), recorder,
+            gpu_ids=gpu_ids, settings=self.settings.runner, before_launch=self.requirements,
+        )  # fmt: skip
         done = threading.Event()
         helpers = [
             threading.Thread(
                 target=watch_controls, args=(runner, recorder, terminated, done),
-                name="controls", daemon=True,
+                name=f"controls-{job.spec.name}", daemon=True,
             ),
             threading.Thread(
                 target=heartbeat, args=(recorder, self.settings.heartbeat_interval, done),
-                name="heartbeat", daemon=True,
+                name=f"heartbeat-{job.spec.name}", daemon=True,
             ),
         ]  # fmt: skip
         for helper in helpers:
@@ -402,21 +526,16 @@ class Node:
         recorder.log.start()
         try:
             runner.run()
-            recorded = True
+            outcome: str | None = recorder.record.status
         except Exception as exc:  # noqa: BLE001 - the runner could not write the status
-            say(f"cannot record the outcome: {exc}")
-            recorded = False
+            say(f"cannot record the outcome of {job.spec.name}: {exc}")
+            outcome = None
         done.set()
         for helper in helpers:
             helper.join()
-        if not recorded:
-            self.scale_to_zero()
-            return 1
         record = recorder.record
-        say(f"{record.status}" + (f": {record.reason}" if record.reason else ""))
-        if record.status == "interrupted":
-            return 0  # the instance is going away; its group decides what replaces it
-        return 0 if self.scale_to_zero() else 1
+        say(f"{job.spec.name} {record.status}" + (f": {record.reason}" if record.reason else ""))
+        return outcome
 
     def scale_to_zero(self) -> bool:
         """Set this instance's Auto Scaling group to zero, which also ends this instance;
@@ -449,7 +568,7 @@ class Node:
 
 
 def serve_node(settings: NodeSettings) -> int:
-    """Run this instance's experiment: 0 once it has ended, whatever its outcome."""
+    """Run this instance's experiments: 0 once they have ended, whatever their outcome."""
     terminated = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: terminated.set())
     # ``python`` in the script is the interpreter requirements.txt was installed for.
@@ -462,7 +581,4 @@ def serve_node(settings: NodeSettings) -> int:
     except IMDSError as exc:
         say(f"cannot read the instance metadata: {exc}")
         return 1
-    prepared = node.prepare()
-    if isinstance(prepared, int):
-        return prepared
-    return node.run(*prepared, terminated)
+    return node.serve(terminated)

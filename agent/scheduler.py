@@ -53,3 +53,18 @@ def schedule(
             free_memory -= request.memory
             started.append(Allocation(request.name, request.cpus, request.memory, gpu_ids))
     return started
+
+
+def pack(requests: Sequence[Request], capacity: Capacity) -> list[list[Allocation]]:
+    """Fill machines of ``capacity`` one after another, first-fit in request order: the
+    groups of experiments that run together, each with the GPUs it would get."""
+    machines: list[list[Allocation]] = []
+    remaining = list(requests)
+    while remaining:
+        placed = schedule(remaining, [], capacity)
+        if not placed:
+            raise ValueError(f"{remaining[0].name} does not fit a machine of {capacity}")
+        machines.append(placed)
+        names = {a.name for a in placed}
+        remaining = [r for r in remaining if r.name not in names]
+    return machines

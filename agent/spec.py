@@ -1,4 +1,5 @@
-"""What one experiment is: the plain record a backend hands to the agent."""
+"""What one experiment is, and what one machine runs: the plain records a backend hands
+to the agent."""
 
 from __future__ import annotations
 
@@ -39,3 +40,38 @@ class ExperimentSpec:
         data = json.loads(text)
         data["argv"] = tuple(data["argv"])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """One node's work on AWS: the experiments that share it and what it offers them.
+
+    A machine runs one experiment, or several when each asks for fewer GPUs than the
+    instance has (Grid's semantics); the node's scheduler then gives each its own GPUs.
+    ``cpus``/``gpus``/``memory`` are the instance type's, as the CLI's catalogue knows it.
+    """
+
+    run: str
+    name: str
+    experiments: tuple[str, ...]
+    cpus: float
+    gpus: int
+    memory: int
+
+    @property
+    def key(self) -> str:
+        return machine_key(self.run, self.name)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> MachineSpec:
+        data = json.loads(text)
+        data["experiments"] = tuple(data["experiments"])
+        return cls(**data)
+
+
+def machine_key(run: str, name: str) -> str:
+    """Where a machine's spec lives in the bucket; the node knows only its tags."""
+    return f"runs/{run}/machines/{name}.json"

@@ -66,7 +66,9 @@ def _workdir(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, pr
 
 
 def apply(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progress=None):
-    """Create the run's groups (nothing to refresh: the run's state is new)."""
+    """Bring the run's groups to its inputs: create them, or destroy those of deleted
+    machines. Nothing to refresh: only gridctl changes them, and the module ignores the
+    capacity the agents set."""
     workdir = _workdir(home, record, inputs, progress)
     terraform.run(workdir, "apply", "-auto-approve", "-refresh=false", progress=progress)
 

@@ -1,7 +1,9 @@
 """First-fit packing of queued experiments onto free CPUs, GPUs and memory."""
 
+import pytest
+
 from gridctl.agent.resources import Capacity
-from gridctl.agent.scheduler import Allocation, Request, schedule
+from gridctl.agent.scheduler import Allocation, Request, pack, schedule
 
 MACHINE = Capacity(cpus=4, gpus=2, memory=8 << 30)
 
@@ -26,3 +28,23 @@ def test_gpus_are_assigned_distinct_free_ids():
 def test_memory_limits_concurrency_and_smaller_requests_backfill():
     queued = [Request("big", 1, 0, 6 << 30), Request("huge", 1, 0, 4 << 30), Request("s", 1, 0, 1)]
     assert [a.name for a in schedule(queued, [], MACHINE)] == ["big", "s"]
+
+
+def test_pack_fills_each_machine_before_the_next_with_its_own_gpus():
+    requests = [Request(f"e{i}", 1, 1, 0) for i in range(5)]
+    machines = pack(requests, MACHINE)
+    assert [[(a.name, a.gpu_ids) for a in m] for m in machines] == [
+        [("e0", (0,)), ("e1", (1,))],
+        [("e2", (0,)), ("e3", (1,))],
+        [("e4", (0,))],
+    ]
+
+
+def test_pack_is_limited_by_cpus_and_memory_as_well_as_gpus():
+    requests = [Request(f"e{i}", 3, 1, 0) for i in range(2)]
+    assert [[a.name for a in m] for m in pack(requests, MACHINE)] == [["e0"], ["e1"]]
+
+
+def test_pack_refuses_a_request_no_machine_can_hold():
+    with pytest.raises(ValueError, match="big"):
+        pack([Request("big", 1, 3, 0)], MACHINE)

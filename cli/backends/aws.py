@@ -1,9 +1,10 @@
-"""The AWS backend: one Auto Scaling group per experiment, state and records in the bucket.
+"""The AWS backend: one Auto Scaling group per machine, state and records in the bucket.
 
-Everything a teammate needs to see a run lives in the environment's bucket: ``run.json``
-(the run and its Terraform inputs), each experiment's ``spec.json`` and the node agent's
-``status.json``, logs and artifacts. This machine keeps nothing that another could not
-rebuild.
+A machine runs one experiment, or several when each asks for fewer GPUs than the instance
+type has (Grid's semantics). Everything a teammate needs to see a run lives in the
+environment's bucket: ``run.json`` (the run, its machines and its Terraform inputs), each
+machine's spec, each experiment's ``spec.json`` and the node agent's ``status.json``, logs
+and artifacts. This machine keeps nothing that another could not rebuild.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec
+from gridctl.agent.resources import Capacity
+from gridctl.agent.scheduler import Request, pack
+from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec, MachineSpec, machine_key
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import equivalent_types
@@ -28,8 +31,34 @@ STOP_WAIT = 60.0
 POLL = 2.0
 
 
-def group_name(experiment: str) -> str:
-    return f"gridctl-{experiment}"
+def group_name(machine: str) -> str:
+    return f"gridctl-{machine}"
+
+
+def machines_for(plan: RunPlan) -> list[MachineSpec]:
+    """Which experiments share an instance: several when each asks for fewer GPUs than the
+    type has, packed by the node's own scheduler; otherwise one each. A machine of one
+    experiment is named after it, a shared one ``<run>-machine<N>``."""
+    itype = plan.instance_type
+    assert itype is not None
+    capacity = Capacity(float(itype.vcpus), itype.gpus, int(itype.memory_gib * 2**30))
+    r = plan.resources
+    requests = [Request(e.name, r.cpus, r.gpus, r.memory) for e in plan.experiments]
+    if 0 < r.gpus < itype.gpus:
+        groups = [[a.name for a in machine] for machine in pack(requests, capacity)]
+    else:
+        groups = [[request.name] for request in requests]
+    return [
+        MachineSpec(
+            run=plan.name,
+            name=members[0] if len(members) == 1 else f"{plan.name}-machine{index}",
+            experiments=tuple(members),
+            cpus=capacity.cpus,
+            gpus=capacity.gpus,
+            memory=capacity.memory,
+        )
+        for index, members in enumerate(groups)
+    ]
 
 
 class AwsBackend:
@@ -73,9 +102,11 @@ class AwsBackend:
             outputs=self.record.outputs,
             groups=tuple(
                 render.ExperimentInputs(
-                    name=group_name(e), experiment=e, instance_types=tuple(run["instance_types"])
+                    name=group_name(machine),
+                    experiment=machine,
+                    instance_types=tuple(run["instance_types"]),
                 )
-                for e in run["experiments"]
+                for machine in run["machines"]
             ),
         )
 
@@ -87,6 +118,7 @@ class AwsBackend:
         types = [plan.instance_type.name]
         if plan.use_spot:
             types += [t.name for t in equivalent_types(plan.instance_type)]
+        machines = machines_for(plan)
         run = {
             "name": plan.name,
             "backend": self.name,
@@ -100,6 +132,7 @@ class AwsBackend:
             "instance_types": types,
             "agent_wheel_key": wheel.key,
             "experiments": [e.name for e in plan.experiments],
+            "machines": {m.name: list(m.experiments) for m in machines},
         }
         for e in plan.experiments:
             spec = ExperimentSpec(
@@ -116,6 +149,8 @@ class AwsBackend:
                 auto_resume=plan.auto_resume,
             )
             self.store.put_bytes(f"runs/{plan.name}/{e.name}/spec.json", spec.to_json().encode())
+        for machine in machines:
+            self.store.put_bytes(machine.key, machine.to_json().encode())
         self.store.put_bytes(f"runs/{plan.name}/run.json", json.dumps(run).encode())
         try:
             runs.apply(self.home, self.record, self._inputs(run), progress)
@@ -239,11 +274,11 @@ class AwsBackend:
 
     # -- stopping ---------------------------------------------------------------------
 
-    def _scale_to_zero(self, experiments: Sequence[str]) -> None:
+    def _scale_to_zero(self, machines: Sequence[str]) -> None:
         import botocore.exceptions
 
         autoscaling = self.account.client("autoscaling")
-        for name in experiments:
+        for name in machines:
             try:
                 autoscaling.update_auto_scaling_group(
                     AutoScalingGroupName=group_name(name), MinSize=0, DesiredCapacity=0
@@ -252,8 +287,23 @@ class AwsBackend:
                 if "not found" not in str(exc).lower():
                     raise
 
+    def _idle_machines(self, stopping: Sequence[ExperimentStatus]) -> list[str]:
+        """The machines of ``stopping`` on which no other experiment is left to run."""
+        names = {e.name for e in stopping}
+        idle: list[str] = []
+        for run in sorted({e.run for e in stopping}):
+            record = self._run_record(run) or {"machines": {}}
+            for machine, members in record["machines"].items():
+                others = [m for m in members if m not in names]
+                if len(others) < len(members) and not any(
+                    e.status in ACTIVE_STATES for e in self.experiments(others)
+                ):
+                    idle.append(machine)
+        return idle
+
     def stop(self, names: Sequence[str]) -> list[ExperimentStatus]:
-        """Ask each node to stop (SIGTERM, grace, SIGKILL, final sync), then scale to zero."""
+        """Ask each node to stop (SIGTERM, grace, SIGKILL, final sync), then scale to zero
+        the machines left with nothing to run."""
         targets = [e for e in self.experiments(names) if e.status in ACTIVE_STATES]
         for e in targets:
             self.store.put_bytes(f"runs/{e.run}/{e.name}/control/stop", b"")
@@ -263,21 +313,41 @@ class AwsBackend:
             time.sleep(POLL)
             pending = [e for e in self.experiments([e.name for e in pending])]
             pending = [e for e in pending if e.status in ACTIVE_STATES]
-        self._scale_to_zero([e.name for e in targets])
+        self._scale_to_zero(self._idle_machines(targets))
         for e in self.experiments([e.name for e in targets]):
             if e.status in ACTIVE_STATES:
                 self._write_status(e.run, e.name, "stopped", "stopped by user")
         return self.experiments(names)
 
     def delete(self, names: Sequence[str]) -> list[str]:
+        """Whole runs, or single experiments: an experiment's machine goes with its last
+        experiment, and a run with its last experiment."""
+        doomed: dict[str, set[str]] = {}
+        for e in self.experiments(names):
+            doomed.setdefault(e.run, set()).add(e.name)
         deleted: list[str] = []
-        for name in names:
-            record = self._run_record(name)
-            if record is None:
-                raise GridctlError(f"delete takes run names on AWS; {name!r} is not a run")
-            self.stop([name])
-            runs.destroy(self.home, self.record, self._inputs(record))
-            self.store.delete_prefix(f"runs/{name}")
-            self.store.delete_prefix(runs.state_key(name))
-            deleted += record["experiments"]
+        for run, experiments in doomed.items():
+            record = self._run_record(run)
+            assert record is not None
+            self.stop(sorted(experiments))
+            if experiments.issuperset(record["experiments"]):
+                runs.destroy(self.home, self.record, self._inputs(record))
+                self.store.delete_prefix(f"runs/{run}")
+                self.store.delete_prefix(runs.state_key(run))
+                deleted += record["experiments"]
+                continue
+            kept = {
+                machine: [m for m in members if m not in experiments]
+                for machine, members in record["machines"].items()
+            }
+            record["experiments"] = [e for e in record["experiments"] if e not in experiments]
+            record["machines"] = {machine: members for machine, members in kept.items() if members}
+            self.store.put_bytes(f"runs/{run}/run.json", json.dumps(record).encode())
+            # The machines left empty drop out of the module, so the apply destroys them.
+            runs.apply(self.home, self.record, self._inputs(record))
+            for machine in sorted(set(kept) - set(record["machines"])):
+                self.store.delete_prefix(machine_key(run, machine))
+            for name in sorted(experiments):
+                self.store.delete_prefix(f"runs/{run}/{name}")
+                deleted.append(name)
         return deleted

@@ -22,7 +22,7 @@ resource "aws_launch_template" "this" {
   #checkov:skip=CKV_AWS_341:A hop limit of 2 lets containers the training script starts on the node (Docker bridge networking adds a hop) use IMDSv2; tokens are still required.
 
   name        = var.name
-  description = "gridctl experiment ${var.experiment} of run ${var.run}"
+  description = "gridctl ${var.experiment} of run ${var.run}"
 
   image_id = var.ami_id
   # With spot the mixed instances policy's overrides choose the type.

@@ -1,5 +1,5 @@
 variable "name" {
-  description = "Name of the Auto Scaling group and of its launch template: 1 to 128 letters, digits, hyphens, underscores or dots (normally the experiment name, `<run>-exp<N>`). Must be unique in the account and region."
+  description = "Name of the Auto Scaling group and of its launch template: 1 to 128 letters, digits, hyphens, underscores or dots (normally `gridctl-` and the `experiment`). Must be unique in the account and region."
   type        = string
 
   validation {
@@ -29,7 +29,7 @@ variable "run" {
 }
 
 variable "experiment" {
-  description = "Name of the experiment the group runs (tag `gridctl:experiment`, and the instances' `Name`): 1 to 128 lowercase letters, digits or hyphens, such as `<run>-exp0`."
+  description = "What the group runs (tag `gridctl:experiment`, and the instances' `Name`): an experiment such as `<run>-exp0`, or a machine such as `<run>-machine0` whose experiments share it. The agent reads `runs/<run>/machines/<experiment>.json` in the bucket. 1 to 128 lowercase letters, digits or hyphens."
   type        = string
 
   validation {

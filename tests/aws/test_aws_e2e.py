@@ -26,6 +26,12 @@ json.dump({"lr": args.lr, "experiment": os.environ["GRIDCTL_EXPERIMENT"]},
 print("trained", args.lr, flush=True)
 """
 
+GPUS = """\
+import os
+os.makedirs("out", exist_ok=True)
+open("out/gpus.txt", "w").write(os.environ["CUDA_VISIBLE_DEVICES"])
+"""
+
 SLOW = """\
 import signal, sys, time
 def on_term(*_):
@@ -122,6 +128,40 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert joined.returncode == 0, joined.stderr
     assert [r["run"] for r in teammate.json("status")] == ["spot"]
 
+    # Experiments asking for fewer GPUs than the type has share a machine (here two of four
+    # T4s each: exp0 and exp1 on one instance, exp2 on another), each with its own GPUs.
+    (project / "gpus.py").write_text(textwrap.dedent(GPUS))
+    shared = cloud(
+        "run", "--name", "shared", "--instance_type", "4_t4_16gb", "--gpus", "2", "--wait",
+        "--output", "json", "gpus.py", "--trial", "[1, 2, 3]", timeout=600,
+    )  # fmt: skip
+    assert shared.returncode == 0, shared.stderr
+    experiments = json.loads(shared.stdout)["experiments"]
+    assert [e["status"] for e in experiments] == ["succeeded"] * 3
+    exp0, exp1, exp2 = (e["instance"] for e in experiments)
+    assert exp0 == exp1 != exp2
+    nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
+    assert {g: n for g, n in groups(aws_env).items() if "shared" in g} == {
+        "gridctl-shared-machine0": 0,
+        "gridctl-shared-exp2": 0,
+    }
+    gpus = tmp_path / "gpus"
+    assert cloud("artifacts", "shared", "--dest", str(gpus)).returncode == 0
+    seen = [(gpus / f"shared-exp{i}" / "out" / "gpus.txt").read_text() for i in range(3)]
+    assert seen == ["0,1", "2,3", "0,1"]
+
+    # delete takes experiments too: a machine goes with its last experiment, the run stays.
+    deleted = cloud("delete", "shared-exp1", "shared-exp2", timeout=600)
+    assert deleted.returncode == 0, deleted.stderr
+    assert [e["name"] for e in cloud.status("shared")["experiments"]] == ["shared-exp0"]
+    assert {g for g in groups(aws_env) if "shared" in g} == {"gridctl-shared-machine0"}
+    s3 = client(aws_env, "s3")
+    bucket = first_bucket(aws_env)
+    assert not [k for k in keys_of(s3, bucket) if "shared-exp1" in k or "shared-exp2" in k]
+    assert cloud("delete", "shared", timeout=600).returncode == 0
+    assert not [g for g in groups(aws_env) if "shared" in g]
+    assert not [k for k in keys_of(s3, bucket) if "shared" in k]
+
     # stop mid-run scales to zero and shows stopped.
     (project / "slow.py").write_text(textwrap.dedent(SLOW))
     assert cloud("run", "--name", "slow", "slow.py", timeout=600).returncode == 0
@@ -143,15 +183,10 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     # delete removes the run's objects and resources.
     assert cloud("delete", "slow", timeout=600).returncode == 0
     assert "gridctl-slow-exp0" not in groups(aws_env)
-    bucket = first_bucket(aws_env)
-    keys = [
-        o["Key"] for o in client(aws_env, "s3").list_objects_v2(Bucket=bucket).get("Contents", [])
-    ]
-    assert not [k for k in keys if "slow" in k]
+    assert not [k for k in keys_of(s3, bucket) if "slow" in k]
 
     # Ctrl-C in the middle of provisioning leaves a run that delete cleans up.
     interrupted = cloud.popen("run", "--name", "cut", "train.py", start_new_session=True)
-    s3 = client(aws_env, "s3")
     cloud.wait_until(lambda: "runs/cut/run.json" in keys_of(s3, bucket), 60)
     time.sleep(2)  # inside terraform apply by now
     os.killpg(interrupted.pid, signal.SIGINT)

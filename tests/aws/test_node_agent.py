@@ -20,7 +20,7 @@ import pytest
 
 from gridctl.agent import s3store
 from gridctl.agent.s3store import S3Store
-from gridctl.agent.spec import ExperimentSpec
+from gridctl.agent.spec import ExperimentSpec, MachineSpec
 from gridctl.cli.bundle import scan, upload
 
 from .imds import MetadataService
@@ -31,6 +31,7 @@ RUN = "bold-fox"
 EXPERIMENT = "bold-fox-exp0"
 GROUP = "gridctl-bold-fox-exp0"
 BASE = f"runs/{RUN}/{EXPERIMENT}"
+MACHINE = MachineSpec(RUN, EXPERIMENT, (EXPERIMENT,), cpus=2, gpus=0, memory=4 << 30)
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 TRAIN = """\
@@ -61,17 +62,28 @@ class Cloud:
     root: Path
     ca_bundle: Path
 
-    def deploy(self, files: dict[str, str], argv: tuple[str, ...], project: Path) -> None:
-        """What ``gridctl run --cloud aws`` leaves in the bucket: a bundle and a spec."""
+    def deploy(
+        self,
+        files: dict[str, str],
+        argv: tuple[str, ...],
+        project: Path,
+        machine: MachineSpec = MACHINE,
+        gpus: int = 0,
+    ) -> None:
+        """What ``gridctl run --cloud aws`` leaves in the bucket: a bundle, the machine's
+        spec and one spec per experiment (each with ``argv`` and its own ``--index``)."""
         for name, text in files.items():
             (project / name).write_text(text)
         bundle = scan(project)
         upload(bundle, self.store)
-        spec = ExperimentSpec(RUN, EXPERIMENT, 0, argv, bundle.key, params={"lr": 0.1})
-        self.store.put_bytes(f"{BASE}/spec.json", spec.to_json().encode())
+        self.store.put_bytes(machine.key, machine.to_json().encode())
+        for index, name in enumerate(machine.experiments):
+            command = argv + (("--index", str(index)) if len(machine.experiments) > 1 else ())
+            spec = ExperimentSpec(RUN, name, index, command, bundle.key, {"lr": 0.1}, gpus=gpus)
+            self.store.put_bytes(f"runs/{RUN}/{name}/spec.json", spec.to_json().encode())
 
-    def status(self) -> dict:
-        return json.loads(self.store.get_bytes(f"{BASE}/status.json"))
+    def status(self, experiment: str = EXPERIMENT) -> dict:
+        return json.loads(self.store.get_bytes(f"runs/{RUN}/{experiment}/status.json"))
 
     def desired_capacity(self) -> int:
         (group,) = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
@@ -171,9 +183,10 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
-def status_is(cloud: Cloud, wanted: str) -> Callable[[], bool]:
+def status_is(cloud: Cloud, wanted: str, experiment: str = EXPERIMENT) -> Callable[[], bool]:
     def check() -> bool:
-        return cloud.store.exists(f"{BASE}/status.json") and cloud.status()["status"] == wanted
+        key = f"runs/{RUN}/{experiment}/status.json"
+        return cloud.store.exists(key) and cloud.status(experiment)["status"] == wanted
 
     return check
 
@@ -220,14 +233,7 @@ def test_requirements_that_pip_cannot_install_fail_the_experiment(cloud, project
         index = f"http://127.0.0.1:{closed.getsockname()[1]}/simple"
     files = {"train.py": TRAIN, "requirements.txt": "gridctl-no-such-package==1.0\n"}
     cloud.deploy(files, ("python", "train.py"), project)
-    code, output = cloud.run_agent(
-        PIP_INDEX_URL=index,
-        PIP_RETRIES="0",
-        PIP_TIMEOUT="1",
-        PIP_CONFIG_FILE=os.devnull,
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-        PIP_NO_INPUT="1",
-    )
+    code, output = cloud.run_agent(**_offline_pip(index))
     assert code == 0, output
     status = cloud.status()
     assert status["status"] == "failed"
@@ -288,6 +294,7 @@ def test_an_ended_experiment_is_not_run_again(cloud, project):
 
 
 def test_a_missing_spec_is_recorded_as_a_failure(cloud):
+    cloud.store.put_bytes(MACHINE.key, MACHINE.to_json().encode())
     code, output = cloud.run_agent()
     assert code != 0
     assert "no experiment spec" in output
@@ -298,9 +305,101 @@ def test_a_missing_spec_is_recorded_as_a_failure(cloud):
     assert cloud.desired_capacity() == 0
 
 
-def _log(cloud: Cloud) -> bytes:
-    key = f"{BASE}/log"
+def test_a_node_without_a_machine_spec_says_so_and_scales_to_zero(cloud):
+    code, output = cloud.run_agent()
+    assert code == 1
+    assert f"no machine spec at s3://{BUCKET}/runs/{RUN}/machines/{EXPERIMENT}.json" in output
+    assert not cloud.store.exists(f"{BASE}/status.json")
+    assert cloud.desired_capacity() == 0
+
+
+SHARED = MachineSpec(
+    RUN, f"{RUN}-machine0", tuple(f"{RUN}-exp{i}" for i in range(3)), 8, 4, 16 << 30
+)
+SHOW_GPUS = """\
+import os, pathlib, sys, time
+with open("gpus.txt", "w") as f:
+    f.write(os.environ["CUDA_VISIBLE_DEVICES"])
+# Every experiment's scratch dir has the same parent: wait there until all three run.
+shared = pathlib.Path(os.environ["GRIDCTL_SCRATCH_DIR"]).parent
+(shared / os.environ["GRIDCTL_EXPERIMENT"]).with_suffix(".ready").touch()
+deadline = time.monotonic() + 30
+while len(list(shared.glob("*.ready"))) < 3:
+    if time.monotonic() > deadline:
+        sys.exit("the other experiments never ran alongside")
+    time.sleep(0.05)
+"""
+
+
+def test_experiments_sharing_a_machine_each_get_their_own_gpus(cloud, project):
+    cloud.imds.tags["gridctl:experiment"] = SHARED.name
+    cloud.deploy({"train.py": SHOW_GPUS}, ("python", "train.py"), project, SHARED, gpus=1)
+    code, output = cloud.run_agent()
+    assert code == 0, output
+    seen = {}
+    for name in SHARED.experiments:
+        status = cloud.status(name)
+        assert (status["status"], status["instance"]) == ("succeeded", cloud.instance_id), name
+        seen[name] = cloud.store.get_bytes(f"runs/{RUN}/{name}/artifacts/gpus.txt").decode()
+    assert sorted(seen.values()) == ["0", "1", "2"]
+    assert cloud.desired_capacity() == 0
+
+
+def test_a_machine_installs_requirements_once_for_all_its_experiments(cloud, project):
+    cloud.imds.tags["gridctl:experiment"] = SHARED.name
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        index = f"http://127.0.0.1:{closed.getsockname()[1]}/simple"
+    files = {"train.py": TRAIN, "requirements.txt": "gridctl-no-such-package==1.0\n"}
+    cloud.deploy(files, ("python", "train.py"), project, SHARED, gpus=1)
+    code, output = cloud.run_agent(**_offline_pip(index))
+    assert code == 0, output
+    installs = 0
+    for name in SHARED.experiments:
+        status = cloud.status(name)
+        assert status["status"] == "failed"
+        assert "gridctl-no-such-package" in status["reason"]
+        installs += _log(cloud, name).count(b"gridctl: pip install -r requirements.txt")
+    assert installs == 1
+    assert cloud.desired_capacity() == 0
+
+
+def test_stopping_one_experiment_leaves_its_machine_to_the_others(cloud, project):
+    cloud.imds.tags["gridctl:experiment"] = SHARED.name
+    cloud.deploy({"train.py": FOREVER}, ("python", "train.py"), project, SHARED, gpus=1)
+    first, second, third = SHARED.experiments
+    agent = cloud.agent()
+    try:
+        wait_for(lambda: all(status_is(cloud, "running", e)() for e in SHARED.experiments))
+        cloud.store.put_bytes(f"runs/{RUN}/{first}/control/stop", b"")
+        wait_for(status_is(cloud, "stopped", first))
+        assert cloud.status(second)["status"] == cloud.status(third)["status"] == "running"
+        assert cloud.desired_capacity() == 1
+        for name in (second, third):
+            cloud.store.put_bytes(f"runs/{RUN}/{name}/control/stop", b"")
+        output, _ = agent.communicate(timeout=20)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0, output
+    assert [cloud.status(e)["status"] for e in SHARED.experiments] == ["stopped"] * 3
+    assert cloud.desired_capacity() == 0
+
+
+def _log(cloud: Cloud, experiment: str = EXPERIMENT) -> bytes:
+    key = f"runs/{RUN}/{experiment}/log"
     return cloud.store.get_bytes(key) if cloud.store.exists(key) else b""
+
+
+def _offline_pip(index: str) -> dict[str, str]:
+    """pip pointed at a closed port, so it fails fast and installs nothing."""
+    return {
+        "PIP_INDEX_URL": index,
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "1",
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_INPUT": "1",
+    }
 
 
 # S3Store against the same moto server.

@@ -1,0 +1,52 @@
+"""Which experiments share an instance on AWS: Grid's rule, packed by the node's scheduler."""
+
+from pathlib import Path
+
+from gridctl.cli.backends.aws import machines_for
+from gridctl.cli.machines import resolve_instance_type
+from gridctl.cli.plan import PlannedExperiment, Resources, RunPlan
+
+
+def plan(instance_type: str, count: int, *, gpus: int, cpus: float = 1.0) -> RunPlan:
+    experiments = tuple(
+        PlannedExperiment(f"r-exp{i}", i, {}, ("python", "t.py")) for i in range(count)
+    )
+    return RunPlan(
+        name="r", cloud="aws", description=None, localdir=Path("."), script="t.py",
+        strategy="grid_search", seed=0, resources=Resources(cpus, gpus, 0),
+        experiments=experiments, instance_type=resolve_instance_type(instance_type),
+    )  # fmt: skip
+
+
+def layout(p: RunPlan) -> list[tuple[str, tuple[str, ...]]]:
+    return [(m.name, m.experiments) for m in machines_for(p)]
+
+
+def test_fewer_gpus_than_the_type_has_share_machines_named_after_the_run():
+    assert layout(plan("4_t4_16gb", 5, gpus=2)) == [
+        ("r-machine0", ("r-exp0", "r-exp1")),
+        ("r-machine1", ("r-exp2", "r-exp3")),
+        ("r-exp4", ("r-exp4",)),
+    ]
+
+
+def test_a_machine_carries_its_instance_types_capacity():
+    (machine,) = machines_for(plan("g4dn.12xlarge", 4, gpus=1))
+    assert machine.experiments == ("r-exp0", "r-exp1", "r-exp2", "r-exp3")
+    assert (machine.cpus, machine.gpus, machine.memory) == (48.0, 4, 192 << 30)
+
+
+def test_cpus_limit_sharing_too():
+    assert layout(plan("4_t4_16gb", 2, gpus=1, cpus=30)) == [
+        ("r-exp0", ("r-exp0",)),
+        ("r-exp1", ("r-exp1",)),
+    ]
+
+
+def test_all_gpus_or_none_means_one_experiment_per_machine():
+    for p in (
+        plan("4_t4_16gb", 2, gpus=4),
+        plan("4_t4_16gb", 2, gpus=0),
+        plan("m5.2xlarge", 2, gpus=0),
+    ):
+        assert layout(p) == [("r-exp0", ("r-exp0",)), ("r-exp1", ("r-exp1",))]
