@@ -3,7 +3,9 @@
 It is started by the CLI when there is work, holds ``agent.lock`` while alive (so there is
 at most one per ``GRIDCTL_HOME``), runs each experiment through ``ExperimentRunner`` in a
 thread, and exits once nothing is queued or running. Whoever takes the lock while
-experiments are marked started knows their agent died (crash, kill, reboot) and marks them.
+experiments are marked started knows their agent died (crash, kill, reboot): it queues the
+``--auto_resume`` ones again as resumes and marks the others failed. An interrupted
+``--auto_resume`` experiment is queued again the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gridctl.agent.registry import ExperimentRecord, Registry
 from gridctl.agent.resources import Capacity, machine_capacity
 from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.scheduler import Allocation, Request, schedule
+from gridctl.agent.spot import REQUESTED_REASON, interruption
 from gridctl.agent.store import LocalStore
 
 ORPHAN_REASON = "the local agent ended unexpectedly (crash or reboot)"
@@ -61,6 +64,7 @@ class Home:
             scratch_dir=self.root / "scratch" / experiment,
             log_path=self.store.path(self.log_key(run, experiment)),
             bundle_cache=self.root / "cache" / "bundles",
+            notice_file=self.root / "notices" / f"{experiment}.json",
         )
 
 
@@ -86,7 +90,8 @@ class AgentLock:
 
 
 def mark_orphans(registry: Registry) -> list[str]:
-    """Experiments marked started whose agent is gone: end their leftovers and mark them.
+    """Experiments marked started whose agent is gone: end their leftovers, then resume
+    them (``--auto_resume``) or mark them failed.
 
     Call only while holding the agent lock.
     """
@@ -101,7 +106,10 @@ def mark_orphans(registry: Registry) -> list[str]:
                     os.killpg(record.pid, signal.SIGKILL)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
-        registry.finish(record.name, "failed", None, ORPHAN_REASON)
+        if record.spec.auto_resume:
+            registry.requeue(record.name, ORPHAN_REASON)
+        else:
+            registry.finish(record.name, "failed", None, ORPHAN_REASON)
     return [r.name for r in orphans]
 
 
@@ -141,9 +149,10 @@ def spawn(home: Home) -> None:
 class _RegistryRecorder:
     """Reports one experiment's progress to the registry from its runner thread."""
 
-    def __init__(self, home: Home, name: str) -> None:
+    def __init__(self, home: Home, name: str, auto_resume: bool) -> None:
         self.home = home
         self.name = name
+        self.auto_resume = auto_resume
 
     def running(self, pid: int, pid_started: float) -> None:
         registry = Registry(self.home.registry)
@@ -155,7 +164,10 @@ class _RegistryRecorder:
     def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
         registry = Registry(self.home.registry)
         try:
-            registry.finish(self.name, status, exit_code, reason)
+            if status == "interrupted" and self.auto_resume:
+                registry.requeue(self.name, reason)
+            else:
+                registry.finish(self.name, status, exit_code, reason)
         finally:
             registry.close()
 
@@ -172,15 +184,27 @@ class Scheduler:
         self.registry = Registry(home.registry)
         self.wake = threading.Event()
         self.active: dict[str, tuple[ExperimentRunner, Allocation, threading.Thread]] = {}
+        self.interrupted: set[str] = set()
+        """Experiments whose runner has had the interruption ``gridctl interrupt`` asked for."""
 
     def tick(self) -> bool:
         """One round of reaping, stopping and starting; False once there is nothing to do."""
         for name in [n for n, (_, _, t) in self.active.items() if not t.is_alive()]:
             del self.active[name]
+            self.interrupted.discard(name)
         for record in self.registry.experiments(statuses=("starting", "running")):
-            if record.stop_requested and record.name in self.active:
-                self.active[record.name][0].request_stop()
-        queued = self.registry.experiments(statuses=("queued",))
+            if record.name not in self.active:
+                continue
+            runner = self.active[record.name][0]
+            if record.stop_requested:
+                runner.request_stop()
+            if record.interrupt_window is not None and record.name not in self.interrupted:
+                self.interrupted.add(record.name)
+                runner.notice(interruption(REQUESTED_REASON, record.interrupt_window))
+        # A resume is queued before its previous attempt's thread has quite finished.
+        queued = [
+            r for r in self.registry.experiments(statuses=("queued",)) if r.name not in self.active
+        ]
         running = [alloc for _, alloc, _ in self.active.values()]
         records = {r.name: r for r in queued}
         for alloc in schedule([_request(r) for r in queued], running, self.capacity):
@@ -193,9 +217,10 @@ class Scheduler:
             record.spec,
             self.home.store,
             self.home.workspace(record.run, record.name),
-            _RegistryRecorder(self.home, record.name),
+            _RegistryRecorder(self.home, record.name, record.spec.auto_resume),
             gpu_ids=alloc.gpu_ids,
             settings=self.settings,
+            resume_count=record.resumes,
         )
 
         def work() -> None:

@@ -27,10 +27,24 @@ from typing import BinaryIO
 from gridctl.agent.imds import Identity, IMDSClient, IMDSError
 from gridctl.agent.logs import stamp
 from gridctl.agent.resources import Capacity
-from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
+from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.s3store import S3Store, boto_config
 from gridctl.agent.scheduler import Allocation, Request, schedule
-from gridctl.agent.spec import ENDED_STATES, ExperimentSpec, MachineSpec, machine_key
+from gridctl.agent.spec import (
+    ACTIVE_STATES,
+    Attempt,
+    ExperimentSpec,
+    MachineSpec,
+    machine_key,
+)
+from gridctl.agent.spot import (
+    INTERRUPTION,
+    REQUESTED_REASON,
+    WINDOW,
+    Notice,
+    SpotWatcher,
+    interruption,
+)
 
 RUN_TAG = "gridctl:run"
 EXPERIMENT_TAG = "gridctl:experiment"
@@ -41,6 +55,8 @@ CONTROL_INTERVAL = 2.0
 _TICK = 0.2
 TERMINATED_REASON = "instance terminated"
 LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
+STALE_BEATS = 3
+"""Heartbeats a node may miss before a replacement takes its experiment over."""
 
 
 class NodeError(RuntimeError):
@@ -53,6 +69,7 @@ class NodeSettings:
     runner: RunnerSettings
     heartbeat_interval: float = 10.0
     log_interval: float = 5.0
+    spot_interval: float = 1.0
     endpoint_url: str | None = None
 
     @classmethod
@@ -63,6 +80,7 @@ class NodeSettings:
             runner=runner,
             heartbeat_interval=float(env.get("GRIDCTL_HEARTBEAT_INTERVAL", cls.heartbeat_interval)),
             log_interval=float(env.get("GRIDCTL_LOG_INTERVAL", cls.log_interval)),
+            spot_interval=float(env.get("GRIDCTL_SPOT_INTERVAL", cls.spot_interval)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )
 
@@ -74,6 +92,7 @@ class NodeSettings:
             scratch_dir=self.root / "scratch" / experiment,
             log_path=opt / "logs" / f"{experiment}.log",
             bundle_cache=opt / "cache",
+            notice_file=opt / "notices" / f"{experiment}.json",
         )
 
 
@@ -104,16 +123,9 @@ class Keys:
     def stop(self) -> str:
         return f"{self.base}/control/stop"
 
-
-@dataclass
-class Attempt:
-    """One instance's try at the experiment."""
-
-    instance: str
-    started_at: float
-    finished_at: float | None = None
-    status: str = "starting"
-    reason: str | None = None
+    @property
+    def interrupt(self) -> str:
+        return f"{self.base}/control/interrupt"
 
 
 @dataclass
@@ -204,8 +216,6 @@ class BucketRecorder:
         self.keys = keys
         self.record = record
         self.log = log
-        self.interrupted: str | None = None
-        """Set when the stop request came from the instance going away, not the user."""
         self._lock = threading.Lock()
         self._ended = False
 
@@ -217,14 +227,13 @@ class BucketRecorder:
         with self._lock:
             now = time.time()
             self.record.status = self.record.attempts[-1].status = "running"
-            self.record.started_at = self.record.heartbeat_at = now
+            self.record.heartbeat_at = now
+            if not self.record.resumes:  # a resumed experiment started with its first attempt
+                self.record.started_at = now
             self._write()
 
     def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
         """The log goes up before the status: an ended experiment has all its files."""
-        if self.interrupted and status in ("stopped", "failed"):
-            # Stopped for the instance's sake, or failed to prepare as it went (pip killed).
-            status, reason = "interrupted", self.interrupted
         try:
             self.log.close()
         except Exception as exc:  # noqa: BLE001 - a lost log must not leave the status open
@@ -287,29 +296,68 @@ def read_spec(store: S3Store, keys: Keys) -> ExperimentSpec:
     return spec
 
 
+class Broadcast:
+    """The machine's notices: every experiment on it hears each one, also those that start
+    after it came; the first interruption is the one that counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runners: list[ExperimentRunner] = []
+        self._seen: list[Notice] = []
+        self.interruption: Notice | None = None
+        self.requested = False
+        """Whether the interruption came from ``gridctl interrupt`` (the node then ends its
+        own instance, as AWS would)."""
+
+    def join(self, runner: ExperimentRunner) -> None:
+        with self._lock:
+            self._runners.append(runner)
+            seen = list(self._seen)
+        for notice in seen:
+            runner.notice(notice)
+
+    def deliver(self, notice: Notice, *, requested: bool = False) -> None:
+        with self._lock:
+            if notice.kind == INTERRUPTION:
+                if self.interruption is not None:
+                    return
+                self.interruption, self.requested = notice, requested
+            self._seen.append(notice)
+            runners = list(self._runners)
+        say(notice.reason)
+        for runner in runners:
+            runner.notice(notice)
+
+
+def read_interrupt(store: S3Store, keys: Keys) -> Notice | None:
+    """``control/interrupt`` (``{"window": S}``), written by ``gridctl interrupt``."""
+    try:
+        data = json.loads(store.get_bytes(keys.interrupt) or b"{}")
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        data = {}
+    window = data.get("window") if isinstance(data, dict) else None
+    window = float(window) if isinstance(window, (int, float)) and window > 0 else WINDOW
+    return interruption(REQUESTED_REASON, window)
+
+
 def watch_controls(
-    runner: ExperimentRunner,
-    recorder: BucketRecorder,
-    terminated: threading.Event,
-    done: threading.Event,
+    runner: ExperimentRunner, keys: Keys, broadcast: Broadcast, done: threading.Event
 ) -> None:
-    """Turn a stop object in the bucket or a SIGTERM to the agent into a stop request;
-    whichever comes first names the outcome (stopped or interrupted)."""
-    next_look = 0.0
-    while not done.wait(_TICK):
-        if terminated.is_set():
-            recorder.interrupted = TERMINATED_REASON
-            runner.request_stop()
-            return
-        if time.monotonic() < next_look:
-            continue
-        next_look = time.monotonic() + CONTROL_INTERVAL
+    """Turn a stop object in the bucket into a stop request, and an interrupt object into
+    an interruption of the whole machine (as a reclaim would be)."""
+    store = runner.store
+    assert isinstance(store, S3Store)
+    while not done.wait(CONTROL_INTERVAL):
         try:
-            if recorder.store.exists(recorder.keys.stop):
+            if store.exists(keys.stop):
                 runner.request_stop()
-                return
+            notice = read_interrupt(store, keys)
+            if notice is not None:
+                broadcast.deliver(notice, requested=True)
         except Exception as exc:  # noqa: BLE001 - the next look tries again
-            say(f"cannot look for a stop request: {exc}")
+            say(f"cannot look for control requests: {exc}")
 
 
 def heartbeat(recorder: BucketRecorder, interval: float, done: threading.Event) -> None:
@@ -373,10 +421,11 @@ class Node:
     tags: dict[str, str]
     settings: NodeSettings
     requirements: Requirements = field(default_factory=Requirements)
+    broadcast: Broadcast = field(default_factory=Broadcast)
 
-    def serve(self, terminated: threading.Event) -> int:
-        """Run the machine's experiments, then scale its group to zero: 0 once every one
-        has ended and been recorded, whatever its outcome."""
+    def serve(self) -> int:
+        """Run the machine's experiments, then hand the instance back: 0 once every one has
+        ended (or been interrupted) and been recorded, whatever its outcome."""
         try:
             store, machine = self.locate()
         except Exception as exc:  # noqa: BLE001 - without its work the node has no purpose
@@ -391,12 +440,14 @@ class Node:
                 jobs.append(prepared)
             else:
                 clean = clean and prepared
-        outcomes = self.run_all(jobs, machine, terminated)
+        outcomes = self.run_all(jobs, machine)
         if None in outcomes:
             self.scale_to_zero()
             return 1
-        if "interrupted" in outcomes:
-            return 0  # the instance is going away; its group decides what replaces it
+        if "interrupted" in outcomes and any(job.spec.auto_resume for job in jobs):
+            # The group keeps its capacity, so a replacement resumes the experiments; after
+            # `gridctl interrupt` this node ends its own instance, as a reclaim would.
+            return 0 if not self.broadcast.requested or self.terminate_self() else 1
         return 0 if self.scale_to_zero() and clean else 1
 
     def locate(self) -> tuple[S3Store, MachineSpec]:
@@ -414,15 +465,23 @@ class Node:
             raise NodeError(f"no machine spec at s3://{store.bucket}/{key}") from None
 
     def prepare(self, store: S3Store, keys: Keys) -> Job | bool:
-        """The experiment recorded ``starting``; or, when there is nothing to run, whether
-        that was settled cleanly (a failure to start is recorded in its status.json)."""
+        """The experiment recorded ``starting`` (a first attempt or a resume); or, when
+        there is nothing to run, whether that was settled cleanly (a failure to start is
+        recorded in its status.json)."""
         record = NodeStatus.first(self.identity.instance_id, time.time())
         try:
+            spec = read_spec(store, keys)
             previous = read_status(store, keys)
             if previous is not None:
-                return self.settle(store, keys, previous)
-            spec = read_spec(store, keys)
+                resumed = self.take_over(store, keys, spec, previous)
+                if resumed is None:
+                    return True
+                record = resumed
             log_path = self.settings.workspace(keys.experiment).log_path
+            if record.resumes:
+                # The log is shipped whole: carry on from the earlier attempts' log.
+                with contextlib.suppress(FileNotFoundError):
+                    store.get_file(keys.log, log_path)
             log = LogShipper(store, keys.log, log_path, self.settings.log_interval)
             recorder = BucketRecorder(store, keys, record, log)
             recorder.starting()
@@ -436,23 +495,42 @@ class Node:
                 say(f"cannot record the failure: {error}")
             return False
 
-    def settle(self, store: S3Store, keys: Keys, previous: bytes) -> bool:
-        """A status already exists: this instance replaces one that ended or vanished."""
+    def take_over(
+        self, store: S3Store, keys: Keys, spec: ExperimentSpec, previous: bytes
+    ) -> NodeStatus | None:
+        """This instance replaces one that ran the experiment: the record of the next
+        attempt when it resumes (``--auto_resume``), None when it has ended."""
         state = json.loads(previous).get("status")
-        if state not in ENDED_STATES:
-            # The node running it vanished mid-run; with nothing restored there is
-            # nothing to resume, so the experiment ends interrupted (SPEC section 7).
-            record = NodeStatus.from_json(previous)
-            say(f"{keys.experiment} was left {state} by {record.instance}")
-            record.finish("interrupted", None, LOST_REASON, time.time())
-            store.put_bytes(keys.status, record.to_json())
-            state = record.status
-        say(f"{keys.experiment} has ended ({state}): nothing to run")
-        return True
+        if state not in ACTIVE_STATES and (state != "interrupted" or not spec.auto_resume):
+            say(f"{keys.experiment} has ended ({state}): nothing to run")
+            return None
+        record = NodeStatus.from_json(previous)
+        stale_after = STALE_BEATS * self.settings.heartbeat_interval
+        # A replacement can boot before the node it replaces has finished its final sync.
+        while record.status in ACTIVE_STATES and time.time() - record.heartbeat_at < stale_after:
+            time.sleep(min(self.settings.heartbeat_interval, 1.0))
+            record = NodeStatus.from_json(store.get_bytes(keys.status))
+        now = time.time()
+        if record.status in ACTIVE_STATES:
+            say(f"{keys.experiment} was left {record.status} by {record.instance}")
+            if not spec.auto_resume:
+                record.finish("failed", None, LOST_REASON, now)
+                store.put_bytes(keys.status, record.to_json())
+                return None
+            record.finish("interrupted", None, LOST_REASON, record.heartbeat_at)
+        elif record.status != "interrupted" or not spec.auto_resume:
+            say(f"{keys.experiment} has ended ({record.status}): nothing to run")
+            return None
+        store.delete_prefix(keys.interrupt)  # served by the attempt it interrupted
+        record.resumes += 1
+        instance = self.identity.instance_id
+        record.status, record.instance, record.heartbeat_at = "starting", instance, now
+        record.exit_code = record.reason = record.finished_at = None
+        record.attempts.append(Attempt(instance, now))
+        say(f"{keys.experiment}: resume {record.resumes}")
+        return record
 
-    def run_all(
-        self, jobs: list[Job], machine: MachineSpec, terminated: threading.Event
-    ) -> list[str | None]:
+    def run_all(self, jobs: list[Job], machine: MachineSpec) -> list[str | None]:
         """Each job once the scheduler gives it room (the CLI packed them to fit at once);
         the recorded outcome of each, None where it could not be recorded."""
         capacity = Capacity(machine.cpus, machine.gpus, machine.memory)
@@ -467,9 +545,10 @@ class Node:
                 job.recorder.finished("failed", None, reason)
                 outcomes.append("failed")
         while queued or running:
-            if terminated.is_set():
+            notice = self.broadcast.interruption
+            if notice is not None:
                 for job in queued.values():
-                    job.recorder.finished("interrupted", None, TERMINATED_REASON)
+                    job.recorder.finished("interrupted", None, notice.reason)
                     outcomes.append("interrupted")
                 queued.clear()
             requests = [job.request for job in queued.values()]
@@ -477,7 +556,7 @@ class Node:
                 running[allocation.name] = allocation
                 job = queued.pop(allocation.name)
                 work = threading.Thread(
-                    target=self._work, args=(job, allocation.gpu_ids, terminated, ended),
+                    target=self._work, args=(job, allocation.gpu_ids, ended),
                     name=job.spec.name, daemon=True,
                 )  # fmt: skip
                 work.start()
@@ -489,31 +568,27 @@ class Node:
         return outcomes
 
     def _work(
-        self,
-        job: Job,
-        gpu_ids: tuple[int, ...],
-        terminated: threading.Event,
-        ended: queue.Queue[tuple[str, str | None]],
+        self, job: Job, gpu_ids: tuple[int, ...], ended: queue.Queue[tuple[str, str | None]]
     ) -> None:
         """A job's thread: whatever happens, ``run_all`` hears that it ended."""
         outcome = None
         try:
-            outcome = self.run_one(job, gpu_ids, terminated)
+            outcome = self.run_one(job, gpu_ids)
         finally:
             ended.put((job.spec.name, outcome))
 
-    def run_one(
-        self, job: Job, gpu_ids: tuple[int, ...], terminated: threading.Event
-    ) -> str | None:
+    def run_one(self, job: Job, gpu_ids: tuple[int, ...]) -> str | None:
         recorder = job.recorder
         runner = ExperimentRunner(
             job.spec, recorder.store, self.settings.workspace(job.spec.name), recorder,
             gpu_ids=gpu_ids, settings=self.settings.runner, before_launch=self.requirements,
+            resume_count=recorder.record.resumes,
         )  # fmt: skip
+        self.broadcast.join(runner)
         done = threading.Event()
         helpers = [
             threading.Thread(
-                target=watch_controls, args=(runner, recorder, terminated, done),
+                target=watch_controls, args=(runner, recorder.keys, self.broadcast, done),
                 name=f"controls-{job.spec.name}", daemon=True,
             ),
             threading.Thread(
@@ -537,19 +612,34 @@ class Node:
         say(f"{job.spec.name} {record.status}" + (f": {record.reason}" if record.reason else ""))
         return outcome
 
+    def _autoscaling(self):
+        import boto3
+
+        return boto3.session.Session().client(
+            "autoscaling",
+            region_name=self.identity.region,
+            endpoint_url=self.settings.endpoint_url,
+            config=boto_config(self.settings.endpoint_url),
+        )
+
+    def terminate_self(self) -> bool:
+        """End this instance but keep the group's capacity, so that the group replaces it
+        exactly as after a spot reclaim."""
+        try:
+            self._autoscaling().terminate_instance_in_auto_scaling_group(
+                InstanceId=self.identity.instance_id, ShouldDecrementDesiredCapacity=False
+            )
+        except Exception as exc:  # noqa: BLE001 - reported, and the exit status shows it
+            say(f"cannot terminate this instance: {exc}")
+            return False
+        say(f"terminated {self.identity.instance_id}; its group starts a replacement")
+        return True
+
     def scale_to_zero(self) -> bool:
         """Set this instance's Auto Scaling group to zero, which also ends this instance;
         False when that failed (the agent then exits non-zero, so it shows)."""
-        import boto3
-
-        endpoint_url = self.settings.endpoint_url
         try:
-            client = boto3.session.Session().client(
-                "autoscaling",
-                region_name=self.identity.region,
-                endpoint_url=endpoint_url,
-                config=boto_config(endpoint_url),
-            )
+            client = self._autoscaling()
             instance_id = self.identity.instance_id
             found = client.describe_auto_scaling_instances(InstanceIds=[instance_id])
             groups = [i["AutoScalingGroupName"] for i in found["AutoScalingInstances"]]
@@ -581,4 +671,17 @@ def serve_node(settings: NodeSettings) -> int:
     except IMDSError as exc:
         say(f"cannot read the instance metadata: {exc}")
         return 1
-    return node.serve(terminated)
+    # The instance going away (systemd stopping the agent) is an interruption too, with
+    # the grace period to save in.
+    window = settings.runner.grace_period + KILL_MARGIN
+    threading.Thread(
+        target=lambda: terminated.wait() and node.broadcast.deliver(
+            interruption(TERMINATED_REASON, window)
+        ),
+        name="terminated", daemon=True,
+    ).start()  # fmt: skip
+    watcher = SpotWatcher(imds, node.broadcast.deliver, settings.spot_interval).start()
+    try:
+        return node.serve()
+    finally:
+        watcher.stop()

@@ -11,10 +11,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gridctl.agent.spec import ExperimentSpec
+from gridctl.agent.spec import Attempt, ExperimentSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -42,11 +42,18 @@ CREATE TABLE IF NOT EXISTS experiments (
     pid_started    REAL,
     gpu_ids        TEXT,
     reason         TEXT,
-    stop_requested INTEGER NOT NULL DEFAULT 0
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    attempts       TEXT NOT NULL DEFAULT '[]',
+    interrupt_window REAL
 );
 CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, idx);
 CREATE INDEX IF NOT EXISTS experiments_by_status ON experiments(status);
 """
+ADDED_COLUMNS = {
+    "attempts": "TEXT NOT NULL DEFAULT '[]'",
+    "interrupt_window": "REAL",
+}
+"""Columns newer than the first schema, added to registries made before them."""
 
 
 class DuplicateRunError(Exception):
@@ -82,6 +89,9 @@ class ExperimentRecord:
     gpu_ids: tuple[int, ...]
     reason: str | None
     stop_requested: bool
+    attempts: tuple[Attempt, ...] = ()
+    interrupt_window: float | None = None
+    """Seconds ``gridctl interrupt`` gave it to save, while that is pending."""
 
 
 def _experiment(row: sqlite3.Row) -> ExperimentRecord:
@@ -101,6 +111,8 @@ def _experiment(row: sqlite3.Row) -> ExperimentRecord:
         gpu_ids=tuple(json.loads(row["gpu_ids"] or "[]")),
         reason=row["reason"],
         stop_requested=bool(row["stop_requested"]),
+        attempts=tuple(Attempt(**a) for a in json.loads(row["attempts"])),
+        interrupt_window=row["interrupt_window"],
     )
 
 
@@ -118,6 +130,14 @@ class Registry:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            present = {row["name"] for row in db.execute("PRAGMA table_info(experiments)")}
+            for name, definition in ADDED_COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE experiments ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -197,15 +217,28 @@ class Registry:
         with self._write() as db:
             db.execute("DELETE FROM experiments WHERE name = ?", (name,))
 
+    def _attempts(self, db: sqlite3.Connection, name: str) -> list[Attempt]:
+        row = db.execute("SELECT attempts FROM experiments WHERE name = ?", (name,)).fetchone()
+        return [Attempt(**a) for a in json.loads(row["attempts"])] if row else []
+
+    def _set_attempts(self, db: sqlite3.Connection, name: str, attempts: list[Attempt]) -> None:
+        encoded = json.dumps([asdict(a) for a in attempts])
+        db.execute("UPDATE experiments SET attempts = ? WHERE name = ?", (encoded, name))
+
     def claim(self, name: str, gpu_ids: Sequence[int]) -> bool:
-        """Move a queued experiment to ``starting``; False if it was stopped meanwhile."""
+        """Move a queued experiment to ``starting`` as a new attempt; False if it was
+        stopped meanwhile. A resumed experiment keeps the start of its first attempt."""
+        now = time.time()
         with self._write() as db:
             cur = db.execute(
-                "UPDATE experiments SET status = 'starting', gpu_ids = ?, started_at = ?"
-                " WHERE name = ? AND status = 'queued'",
-                (json.dumps(list(gpu_ids)), time.time(), name),
+                "UPDATE experiments SET status = 'starting', gpu_ids = ?,"
+                " started_at = COALESCE(started_at, ?) WHERE name = ? AND status = 'queued'",
+                (json.dumps(list(gpu_ids)), now, name),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            self._set_attempts(db, name, [*self._attempts(db, name), Attempt("local", now)])
+            return True
 
     def mark_running(self, name: str, pid: int, pid_started: float) -> None:
         with self._write() as db:
@@ -214,14 +247,54 @@ class Registry:
                 " WHERE name = ?",
                 (pid, pid_started, name),
             )
+            attempts = self._attempts(db, name)
+            if attempts:
+                attempts[-1].status = "running"
+                self._set_attempts(db, name, attempts)
+
+    def _close_attempt(
+        self, db: sqlite3.Connection, name: str, status: str, reason: str | None, now: float
+    ) -> None:
+        attempts = self._attempts(db, name)
+        if attempts and attempts[-1].finished_at is None:
+            attempts[-1].status, attempts[-1].reason, attempts[-1].finished_at = status, reason, now
+            self._set_attempts(db, name, attempts)
 
     def finish(self, name: str, status: str, exit_code: int | None, reason: str | None) -> None:
+        now = time.time()
         with self._write() as db:
             db.execute(
-                "UPDATE experiments SET status = ?, exit_code = ?, reason = ?, finished_at = ?"
-                " WHERE name = ?",
-                (status, exit_code, reason, time.time(), name),
+                "UPDATE experiments SET status = ?, exit_code = ?, reason = ?, finished_at = ?,"
+                " interrupt_window = NULL WHERE name = ?",
+                (status, exit_code, reason, now, name),
             )
+            self._close_attempt(db, name, status, reason, now)
+
+    def requeue(self, name: str, reason: str | None) -> None:
+        """End the current attempt ``interrupted`` and queue the next one (a resume)."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE experiments SET status = 'queued', resumes = resumes + 1, pid = NULL,"
+                " pid_started = NULL, gpu_ids = NULL, exit_code = NULL, reason = NULL,"
+                " interrupt_window = NULL WHERE name = ?",
+                (name,),
+            )
+            self._close_attempt(db, name, "interrupted", reason, now)
+
+    def request_interrupt(self, names: Iterable[str], window: float) -> list[str]:
+        """Flag started experiments for an interruption; the names it applies to."""
+        flagged = []
+        with self._write() as db:
+            for name in names:
+                cur = db.execute(
+                    "UPDATE experiments SET interrupt_window = ?"
+                    " WHERE name = ? AND status IN ('starting', 'running')",
+                    (window, name),
+                )
+                if cur.rowcount:
+                    flagged.append(name)
+        return flagged
 
     def request_stop(self, names: Iterable[str]) -> None:
         """Queued experiments stop at once; started ones are flagged for the scheduler."""

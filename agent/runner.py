@@ -1,8 +1,11 @@
 """One experiment's lifecycle, the same locally and on a node.
 
-fetch bundle -> prepare exec dir -> run argv (own process group, cwd = exec dir) -> stream
-logs -> sync artifacts during the run and at the end -> record the final status. The
-status is recorded only after the final sync, so an ended experiment has all its files.
+fetch bundle -> prepare exec dir (on a resume, restore the previous attempt's files) -> run
+argv (own process group, cwd = exec dir) -> stream logs -> sync artifacts during the run
+and at the end -> record the final status. The status is recorded only after the final
+sync, so an ended experiment has all its files. A notice (spot, ``gridctl interrupt``, the
+instance going away) SIGTERMs the script and SIGKILLs it when waiting longer would leave
+too little time for the final sync; the attempt then ends ``interrupted``.
 """
 
 from __future__ import annotations
@@ -14,16 +17,26 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 from gridctl.agent.archive import extract
 from gridctl.agent.artifacts import ArtifactSync
 from gridctl.agent.logs import pump, stamp
 from gridctl.agent.spec import ExperimentSpec
+from gridctl.agent.spot import INTERRUPTION, Notice
 from gridctl.agent.store import Store
+
+RESTORE_WORKERS = 8
+KILL_MARGIN = 5.0
+"""Seconds a final sync is given when nothing is known about it (its estimate has its own
+margin)."""
+DEADLINE_TICK = 0.25
+ESTIMATE_EVERY = 2.0
 
 
 class Recorder(Protocol):
@@ -40,6 +53,9 @@ class Workspace:
     scratch_dir: Path
     log_path: Path
     bundle_cache: Path
+    notice_file: Path
+    """Where the script finds the latest notice (``GRIDCTL_NOTICE_FILE``), outside its
+    exec dir so that it is no artifact."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,23 @@ def fetch_bundle(store: Store, key: str, cache: Path) -> Path:
 INTERPRETERS = ("python", "bash")
 
 
+def restore_artifacts(store: Store, prefix: str, exec_dir: Path) -> int:
+    """Put the previous attempts' files back over the freshly unpacked bundle; returns
+    how many. Keys that would land outside the exec dir are refused."""
+    root = exec_dir.resolve()
+    pairs: list[tuple[str, Path]] = []
+    for key in store.list(prefix):
+        rel = PurePosixPath(key[len(prefix) :].lstrip("/"))
+        target = (exec_dir / rel).resolve()
+        if ".." in rel.parts or rel.is_absolute() or not target.is_relative_to(root):
+            raise ValueError(f"artifact {key!r} would land outside the exec dir")
+        pairs.append((key, target))
+    with ThreadPoolExecutor(RESTORE_WORKERS) as pool:
+        for _ in pool.map(lambda pair: store.get_file(*pair), pairs):
+            pass
+    return len(pairs)
+
+
 def resolve_interpreter(argv0: str, path: str | None) -> str | None:
     """What ``python``/``bash`` mean on this PATH (``python3`` standing in for ``python``);
     None for a script that is executed itself."""
@@ -103,9 +136,11 @@ class ExperimentRunner:
         gpu_ids: tuple[int, ...] = (),
         settings: RunnerSettings | None = None,
         before_launch: Callable[[Path, BinaryIO], None] | None = None,
+        resume_count: int = 0,
     ) -> None:
         """``before_launch(exec_dir, log)`` runs once the bundle is unpacked (a node installs
-        the bundle's requirements there); if it raises, the experiment fails."""
+        the bundle's requirements there); if it raises, the experiment fails.
+        ``resume_count`` > 0 restores the previous attempts' artifacts before the start."""
         self.spec = spec
         self.store = store
         self.workspace = workspace
@@ -113,9 +148,15 @@ class ExperimentRunner:
         self.gpu_ids = gpu_ids
         self.settings = settings or RunnerSettings()
         self.before_launch = before_launch
+        self.resume_count = resume_count
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._exited = threading.Event()
+        self._interrupt: Notice | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._sync: ArtifactSync | None = None
+        # A new attempt starts with no notice: the last attempt's is not for it.
+        workspace.notice_file.unlink(missing_ok=True)
 
     @property
     def artifact_prefix(self) -> str:
@@ -124,7 +165,7 @@ class ExperimentRunner:
     def request_stop(self) -> None:
         """SIGTERM the script's process group now and SIGKILL it after the grace period."""
         with self._lock:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._interrupt is not None:
                 return
             self._stop.set()
             proc = self._proc
@@ -136,14 +177,57 @@ class ExperimentRunner:
             timer.daemon = True
             timer.start()
 
+    def notice(self, notice: Notice) -> bool:
+        """Tell the script (``GRIDCTL_NOTICE_FILE``); on an interruption also SIGTERM it and
+        enforce the deadline. False when it came too late to matter: the script had
+        already ended (a finished experiment stays finished) or was being stopped."""
+        with self._lock:
+            if self._exited.is_set() or self._stop.is_set() or self._interrupt is not None:
+                return False
+            if notice.kind == INTERRUPTION:
+                self._interrupt = notice
+            proc = self._proc
+        self._write_notice(notice)
+        if notice.kind == INTERRUPTION and proc is not None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            threading.Thread(
+                target=self._enforce_deadline, args=(proc.pid, notice), daemon=True
+            ).start()
+        return True
+
+    def _write_notice(self, notice: Notice) -> None:
+        path = self.workspace.notice_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{threading.get_ident()}")
+        partial.write_text(notice.to_json())
+        os.replace(partial, path)
+        self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError), self.workspace.log_path.open("ab") as log:
+            log.write(stamp() + f"gridctl: {notice.reason}\n".encode())
+
+    def _enforce_deadline(self, pgid: int, notice: Notice) -> None:
+        """SIGKILL once waiting longer would leave too little time for the final sync
+        (its estimate, which scans the exec dir, is refreshed every few seconds)."""
+        assert notice.deadline is not None
+        needed, refresh_at = KILL_MARGIN, 0.0
+        while True:
+            if time.monotonic() >= refresh_at and self._sync is not None:
+                needed, refresh_at = self._sync.estimate(), time.monotonic() + ESTIMATE_EVERY
+            if time.time() >= notice.deadline - needed:
+                _signal_group(pgid, signal.SIGKILL)
+                return
+            if self._exited.wait(DEADLINE_TICK):
+                return
+
     def environment(self) -> dict[str, str]:
         """The agent's own environment under the spec's (a full copy locally, a few on AWS)."""
         env = {**os.environ, **self.spec.env}
         env.update(
             GRIDCTL_RUN=self.spec.run,
             GRIDCTL_EXPERIMENT=self.spec.name,
-            GRIDCTL_RESUME_COUNT="0",
+            GRIDCTL_RESUME_COUNT=str(self.resume_count),
             GRIDCTL_SCRATCH_DIR=str(self.workspace.scratch_dir),
+            GRIDCTL_NOTICE_FILE=str(self.workspace.notice_file),
             PYTHONUNBUFFERED="1",
         )
         if self.gpu_ids:
@@ -155,6 +239,8 @@ class ExperimentRunner:
             outcome = self._run()
         except Exception as exc:  # noqa: BLE001 - the status is recorded on every exit path
             outcome = Outcome("failed", None, f"agent error: {exc!r}")
+        with self._lock:
+            self._exited.set()
         self.recorder.finished(outcome.status, outcome.exit_code, outcome.reason)
         return outcome
 
@@ -166,9 +252,15 @@ class ExperimentRunner:
         ws.exec_dir.mkdir(parents=True)
         ws.scratch_dir.mkdir(parents=True, exist_ok=True)
         extract(archive, ws.exec_dir)
+        if self.resume_count:
+            restored = restore_artifacts(self.store, self.artifact_prefix, ws.exec_dir)
+            message = f"gridctl: resume {self.resume_count}: restored {restored} file(s)\n"
+            log.write(stamp() + message.encode())
         if self.before_launch is not None:
             self.before_launch(ws.exec_dir, log)
-        return ArtifactSync(ws.exec_dir, self.store, self.artifact_prefix)
+        # The baseline is taken after the restore: restored files are not sent again.
+        self._sync = ArtifactSync(ws.exec_dir, self.store, self.artifact_prefix)
+        return self._sync
 
     def _run(self) -> Outcome:
         self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,9 +268,13 @@ class ExperimentRunner:
             try:
                 sync = self._prepare(log)
             except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the experiment
+                if self._interrupt is not None:  # e.g. pip killed as the instance goes
+                    return Outcome("interrupted", None, self._interrupt.reason)
                 return Outcome("failed", None, f"could not prepare the experiment: {exc}")
             try:
                 with self._lock:
+                    if self._interrupt is not None:
+                        return Outcome("interrupted", None, self._interrupt.reason)
                     if self._stop.is_set():
                         return Outcome("stopped", None, "stopped by user")
                     self._proc = self._launch(log)
@@ -188,6 +284,9 @@ class ExperimentRunner:
             code = self._supervise(self._proc, log, sync)
         sync.sync()
         exit_code, why = describe_exit(code)
+        if self._interrupt is not None:
+            # Whatever the script did after the notice, this attempt did not complete.
+            return Outcome("interrupted", exit_code, self._interrupt.reason)
         if self._stop.is_set():
             return Outcome("stopped", exit_code, "stopped by user")
         if code == 0:
@@ -220,15 +319,21 @@ class ExperimentRunner:
         reader = threading.Thread(target=pump, args=(proc.stdout, log), daemon=True)
         reader.start()
         exited = threading.Event()
+        interval = self.spec.sync_interval or self.settings.sync_interval
 
         def sync_periodically() -> None:
-            while not exited.wait(self.settings.sync_interval):
-                sync.sync()
+            while not exited.wait(interval):
+                try:
+                    sync.sync()
+                except Exception as exc:  # noqa: BLE001 - the next round, or the final one, retries
+                    log.write(stamp() + f"gridctl: artifact sync failed: {exc}\n".encode())
 
         syncer = threading.Thread(target=sync_periodically, daemon=True)
         syncer.start()
         # A blocking wait: Popen.wait(timeout) polls and would add up to 50 ms per experiment.
         code = proc.wait()
+        with self._lock:
+            self._exited.set()  # a notice from now on is too late to change the outcome
         exited.set()
         syncer.join()
         # Whatever the script left behind in its group ends with it.

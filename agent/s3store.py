@@ -27,6 +27,9 @@ def check_key(key: str) -> str:
     return key
 
 
+MAX_POOL_CONNECTIONS = 64
+
+
 def boto_config(endpoint_url: str | None):
     """Standard retries for any client; path-style S3 addressing when talking to an
     emulator (moto, LocalStack), whose endpoint has no bucket subdomains."""
@@ -35,6 +38,8 @@ def boto_config(endpoint_url: str | None):
     return Config(
         retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         s3={"addressing_style": "path"} if endpoint_url else None,
+        # Parallel artifact uploads, each possibly multipart, share one client.
+        max_pool_connections=MAX_POOL_CONNECTIONS,
     )
 
 

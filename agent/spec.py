@@ -31,6 +31,8 @@ class ExperimentSpec:
     gpus: int = 0
     memory: int = 0
     auto_resume: bool = False
+    sync_interval: float | None = None
+    """Seconds between artifact syncs during the run; None: the agent's setting."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -40,6 +42,19 @@ class ExperimentSpec:
         data = json.loads(text)
         data["argv"] = tuple(data["argv"])
         return cls(**data)
+
+
+@dataclass
+class Attempt:
+    """One try at an experiment: the first, or a resume after an interruption.
+
+    ``instance`` is the EC2 instance that ran it, or ``local``."""
+
+    instance: str
+    started_at: float
+    finished_at: float | None = None
+    status: str = "starting"
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ class MachineSpec:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> MachineSpec:
+    def from_json(cls, text: str | bytes) -> MachineSpec:
         data = json.loads(text)
         data["experiments"] = tuple(data["experiments"])
         return cls(**data)

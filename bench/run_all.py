@@ -11,11 +11,12 @@ import bench_aws  # noqa: E402
 import bench_bundle  # noqa: E402
 import bench_dispatch  # noqa: E402
 import bench_help  # noqa: E402
+import bench_spot  # noqa: E402
 
 
 def main() -> int:
     failed = 0
-    for bench in (bench_help, bench_bundle, bench_dispatch, bench_aws):
+    for bench in (bench_help, bench_bundle, bench_dispatch, bench_spot, bench_aws):
         failed += bench.main() != 0
     print("all benchmarks at target" if not failed else f"{failed} benchmark(s) missed target")
     return 1 if failed else 0

@@ -85,6 +85,9 @@ def submit(
     return Submitted(plan=plan, bundle=bundle, uploaded=uploaded)
 
 
+MAX_WINDOW = 3600.0
+
+
 def _find(home: Path, name: str) -> Backend:
     """The backend that knows this run or experiment name."""
     for cloud in clouds(home):
@@ -141,14 +144,38 @@ def artifacts(home: Path, names: Sequence[str], dest: Path, match: str | None) -
     return copied
 
 
+def _by_backend(home: Path, names: Sequence[str]) -> list[tuple[Backend, list[str]]]:
+    """The names grouped by the backend that knows them (all checked before any acts), so
+    that each backend handles its share at once (on AWS: one Terraform apply)."""
+    groups: dict[str, tuple[Backend, list[str]]] = {}
+    for name in names:
+        backend = _find(home, name)
+        groups.setdefault(backend.name, (backend, []))[1].append(name)
+    return list(groups.values())
+
+
 def stop(home: Path, names: Sequence[str]) -> list[ExperimentStatus]:
-    backends = [(_find(home, name), name) for name in names]
-    return [e for backend, name in backends for e in backend.stop([name])]
+    return [e for backend, share in _by_backend(home, names) for e in backend.stop(share)]
 
 
 def delete(home: Path, names: Sequence[str]) -> list[str]:
-    backends = [(_find(home, name), name) for name in names]
-    return [e for backend, name in backends for e in backend.delete([name])]
+    return [e for backend, share in _by_backend(home, names) for e in backend.delete(share)]
+
+
+def interrupt(home: Path, names: Sequence[str], window: float) -> list[ExperimentStatus]:
+    """Deliver a simulated spot interruption: the same path as a real notice."""
+    if not 0 < window <= MAX_WINDOW:
+        raise GridctlError(f"--window must be above 0 and at most {MAX_WINDOW:g} seconds")
+    found: list[ExperimentStatus] = []
+    for backend, share in _by_backend(home, names):
+        experiments = backend.experiments(share)
+        idle = [e.name for e in experiments if e.status not in ("starting", "running")]
+        if idle:
+            raise GridctlError(
+                f"only running experiments can be interrupted; not running: {', '.join(idle)}"
+            )
+        found += backend.interrupt([e.name for e in experiments], window)
+    return found
 
 
 ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,22}[a-z0-9]|[a-z]")

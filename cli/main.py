@@ -102,6 +102,15 @@ def run(
     auto_resume: bool | None = typer.Option(
         None, "--auto_resume", "--auto-resume", help="resume after a spot interruption"
     ),
+    sync_interval: float | None = typer.Option(
+        None,
+        "--sync_interval",
+        "--sync-interval",
+        envvar="GRIDCTL_SYNC_INTERVAL",
+        help="seconds between artifact syncs while the script runs [default: 60]: at most"
+        " this much work is lost when a machine dies with no notice",
+        show_default=False,
+    ),
     strategy: str | None = typer.Option(None, help="grid_search, random_search or none"),
     trials: int | None = typer.Option(None, help="combinations to pick with random_search"),
     seed: int | None = typer.Option(None, help="seed for samples and picks"),
@@ -152,6 +161,7 @@ def run(
         instance_type=instance_type,
         use_spot=use_spot,
         auto_resume=auto_resume,
+        sync_interval=sync_interval,
         strategy=strategy,
         trials=trials,
         seed=seed,
@@ -385,6 +395,29 @@ def stop(
     else:
         for e in stopped:
             _console().print(f"{e.name}: {e.status}")
+
+
+@app.command(
+    help="Deliver a simulated spot interruption to running experiments: the same path as a"
+    " real notice (SIGTERM, final sync, interrupted; with --auto_resume they resume), so you"
+    " can test that a script resumes before paying for spot. On AWS the whole machine is"
+    " interrupted and replaced. JSON: [{name, status, ...}] as in status."
+)
+def interrupt(
+    names: list[str] = typer.Argument(..., metavar="EXPERIMENT"),
+    window: float = typer.Option(
+        120.0, "--window", help="seconds the script has before SIGKILL (a real notice: 120)"
+    ),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+
+    interrupted = commands.interrupt(_home(), names, window)
+    if output is Output.json:
+        render.print_json([render.experiment_json(e) for e in interrupted])
+    else:
+        for e in interrupted:
+            _console().print(f"{e.name}: interruption sent ({window:g} s to save)")
 
 
 @app.command(help="Stop if needed, then remove logs, artifacts and records. JSON: {deleted}.")

@@ -41,6 +41,7 @@ class RunOptions:
     instance_type: str | None = None
     use_spot: bool | None = None
     auto_resume: bool | None = None
+    sync_interval: float | None = None
     strategy: str | None = None
     trials: int | None = None
     seed: int | None = None
@@ -85,6 +86,7 @@ class RunPlan:
     instance_type: InstanceType | None = None
     use_spot: bool = False
     auto_resume: bool = False
+    sync_interval: float | None = None
     credential: str | None = None
     framework: str | None = None
     datastore_name: str | None = None
@@ -252,6 +254,7 @@ def plan_run(
         instance_type=instance,
         use_spot=bool(_pick(options.use_spot, cfg.use_spot, False)),
         auto_resume=bool(_pick(options.auto_resume, cfg.auto_resume, False)),
+        sync_interval=_positive("--sync_interval", options.sync_interval),
         credential=_pick(options.credential, cfg.credential),
         framework=framework,
         datastore_name=datastore_name,

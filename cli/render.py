@@ -79,6 +79,16 @@ def experiment_json(e: ExperimentStatus) -> dict:
         "duration": duration(e.started_at, e.finished_at),
         "instance": e.instance,
         "reason": e.reason,
+        "attempts": [
+            {
+                "instance": a.instance,
+                "status": a.status,
+                "started_at": iso(a.started_at),
+                "finished_at": iso(a.finished_at),
+                "reason": a.reason,
+            }
+            for a in e.attempts
+        ],
     }
 
 

@@ -310,7 +310,7 @@ def test_reused_run_name_is_refused(gridctl, project):
 @pytest.mark.parametrize(
     "command",
     [["status", "nope"], ["logs", "nope-exp0"], ["stop", "nope"], ["delete", "nope"],
-     ["artifacts", "nope"]],
+     ["artifacts", "nope"], ["interrupt", "nope-exp0"]],
 )  # fmt: skip
 def test_unknown_names_are_exit_2_in_every_command(gridctl, command):
     result = gridctl(*command)

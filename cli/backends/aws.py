@@ -10,6 +10,7 @@ and artifacts. This machine keeps nothing that another could not rebuild.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
-from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec, MachineSpec, machine_key
+from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import equivalent_types
@@ -147,6 +148,7 @@ class AwsBackend:
                 gpus=plan.resources.gpus,
                 memory=plan.resources.memory,
                 auto_resume=plan.auto_resume,
+                sync_interval=plan.sync_interval,
             )
             self.store.put_bytes(f"runs/{plan.name}/{e.name}/spec.json", spec.to_json().encode())
         for machine in machines:
@@ -170,7 +172,8 @@ class AwsBackend:
         record = self._status(run, experiment) or {"attempts": [], "resumes": 0}
         now = time.time()
         record.update(status=status, reason=reason, finished_at=now, heartbeat_at=now)
-        record.setdefault("exit_code", None)
+        for key in ("exit_code", "instance", "started_at"):  # the node's record has them all
+            record.setdefault(key, None)
         self.store.put_bytes(f"runs/{run}/{experiment}/status.json", json.dumps(record).encode())
 
     # -- reading ----------------------------------------------------------------------
@@ -204,6 +207,7 @@ class AwsBackend:
             finished_at=status.get("finished_at"),
             reason=status.get("reason"),
             instance=status.get("instance"),
+            attempts=tuple(Attempt(**a) for a in status.get("attempts", ())),
         )
 
     def _run_status(self, run: dict) -> RunStatus:
@@ -319,6 +323,15 @@ class AwsBackend:
                 self._write_status(e.run, e.name, "stopped", "stopped by user")
         return self.experiments(names)
 
+    def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
+        """The node hears it through the bucket, handles it as a spot notice for its whole
+        machine, then ends its instance; the group replaces it as after a reclaim."""
+        targets = self.experiments(names)
+        for e in targets:
+            request = json.dumps({"window": window, "requested_at": time.time()})
+            self.store.put_bytes(f"runs/{e.run}/{e.name}/control/interrupt", request.encode())
+        return targets
+
     def delete(self, names: Sequence[str]) -> list[str]:
         """Whole runs, or single experiments: an experiment's machine goes with its last
         experiment, and a run with its last experiment."""
@@ -343,6 +356,11 @@ class AwsBackend:
             record["experiments"] = [e for e in record["experiments"] if e not in experiments]
             record["machines"] = {machine: members for machine, members in kept.items() if members}
             self.store.put_bytes(f"runs/{run}/run.json", json.dumps(record).encode())
+            for machine, members in record["machines"].items():
+                # A replacement node must not look for the deleted experiments.
+                spec = MachineSpec.from_json(self.store.get_bytes(machine_key(run, machine)))
+                narrowed = dataclasses.replace(spec, experiments=tuple(members))
+                self.store.put_bytes(narrowed.key, narrowed.to_json().encode())
             # The machines left empty drop out of the module, so the apply destroys them.
             runs.apply(self.home, self.record, self._inputs(record))
             for machine in sorted(set(kept) - set(record["machines"])):

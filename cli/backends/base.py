@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gridctl.agent.spec import STATES
+from gridctl.agent.spec import STATES, Attempt
 from gridctl.agent.store import Store
 from gridctl.cli.plan import RunPlan
 
@@ -27,6 +27,7 @@ class ExperimentStatus:
     finished_at: float | None = None
     reason: str | None = None
     instance: str | None = None
+    attempts: tuple[Attempt, ...] = ()
 
 
 def derive_status(states: Sequence[str]) -> str:
@@ -124,5 +125,9 @@ class Backend(Protocol):
     def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]: ...
 
     def stop(self, names: Sequence[str]) -> list[ExperimentStatus]: ...
+
+    def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
+        """Interrupt running experiments as a spot reclaim with ``window`` seconds' notice
+        would; returns at once, the experiments then end or resume on their own."""
 
     def delete(self, names: Sequence[str]) -> list[str]: ...

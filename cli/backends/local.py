@@ -36,6 +36,7 @@ def _status(record: ExperimentRecord) -> ExperimentStatus:
         finished_at=record.finished_at,
         reason=record.reason,
         instance="local",
+        attempts=record.attempts,
     )
 
 
@@ -94,6 +95,7 @@ class LocalBackend:
                 gpus=plan.resources.gpus,
                 memory=plan.resources.memory,
                 auto_resume=plan.auto_resume,
+                sync_interval=plan.sync_interval,
             )
             for e in plan.experiments
         ]
@@ -189,6 +191,12 @@ class LocalBackend:
                 break
             time.sleep(0.1)
         return self.experiments(targets)
+
+    def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
+        """The local scheduler hands the runner a notice, as a node's spot watcher would."""
+        flagged = self.registry.request_interrupt([r.name for r in self._records(names)], window)
+        daemon.reconcile(self.home)
+        return self.experiments(flagged)
 
     def delete(self, names: Sequence[str]) -> list[str]:
         records = self._records(names)

@@ -283,10 +283,15 @@ data "aws_iam_policy_document" "node" {
     resources = [aws_s3_bucket.this.arn]
   }
 
-  # The agent scales its own group to zero when its experiment ends.
+  # The agent scales its own group to zero when its experiments end, and after
+  # `gridctl interrupt` ends its own instance while keeping the capacity (as a reclaim does).
   statement {
-    sid       = "ScaleOwnEnvironmentGroups"
-    actions   = ["autoscaling:SetDesiredCapacity", "autoscaling:UpdateAutoScalingGroup"]
+    sid = "ScaleOwnEnvironmentGroups"
+    actions = [
+      "autoscaling:SetDesiredCapacity",
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
+      "autoscaling:UpdateAutoScalingGroup",
+    ]
     resources = ["${local.arn_prefix}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/*"]
 
     condition {

@@ -71,3 +71,23 @@ def nodes(aws_env: dict[str, str], moto: str, tmp_path: Path):
 
     with NodeSimulator(moto, tmp_path / "nodes", env=aws_env) as simulator:
         yield simulator
+
+
+@pytest.fixture
+def ami(aws_env) -> str:
+    from .cloud import client
+
+    return client(aws_env, "ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+@pytest.fixture
+def cloud(aws_env, tmp_path: Path, project: Path):
+    """The real gridctl with its own GRIDCTL_HOME, pointed at the emulated account."""
+    from conftest import Gridctl
+
+    cli = Gridctl(tmp_path / "home", project)
+    cli.env.update(aws_env)
+    cli.env.update(GRIDCTL_LOG_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="2")
+    # moto treats the TLS-only bucket policy's conditional deny as unconditional.
+    cli.env["GRIDCTL_BUCKET_TLS_POLICY"] = "off"
+    return cli

@@ -9,9 +9,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from conftest import Gridctl
+
+from .cloud import client, first_bucket, groups, keys_of, running_instances
 
 pytestmark = pytest.mark.e2e
 
@@ -43,43 +44,6 @@ for i in range(3000):
     print("tick", i, flush=True)
     time.sleep(0.1)
 """
-
-
-def client(aws_env: dict[str, str], service: str):
-    return boto3.client(
-        service,
-        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-@pytest.fixture
-def ami(aws_env) -> str:
-    return client(aws_env, "ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-
-
-@pytest.fixture
-def cloud(aws_env, tmp_path: Path, project: Path) -> Gridctl:
-    cli = Gridctl(tmp_path / "home", project)
-    cli.env.update(aws_env)
-    cli.env.update(GRIDCTL_LOG_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="2")
-    # moto treats the TLS-only bucket policy's conditional deny as unconditional.
-    cli.env["GRIDCTL_BUCKET_TLS_POLICY"] = "off"
-    return cli
-
-
-def running_instances(aws_env) -> list[str]:
-    reservations = client(aws_env, "ec2").describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
-    )["Reservations"]
-    return [i["InstanceId"] for r in reservations for i in r["Instances"]]
-
-
-def groups(aws_env) -> dict[str, int]:
-    found = client(aws_env, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
-    return {g["AutoScalingGroupName"]: g["DesiredCapacity"] for g in found}
 
 
 def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes):
@@ -225,11 +189,3 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     templates = client(aws_env, "ec2").describe_launch_templates()["LaunchTemplates"]
     assert templates == []
     assert client(aws_env, "s3").list_buckets()["Buckets"] == []
-
-
-def keys_of(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
-def first_bucket(aws_env) -> str:
-    return client(aws_env, "s3").list_buckets()["Buckets"][0]["Name"]

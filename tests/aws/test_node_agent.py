@@ -1,21 +1,33 @@
 """The node agent, run for real (``python -m gridctl.agent node``) against moto and the
-IMDSv2 stand-in, as user data starts it on an instance of an Auto Scaling group."""
+IMDSv2 stand-in, as user data starts it on an instance of an Auto Scaling group.
+
+Spot interruptions are driven the way AWS drives them: a notice in the stand-in's
+``spot/instance-action`` (or a rebalance recommendation), ``control/interrupt`` in the
+bucket (``gridctl interrupt``), SIGTERM to the agent (the instance going away), or the
+node vanishing without a word (SIGKILL to the agent and its script). A replacement is the
+agent started again on a fresh node root, with the stand-in answering for the instance
+the group launched instead, as a new instance would after a reclaim.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 import pytest
 
 from gridctl.agent import s3store
@@ -33,6 +45,8 @@ GROUP = "gridctl-bold-fox-exp0"
 BASE = f"runs/{RUN}/{EXPERIMENT}"
 MACHINE = MachineSpec(RUN, EXPERIMENT, (EXPERIMENT,), cpus=2, gpus=0, memory=4 << 30)
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+AGENT_TIMEOUT = 60
+"""Seconds an agent gets to end by itself before a test gives up on it."""
 
 TRAIN = """\
 import os, sys
@@ -48,6 +62,73 @@ for step in range(600):
     print("step", step, flush=True)
     time.sleep(0.1)
 """
+CHECKPOINTING = """\
+import argparse, os, shutil, signal, sys, time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--steps", type=int, default=400)
+parser.add_argument("--ignore-sigterm", action="store_true")
+args, _ = parser.parse_known_args()  # and --index on a shared machine
+resumes = int(os.environ["GRIDCTL_RESUME_COUNT"])
+print("resume count", resumes, flush=True)
+step = 0
+if os.path.exists("ckpt.txt"):
+    with open("ckpt.txt") as f:
+        step = int(f.read())
+    print("resumed from step", step, flush=True)
+
+
+def save():
+    # Written aside, then renamed: a kill never leaves half a checkpoint, nor a stray file.
+    partial = os.path.join(os.environ["GRIDCTL_SCRATCH_DIR"], "ckpt.txt")
+    with open(partial, "w") as f:
+        f.write(str(step))
+    os.replace(partial, "ckpt.txt")
+
+
+signalled = announced = False
+
+
+def on_sigterm(signum, frame):
+    global signalled
+    signalled = True
+
+
+signal.signal(signal.SIGTERM, on_sigterm)
+delay = 0.1 if resumes == 0 else 0.01  # a resumed attempt hurries: the tests stay short
+while step < args.steps:
+    if signalled and not announced:
+        announced = True
+        print("got SIGTERM at step", step, flush=True)
+        if not args.ignore_sigterm:
+            shutil.copy(os.environ["GRIDCTL_NOTICE_FILE"], "notice.json")
+            print("saved step", step, "and exiting", flush=True)
+            sys.exit(0)
+    time.sleep(delay)
+    step += 1
+    save()
+    print("step", step, flush=True)
+os.makedirs("out", exist_ok=True)
+with open("out/done.txt", "w") as f:
+    f.write(str(step))
+print("done at step", step, flush=True)
+"""
+WAIT_FOR_NOTICE = """\
+import os, shutil, signal, sys, time
+
+signal.signal(signal.SIGTERM, lambda signum, frame: print("got SIGTERM", flush=True))
+notice = os.environ["GRIDCTL_NOTICE_FILE"]
+print("waiting for a notice", flush=True)
+deadline = time.monotonic() + 20
+while not os.path.exists(notice):
+    if time.monotonic() > deadline:
+        sys.exit("no notice came")
+    time.sleep(0.05)
+os.makedirs("out", exist_ok=True)
+shutil.copy(notice, "out/notice.json")
+print("notice seen", flush=True)
+"""
+LOST_REASON = "the node running it stopped reporting"
 
 
 @dataclass
@@ -57,10 +138,14 @@ class Cloud:
     moto: str
     store: S3Store
     autoscaling: Any
+    ec2: Any
     instance_id: str
+    """The instance the group started with."""
     imds: MetadataService
     root: Path
+    """The first node's root (GRIDCTL_NODE_ROOT); replacements get fresh ones."""
     ca_bundle: Path
+    roots: list[Path] = field(default_factory=list)
 
     def deploy(
         self,
@@ -69,6 +154,7 @@ class Cloud:
         project: Path,
         machine: MachineSpec = MACHINE,
         gpus: int = 0,
+        auto_resume: bool = False,
     ) -> None:
         """What ``gridctl run --cloud aws`` leaves in the bucket: a bundle, the machine's
         spec and one spec per experiment (each with ``argv`` and its own ``--index``)."""
@@ -79,19 +165,62 @@ class Cloud:
         self.store.put_bytes(machine.key, machine.to_json().encode())
         for index, name in enumerate(machine.experiments):
             command = argv + (("--index", str(index)) if len(machine.experiments) > 1 else ())
-            spec = ExperimentSpec(RUN, name, index, command, bundle.key, {"lr": 0.1}, gpus=gpus)
+            spec = ExperimentSpec(
+                RUN, name, index, command, bundle.key, {"lr": 0.1}, gpus=gpus,
+                auto_resume=auto_resume,
+            )  # fmt: skip
             self.store.put_bytes(f"runs/{RUN}/{name}/spec.json", spec.to_json().encode())
 
     def status(self, experiment: str = EXPERIMENT) -> dict:
         return json.loads(self.store.get_bytes(f"runs/{RUN}/{experiment}/status.json"))
 
-    def desired_capacity(self) -> int:
+    def artifact(self, path: str) -> bytes:
+        return self.store.get_bytes(f"{BASE}/artifacts/{path}")
+
+    def artifacts(self) -> list[str]:
+        prefix = f"{BASE}/artifacts/"
+        return sorted(key[len(prefix) :] for key in self.store.list(prefix))
+
+    def group(self) -> dict:
         (group,) = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
             "AutoScalingGroups"
         ]
-        return group["DesiredCapacity"]
+        return group
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def desired_capacity(self) -> int:
+        return self.group()["DesiredCapacity"]
+
+    def instances(self) -> dict[str, str]:
+        """The group's instances: id -> lifecycle state."""
+        return {i["InstanceId"]: i["LifecycleState"] for i in self.group()["Instances"]}
+
+    def instance_state(self, instance_id: str) -> str:
+        (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        return reservation["Instances"][0]["State"]["Name"]
+
+    def replace_instance(self) -> str:
+        """What AWS does with a reclaimed or lost instance: the group ends it and, its
+        capacity unchanged, launches another; the stand-in then answers for that one."""
+        self.autoscaling.terminate_instance_in_auto_scaling_group(
+            InstanceId=self.imds.instance_id, ShouldDecrementDesiredCapacity=False
+        )
+        (replacement,) = self.instances()
+        return self.boot(replacement)
+
+    def boot(self, instance_id: str) -> str:
+        """The stand-in becomes a new instance's metadata service: no notice on it yet."""
+        self.imds.instance_id = instance_id
+        self.imds.spot_action_time = self.imds.rebalance_time = None
+        return instance_id
+
+    def fresh_root(self) -> Path:
+        """A new node's disk: nothing of the previous node's exec dir, cache or log."""
+        root = self.root.with_name(f"{self.root.name}-{len(self.roots) + 1}")
+        root.mkdir()
+        self.roots.append(root)
+        return root
+
+    def env(self, root: Path | None = None, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIP_"))}
         return {
             **env,
@@ -99,28 +228,62 @@ class Cloud:
             "AWS_ENDPOINT_URL": self.moto,
             "AWS_CA_BUNDLE": str(self.ca_bundle),
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.url,
-            "GRIDCTL_NODE_ROOT": str(self.root),
+            "GRIDCTL_NODE_ROOT": str(root or self.root),
             "GRIDCTL_GRACE_PERIOD": "3",
             "GRIDCTL_HEARTBEAT_INTERVAL": "0.5",
             "GRIDCTL_LOG_INTERVAL": "0.5",
             **extra,
         }
 
-    def agent(self, **extra: str) -> subprocess.Popen[str]:
+    def agent(self, root: Path | None = None, **extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "gridctl.agent", "node"],
-            cwd=self.root,
-            env=self.env(**extra),
+            cwd=root or self.root,
+            env=self.env(root, **extra),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
 
-    def run_agent(self, **extra: str) -> tuple[int, str]:
-        proc = self.agent(**extra)
-        output, _ = proc.communicate(timeout=30)
+    def run_agent(self, root: Path | None = None, **extra: str) -> tuple[int, str]:
+        with started(self, root, **extra) as proc:
+            output = ended(proc)
         return proc.returncode, output
+
+
+@contextlib.contextmanager
+def started(cloud: Cloud, root: Path | None = None, **extra: str) -> Iterator[subprocess.Popen]:
+    """An agent in the background; whatever the test does, it and its scripts end with it."""
+    agent = cloud.agent(root, **extra)
+    try:
+        yield agent
+    finally:
+        vanish(agent)
+
+
+def ended(agent: subprocess.Popen[str], timeout: float = AGENT_TIMEOUT) -> str:
+    """The agent's output once it has exited by itself."""
+    output, _ = agent.communicate(timeout=timeout)
+    return output
+
+
+def vanish(agent: subprocess.Popen[str]) -> None:
+    """The node dies with no notice: SIGKILL to the agent and to every script it started
+    (each in its own process group)."""
+    if agent.poll() is None:  # not reaped yet, so agent.pid is still the agent's
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(agent.pid).children(recursive=True)
+            agent.kill()
+            for child in children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)  # a script leads its own group
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+    agent.kill()
+    if agent.stdout is not None and not agent.stdout.closed:
+        agent.communicate()
+    agent.wait()
 
 
 @pytest.fixture
@@ -164,7 +327,10 @@ def cloud(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cl
     root = tmp_path / "node"
     root.mkdir()
     store = S3Store(BUCKET, REGION, moto)
-    yield Cloud(moto, store, autoscaling, instance_id, imds, root, moto_tls)
+    yield Cloud(
+        moto=moto, store=store, autoscaling=autoscaling, ec2=clients["ec2"],
+        instance_id=instance_id, imds=imds, root=root, ca_bundle=moto_tls,
+    )  # fmt: skip
     imds.stop()
 
 
@@ -175,7 +341,7 @@ def project(tmp_path: Path) -> Path:
     return path
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20) -> None:
+def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -189,6 +355,20 @@ def status_is(cloud: Cloud, wanted: str, experiment: str = EXPERIMENT) -> Callab
         return cloud.store.exists(key) and cloud.status(experiment)["status"] == wanted
 
     return check
+
+
+def logged(cloud: Cloud, text: str) -> Callable[[], bool]:
+    return lambda: text.encode() in _log(cloud)
+
+
+def synced_step(cloud: Cloud) -> int:
+    """The step of the checkpoint in the bucket, 0 while there is none."""
+    key = f"{BASE}/artifacts/ckpt.txt"
+    return int(cloud.store.get_bytes(key)) if cloud.store.exists(key) else 0
+
+
+def resumed_from(log: bytes) -> list[int]:
+    return [int(step) for step in re.findall(rb"resumed from step (\d+)", log)]
 
 
 def test_a_run_succeeds_keeps_its_files_and_scales_its_group_to_zero(cloud, project):
@@ -205,9 +385,9 @@ def test_a_run_succeeds_keeps_its_files_and_scales_its_group_to_zero(cloud, proj
     (attempt,) = status["attempts"]
     assert attempt["instance"] == cloud.instance_id
     assert attempt["status"] == "succeeded"
-    assert list(cloud.store.list(f"{BASE}/artifacts")) == [f"{BASE}/artifacts/out/model.txt"]
-    assert cloud.store.get_bytes(f"{BASE}/artifacts/out/model.txt") == b"weights"
-    log = cloud.store.get_bytes(f"{BASE}/log").decode().splitlines()
+    assert cloud.artifacts() == ["out/model.txt"]
+    assert cloud.artifact("out/model.txt") == b"weights"
+    log = _log(cloud).decode().splitlines()
     assert any(line.endswith("Z training with --lr 0.1") for line in log)
     assert all(line[:4].isdigit() and line[10] == "T" for line in log)
     scratch = next(line for line in log if " scratch " in line).split(" scratch ")[1]
@@ -223,7 +403,7 @@ def test_a_failing_script_fails_with_its_exit_code(cloud, project):
     assert code == 0, output
     status = cloud.status()
     assert (status["status"], status["exit_code"], status["reason"]) == ("failed", 3, "exit code 3")
-    assert "diverged" in cloud.store.get_bytes(f"{BASE}/log").decode()
+    assert b"diverged" in _log(cloud)
     assert cloud.desired_capacity() == 0
 
 
@@ -239,7 +419,7 @@ def test_requirements_that_pip_cannot_install_fail_the_experiment(cloud, project
     assert status["status"] == "failed"
     assert "pip install -r requirements.txt failed" in status["reason"]
     assert "gridctl-no-such-package" in status["reason"]
-    log = cloud.store.get_bytes(f"{BASE}/log").decode()
+    log = _log(cloud).decode()
     assert "gridctl: pip install -r requirements.txt" in log
     assert "training with" not in log
     assert cloud.desired_capacity() == 0
@@ -247,16 +427,13 @@ def test_requirements_that_pip_cannot_install_fail_the_experiment(cloud, project
 
 def test_a_stop_object_stops_the_run(cloud, project):
     cloud.deploy({"train.py": FOREVER}, ("python", "train.py"), project)
-    agent = cloud.agent()
-    try:
+    with started(cloud) as agent:
         wait_for(status_is(cloud, "running"))
         first_beat = cloud.status()["heartbeat_at"]
-        wait_for(lambda: b"step 3" in _log(cloud))  # shipped while running
+        wait_for(logged(cloud, "step 3"))  # shipped while running
         wait_for(lambda: cloud.status()["heartbeat_at"] > first_beat)
         cloud.store.put_bytes(f"{BASE}/control/stop", b"")
-        output, _ = agent.communicate(timeout=20)
-    finally:
-        agent.kill()
+        output = ended(agent)
     assert agent.returncode == 0, output
     status = cloud.status()
     assert (status["status"], status["reason"]) == ("stopped", "stopped by user")
@@ -264,31 +441,14 @@ def test_a_stop_object_stops_the_run(cloud, project):
     assert cloud.desired_capacity() == 0
 
 
-def test_sigterm_to_the_agent_records_an_interruption_and_keeps_the_group(cloud, project):
-    cloud.deploy({"train.py": FOREVER}, ("python", "train.py"), project)
-    agent = cloud.agent()
-    try:
-        wait_for(status_is(cloud, "running"))
-        agent.send_signal(signal.SIGTERM)
-        output, _ = agent.communicate(timeout=20)
-    finally:
-        agent.kill()
-    assert agent.returncode == 0, output
-    status = cloud.status()
-    assert (status["status"], status["reason"]) == ("interrupted", "instance terminated")
-    assert status["attempts"][-1]["status"] == "interrupted"
-    assert b"step 1" in _log(cloud)
-    assert cloud.desired_capacity() == 1
-
-
 def test_an_ended_experiment_is_not_run_again(cloud, project):
     cloud.deploy({"train.py": TRAIN}, ("python", "train.py"), project)
-    ended = {"status": "succeeded", "exit_code": 0, "reason": None, "instance": "i-0old"}
-    cloud.store.put_bytes(f"{BASE}/status.json", json.dumps(ended).encode())
+    record = {"status": "succeeded", "exit_code": 0, "reason": None, "instance": "i-0old"}
+    cloud.store.put_bytes(f"{BASE}/status.json", json.dumps(record).encode())
     code, output = cloud.run_agent()
     assert code == 0, output
-    assert cloud.status() == ended
-    assert list(cloud.store.list(f"{BASE}/artifacts")) == []
+    assert cloud.status() == record
+    assert cloud.artifacts() == []
     assert not (cloud.root / "opt" / "gridctl" / "work" / EXPERIMENT).exists()
     assert cloud.desired_capacity() == 0
 
@@ -310,6 +470,293 @@ def test_a_node_without_a_machine_spec_says_so_and_scales_to_zero(cloud):
     assert code == 1
     assert f"no machine spec at s3://{BUCKET}/runs/{RUN}/machines/{EXPERIMENT}.json" in output
     assert not cloud.store.exists(f"{BASE}/status.json")
+    assert cloud.desired_capacity() == 0
+
+
+# Interruptions and auto-resume (SPEC §7).
+
+NOTICES = Path("opt") / "gridctl" / "notices"
+WORK = Path("opt") / "gridctl" / "work"
+
+
+def beats(cloud: Cloud, count: int) -> None:
+    """Wait until the experiment's heartbeat has moved ``count`` times."""
+    for _ in range(count):
+        beat = cloud.status()["heartbeat_at"]
+        wait_for(lambda beat=beat: cloud.status()["heartbeat_at"] > beat)
+
+
+def whole_seconds(moment: datetime) -> float:
+    """An announced time as IMDS serves it (to the second), in epoch seconds."""
+    return moment.replace(microsecond=0).timestamp()
+
+
+@pytest.mark.parametrize("auto_resume", [False, True], ids=["once", "auto_resume"])
+def test_sigterm_to_the_agent_records_an_interruption(cloud, project, auto_resume):
+    """The instance going away (systemd stopping the agent) interrupts the experiment; the
+    group keeps its capacity only for an experiment that resumes."""
+    cloud.deploy({"train.py": FOREVER}, ("python", "train.py"), project, auto_resume=auto_resume)
+    with started(cloud) as agent:
+        wait_for(logged(cloud, "step 3"))
+        agent.send_signal(signal.SIGTERM)
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    status = cloud.status()
+    assert (status["status"], status["reason"]) == ("interrupted", "instance terminated")
+    assert status["exit_code"] == 128 + signal.SIGTERM
+    (attempt,) = status["attempts"]
+    assert (attempt["instance"], attempt["status"], attempt["reason"]) == (
+        cloud.instance_id, "interrupted", "instance terminated",
+    )  # fmt: skip
+    assert b"gridctl: instance terminated" in _log(cloud)
+    notice = json.loads((cloud.root / NOTICES / f"{EXPERIMENT}.json").read_text())
+    assert (notice["kind"], notice["reason"]) == ("interruption", "instance terminated")
+    assert notice["deadline"] == notice["seen_at"] + 3 + 5  # the grace period + KILL_MARGIN
+    if auto_resume:
+        assert cloud.desired_capacity() == 1
+        assert cloud.instances() == {cloud.instance_id: "InService"}
+    else:
+        assert cloud.desired_capacity() == 0
+
+
+def test_a_spot_notice_interrupts_and_a_replacement_resumes_from_the_checkpoint(cloud, project):
+    cloud.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project, auto_resume=True)
+    with started(cloud) as agent:
+        wait_for(logged(cloud, "step 3"))
+        announced = cloud.imds.notify_spot_interruption(120)
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    first = cloud.status()
+    assert first["status"] == "interrupted"
+    assert "spot interruption notice" in first["reason"]
+    assert first["exit_code"] == 0  # saved and exited on SIGTERM: still not complete
+    assert first["resumes"] == 0
+    (interrupted,) = first["attempts"]
+    assert (interrupted["instance"], interrupted["status"], interrupted["reason"]) == (
+        cloud.instance_id, "interrupted", first["reason"],
+    )  # fmt: skip
+    # The script read the notice (GRIDCTL_NOTICE_FILE) and kept a copy as an artifact.
+    notice = json.loads(cloud.artifact("notice.json"))
+    assert notice["kind"] == "interruption"
+    assert notice["deadline"] == whole_seconds(announced)
+    assert notice["reason"] == first["reason"]
+    assert json.loads((cloud.root / NOTICES / f"{EXPERIMENT}.json").read_text()) == notice
+    saved = synced_step(cloud)
+    assert saved > 0
+    log = _log(cloud)
+    assert f"gridctl: {first['reason']}".encode() in log
+    assert f"saved step {saved} and exiting".encode() in log
+    assert b"resume count 0" in log
+    assert cloud.desired_capacity() == 1
+    assert cloud.instances() == {cloud.instance_id: "InService"}
+
+    replacement = cloud.replace_instance()
+    assert replacement != cloud.instance_id
+    code, output = cloud.run_agent(cloud.fresh_root())
+    assert code == 0, output
+    status = cloud.status()
+    assert (status["status"], status["exit_code"], status["reason"]) == ("succeeded", 0, None)
+    assert (status["instance"], status["resumes"]) == (replacement, 1)
+    assert status["started_at"] == first["started_at"]
+    assert status["attempts"][0] == interrupted
+    resumed = status["attempts"][1]
+    assert (resumed["instance"], resumed["status"], resumed["reason"]) == (
+        replacement, "succeeded", None,
+    )  # fmt: skip
+    assert interrupted["finished_at"] <= resumed["started_at"] <= resumed["finished_at"]
+    assert resumed["finished_at"] == status["finished_at"]
+    log = _log(cloud)
+    assert f"saved step {saved} and exiting".encode() in log  # the first attempt's lines stay
+    assert b"resume count 1" in log
+    assert resumed_from(log) == [saved]
+    assert b"gridctl: resume 1: restored 2 file(s)" in log
+    assert b"done at step 400" in log
+    assert cloud.artifacts() == ["ckpt.txt", "notice.json", "out/done.txt"]
+    assert cloud.artifact("out/done.txt") == b"400"
+    assert cloud.desired_capacity() == 0
+
+
+def test_without_auto_resume_a_spot_notice_ends_the_experiment(cloud, project):
+    cloud.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project)
+    with started(cloud) as agent:
+        wait_for(logged(cloud, "step 3"))
+        cloud.imds.notify_spot_interruption(120)
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    status = cloud.status()
+    assert (status["status"], status["exit_code"]) == ("interrupted", 0)
+    assert "spot interruption notice" in status["reason"]
+    assert [a["status"] for a in status["attempts"]] == ["interrupted"]
+    assert cloud.desired_capacity() == 0
+    log = _log(cloud)
+
+    # Should an instance start for it again, it finds nothing to do.
+    cloud.boot(cloud.instance_id)
+    root = cloud.fresh_root()
+    code, output = cloud.run_agent(root)
+    assert code == 0, output
+    assert "has ended (interrupted): nothing to run" in output
+    assert cloud.status() == status
+    assert _log(cloud) == log
+    assert not (root / WORK / EXPERIMENT).exists()
+    assert cloud.desired_capacity() == 0
+
+
+@pytest.mark.parametrize("posted", ["while_running", "before_start"])
+def test_a_rebalance_recommendation_reaches_the_script_without_stopping_it(cloud, project, posted):
+    cloud.deploy({"train.py": WAIT_FOR_NOTICE}, ("python", "train.py"), project, auto_resume=True)
+    if posted == "before_start":
+        cloud.imds.recommend_rebalance()
+    with started(cloud) as agent:
+        if posted == "while_running":
+            wait_for(logged(cloud, "waiting for a notice"))
+            cloud.imds.recommend_rebalance()
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    status = cloud.status()
+    assert (status["status"], status["exit_code"], status["reason"]) == ("succeeded", 0, None)
+    notice = json.loads(cloud.artifact("out/notice.json"))
+    assert (notice["kind"], notice["deadline"]) == ("rebalance", None)
+    assert notice["reason"].startswith("spot rebalance recommendation")
+    log = _log(cloud)
+    assert f"gridctl: {notice['reason']}".encode() in log
+    assert b"notice seen" in log
+    assert b"got SIGTERM" not in log
+    assert cloud.desired_capacity() == 0
+
+
+def test_a_script_that_ignores_sigterm_is_killed_in_time_and_resumes_from_its_last_sync(
+    cloud, project
+):
+    argv = ("python", "train.py", "--ignore-sigterm")
+    cloud.deploy({"train.py": CHECKPOINTING}, argv, project, auto_resume=True)
+    with started(cloud, GRIDCTL_SYNC_INTERVAL="0.5") as agent:
+        wait_for(lambda: synced_step(cloud) >= 3)  # synced while the script runs
+        # 12 s: more than the time the agent keeps in hand for its final sync (its estimate,
+        # margins included), so the script outlives SIGTERM for a while, then is killed.
+        announced = cloud.imds.notify_spot_interruption(12)
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    status = cloud.status()
+    assert status["status"] == "interrupted"
+    assert "spot interruption notice" in status["reason"]
+    assert status["exit_code"] == 128 + signal.SIGKILL
+    assert status["finished_at"] < whole_seconds(announced)  # recorded before the reclaim
+    log = _log(cloud).decode()
+    sigterm = log.index("got SIGTERM at step")
+    assert re.search(r"Z step \d+\n", log[sigterm:])  # it went on after SIGTERM
+    assert "done at step" not in log
+    killed_at = synced_step(cloud)
+    assert killed_at > 0
+    assert int((cloud.root / WORK / EXPERIMENT / "ckpt.txt").read_text()) == killed_at
+    assert cloud.desired_capacity() == 1
+
+    replacement = cloud.replace_instance()
+    code, output = cloud.run_agent(cloud.fresh_root())
+    assert code == 0, output
+    status = cloud.status()
+    assert (status["status"], status["instance"], status["resumes"]) == (
+        "succeeded", replacement, 1,
+    )  # fmt: skip
+    assert [(a["instance"], a["status"]) for a in status["attempts"]] == [
+        (cloud.instance_id, "interrupted"), (replacement, "succeeded"),
+    ]  # fmt: skip
+    assert resumed_from(_log(cloud)) == [killed_at]
+    assert cloud.artifact("out/done.txt") == b"400"
+    assert cloud.desired_capacity() == 0
+
+
+def test_gridctl_interrupt_ends_the_instance_and_its_group_resumes_on_another(cloud, project):
+    cloud.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project, auto_resume=True)
+    interrupt = f"{BASE}/control/interrupt"
+    with started(cloud) as agent:
+        wait_for(logged(cloud, "step 3"))
+        cloud.store.put_bytes(interrupt, json.dumps({"window": 60}).encode())
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    status = cloud.status()
+    assert (status["status"], status["exit_code"], status["reason"]) == (
+        "interrupted", 0, "interrupted by gridctl interrupt",
+    )  # fmt: skip
+    notice = json.loads(cloud.artifact("notice.json"))
+    assert (notice["kind"], notice["reason"]) == ("interruption", status["reason"])
+    assert notice["deadline"] == notice["seen_at"] + 60
+    # The node ended its own instance, as a reclaim would; the group launched another.
+    assert cloud.instance_state(cloud.instance_id) == "terminated"
+    (replacement,) = cloud.instances()
+    assert replacement != cloud.instance_id
+    assert cloud.instances()[replacement] == "InService"
+    assert cloud.desired_capacity() == 1
+    saved = synced_step(cloud)
+    assert saved > 0
+
+    cloud.boot(replacement)
+    code, output = cloud.run_agent(cloud.fresh_root())
+    assert code == 0, output
+    status = cloud.status()
+    assert (status["status"], status["instance"], status["resumes"]) == (
+        "succeeded", replacement, 1,
+    )  # fmt: skip
+    assert [a["reason"] for a in status["attempts"]] == ["interrupted by gridctl interrupt", None]
+    assert resumed_from(_log(cloud)) == [saved]
+    assert not cloud.store.exists(interrupt)  # served: it does not interrupt the resume
+    assert cloud.artifact("out/done.txt") == b"400"
+    assert cloud.desired_capacity() == 0
+
+
+def test_a_replacement_waits_for_a_silent_node_then_resumes_its_experiment(cloud, project):
+    cloud.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project, auto_resume=True)
+    settings = {"GRIDCTL_SYNC_INTERVAL": "0.5"}  # GRIDCTL_HEARTBEAT_INTERVAL is 0.5 too
+    with started(cloud, **settings) as first:
+        wait_for(lambda: synced_step(cloud) >= 3)
+        replacement = cloud.replace_instance()
+        with started(cloud, cloud.fresh_root(), **settings) as second:
+            # While the first node beats, the replacement (which has read its tags, so is
+            # past its start) leaves the experiment to it.
+            wait_for(lambda: cloud.imds.count("/latest/meta-data/tags/instance") == 2)
+            beats(cloud, 6)
+            assert second.poll() is None
+            status = cloud.status()
+            assert (status["status"], status["instance"]) == ("running", cloud.instance_id)
+            vanish(first)  # no notice, no final sync, no last status
+            reached = int((cloud.root / WORK / EXPERIMENT / "ckpt.txt").read_text())
+            output = ended(second)
+    assert second.returncode == 0, output
+    status = cloud.status()
+    assert (status["status"], status["instance"], status["resumes"]) == (
+        "succeeded", replacement, 1,
+    )  # fmt: skip
+    lost, resumed = status["attempts"]
+    assert (lost["instance"], lost["status"]) == (cloud.instance_id, "interrupted")
+    assert lost["reason"].startswith(LOST_REASON)
+    assert (resumed["instance"], resumed["status"]) == (replacement, "succeeded")
+    # Taken over only once three heartbeats (of 0.5 s) had been missed.
+    assert resumed["started_at"] - lost["finished_at"] >= 3 * 0.5
+    (step,) = resumed_from(_log(cloud))
+    assert 0 < step <= reached  # the last periodic sync before the node vanished
+    assert cloud.artifact("out/done.txt") == b"400"
+    assert cloud.desired_capacity() == 0
+
+
+def test_without_auto_resume_a_silent_node_fails_its_experiment(cloud, project):
+    cloud.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project)
+    with started(cloud) as first:
+        wait_for(logged(cloud, "step 3"))
+        vanish(first)
+    assert cloud.status()["status"] == "running"
+    cloud.replace_instance()
+    root = cloud.fresh_root()
+    code, output = cloud.run_agent(root)
+    assert code == 0, output
+    status = cloud.status()
+    assert (status["status"], status["exit_code"]) == ("failed", None)
+    assert status["reason"].startswith(LOST_REASON)
+    (attempt,) = status["attempts"]
+    assert (attempt["instance"], attempt["status"], attempt["reason"]) == (
+        cloud.instance_id, "failed", status["reason"],
+    )  # fmt: skip
+    assert status["resumes"] == 0
+    assert not (root / WORK / EXPERIMENT).exists()
     assert cloud.desired_capacity() == 0
 
 
@@ -368,8 +815,7 @@ def test_stopping_one_experiment_leaves_its_machine_to_the_others(cloud, project
     cloud.imds.tags["gridctl:experiment"] = SHARED.name
     cloud.deploy({"train.py": FOREVER}, ("python", "train.py"), project, SHARED, gpus=1)
     first, second, third = SHARED.experiments
-    agent = cloud.agent()
-    try:
+    with started(cloud) as agent:
         wait_for(lambda: all(status_is(cloud, "running", e)() for e in SHARED.experiments))
         cloud.store.put_bytes(f"runs/{RUN}/{first}/control/stop", b"")
         wait_for(status_is(cloud, "stopped", first))
@@ -377,12 +823,31 @@ def test_stopping_one_experiment_leaves_its_machine_to_the_others(cloud, project
         assert cloud.desired_capacity() == 1
         for name in (second, third):
             cloud.store.put_bytes(f"runs/{RUN}/{name}/control/stop", b"")
-        output, _ = agent.communicate(timeout=20)
-    finally:
-        agent.kill()
+        output = ended(agent)
     assert agent.returncode == 0, output
     assert [cloud.status(e)["status"] for e in SHARED.experiments] == ["stopped"] * 3
     assert cloud.desired_capacity() == 0
+
+
+def test_a_spot_notice_interrupts_every_experiment_on_the_machine(cloud, project):
+    cloud.imds.tags["gridctl:experiment"] = SHARED.name
+    argv = ("python", "train.py")
+    cloud.deploy({"train.py": CHECKPOINTING}, argv, project, SHARED, gpus=1, auto_resume=True)
+    with started(cloud) as agent:
+        wait_for(lambda: all(b"step 3" in _log(cloud, e) for e in SHARED.experiments))
+        cloud.imds.notify_spot_interruption(120)
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    reasons = set()
+    for name in SHARED.experiments:
+        status = cloud.status(name)
+        assert (status["status"], status["exit_code"]) == ("interrupted", 0), name
+        reasons.add(status["reason"])
+        notice = cloud.store.get_bytes(f"runs/{RUN}/{name}/artifacts/notice.json")
+        assert json.loads(notice)["reason"] == status["reason"]
+    (reason,) = reasons
+    assert "spot interruption notice" in reason
+    assert cloud.desired_capacity() == 1
 
 
 def _log(cloud: Cloud, experiment: str = EXPERIMENT) -> bytes:

@@ -1,0 +1,110 @@
+"""Spot interruptions end to end on AWS: the real gridctl, real Terraform, moto and
+simulated nodes. A notice, a node that dies with no notice and ``gridctl interrupt`` each
+end an attempt; the group's replacement instance resumes the experiment from what the
+bucket holds, and the run succeeds."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import Gridctl
+
+from .cloud import groups, running_instances
+from .nodes import Node, NodeSimulator
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "resumable" / "train.py"
+RESUMED = re.compile(r"resumed from step (\d+) \(resume 1\)")
+STEPS = 200
+
+
+def steps_logged(cloud: Gridctl, experiment: str) -> int:
+    found = re.findall(r"Z step (\d+)$", cloud("logs", experiment).stdout, re.MULTILINE)
+    return int(found[-1]) if found else 0
+
+
+def first_node(nodes: NodeSimulator, experiment: str) -> Node:
+    return nodes.wait_for(lambda seen: next((n for n in seen if n.experiment == experiment), None))
+
+
+def kill_with_no_notice(node: Node) -> None:
+    """The machine dies at once: the agent and the script, no signal to save."""
+    family = [psutil.Process(node.process.pid), *node.family.values()]
+    for process in family:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            continue
+
+
+def test_interrupted_experiments_resume_on_a_replacement_instance(
+    cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes: NodeSimulator
+):
+    nodes.env.update(
+        GRIDCTL_SYNC_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="1", GRIDCTL_LOG_INTERVAL="1",
+        GRIDCTL_SPOT_INTERVAL="0.5",
+    )  # fmt: skip
+    assert cloud("up", "--ami", ami, timeout=600).returncode == 0
+    shutil.copy(EXAMPLE, project / "train.py")
+    run = cloud(
+        "run", "--name", "spot", "--use_spot", "--auto_resume", "train.py",
+        "--steps", str(STEPS), "--step-seconds", "0.1", "--lr", "[0.5, 0.25, 0.125]",
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    spot, lost, asked = (first_node(nodes, f"spot-exp{i}") for i in range(3))
+    for i in range(3):
+        cloud.wait_until(lambda i=i: steps_logged(cloud, f"spot-exp{i}") >= 25, 120)
+
+    # exp0: a real spot notice from the instance's metadata service. The agent SIGTERMs
+    # the script, which saves; then AWS reclaims the instance and the group replaces it.
+    spot.imds.notify_spot_interruption(seconds_ahead=60)
+    nodes.wait_for(lambda _: spot.returncode is not None, timeout=60)
+    assert spot.returncode == 0
+    nodes.terminate_instance(spot.instance_id)
+    # exp1: the machine dies with no notice; the last periodic sync is what survives.
+    kill_with_no_notice(lost)
+    nodes.terminate_instance(lost.instance_id)
+    # exp2: gridctl interrupt drives the same path through the bucket, and the node ends
+    # its own instance without lowering its group's capacity.
+    sent = cloud("interrupt", "spot-exp2", "--window", "30")
+    assert sent.returncode == 0, sent.stderr
+
+    cloud.wait_until(lambda: cloud.status("spot")["status"] not in ("queued", "running"), 300)
+    status = cloud.status("spot")
+    assert status["status"] == "succeeded", nodes.describe()
+    experiments = {e["name"]: e for e in status["experiments"]}
+    reasons = {
+        "spot-exp0": "spot interruption notice (terminate at ",
+        "spot-exp1": "the node running it stopped reporting",
+        "spot-exp2": "interrupted by gridctl interrupt",
+    }
+    for name, reason in reasons.items():
+        experiment = experiments[name]
+        assert experiment["resumes"] == 1, name
+        first, second = experiment["attempts"]
+        assert first["status"] == "interrupted" and first["reason"].startswith(reason), name
+        assert second["status"] == "succeeded", name
+        assert first["instance"] != second["instance"] == experiment["instance"], name
+        # Resumed from a checkpoint restored from the bucket, not from step zero.
+        assert int(RESUMED.search(cloud("logs", name).stdout).group(1)) >= 10, name
+    dest = tmp_path / "artifacts"
+    assert cloud("artifacts", "spot", "--dest", str(dest)).returncode == 0
+    for i, lr in enumerate([0.5, 0.25, 0.125]):
+        result = json.loads((dest / f"spot-exp{i}" / "out" / "result.json").read_text())
+        assert (result["steps"], result["resumes"]) == (STEPS, 1)
+        assert result["loss"] == pytest.approx((1 + lr) ** -STEPS)  # each step counted once
+    # The notice reached the script as a file too.
+    assert "SIGTERM: saved step" in cloud("logs", "spot-exp0").stdout
+
+    # Every group ends at zero and no instance is left running.
+    nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
+    assert groups(aws_env) == {f"gridctl-spot-exp{i}": 0 for i in range(3)}
+    assert running_instances(aws_env) == []
