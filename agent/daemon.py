@@ -65,6 +65,8 @@ class Home:
             log_path=self.store.path(self.log_key(run, experiment)),
             bundle_cache=self.root / "cache" / "bundles",
             notice_file=self.root / "notices" / f"{experiment}.json",
+            mount_root=Path("/"),
+            datastore_cache=self.root / "mounts",
         )
 
 

@@ -30,11 +30,13 @@ from gridctl.agent.resources import Capacity
 from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.s3store import S3Store, boto_config
 from gridctl.agent.scheduler import Allocation, Request, schedule
+from gridctl.agent.scratch import mount_volume
 from gridctl.agent.spec import (
     ACTIVE_STATES,
     Attempt,
     ExperimentSpec,
     MachineSpec,
+    Scratch,
     machine_key,
 )
 from gridctl.agent.spot import (
@@ -93,6 +95,8 @@ class NodeSettings:
             log_path=opt / "logs" / f"{experiment}.log",
             bundle_cache=opt / "cache",
             notice_file=opt / "notices" / f"{experiment}.json",
+            mount_root=self.root,
+            datastore_cache=opt / "datastores",
         )
 
 
@@ -440,6 +444,9 @@ class Node:
                 jobs.append(prepared)
             else:
                 clean = clean and prepared
+        scratch = next((job.spec.scratch for job in jobs if job.spec.scratch), None)
+        if scratch is not None:
+            self.mount_scratch(scratch)
         outcomes = self.run_all(jobs, machine)
         if None in outcomes:
             self.scale_to_zero()
@@ -449,6 +456,19 @@ class Node:
             # `gridctl interrupt` this node ends its own instance, as a reclaim would.
             return 0 if not self.broadcast.requested or self.terminate_self() else 1
         return 0 if self.scale_to_zero() and clean else 1
+
+    def mount_scratch(self, scratch: Scratch) -> None:
+        """The launch template's scratch disk, once for all the machine's experiments."""
+        path = self.settings.root / scratch.mount_path.lstrip("/")
+        try:
+            device = mount_volume(path, scratch.size_gb)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            say(f"cannot mount the scratch disk at {path}: {exc}")
+            return
+        if device is None:
+            say(f"no {scratch.size_gb} GiB scratch disk on this machine: {path} is a directory")
+        else:
+            say(f"scratch disk {device} mounted at {path}")
 
     def locate(self) -> tuple[S3Store, MachineSpec]:
         missing = [t for t in (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG) if not self.tags.get(t)]

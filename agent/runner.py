@@ -1,11 +1,12 @@
 """One experiment's lifecycle, the same locally and on a node.
 
-fetch bundle -> prepare exec dir (on a resume, restore the previous attempt's files) -> run
-argv (own process group, cwd = exec dir) -> stream logs -> sync artifacts during the run
-and at the end -> record the final status. The status is recorded only after the final
-sync, so an ended experiment has all its files. A notice (spot, ``gridctl interrupt``, the
-instance going away) SIGTERMs the script and SIGKILLs it when waiting longer would leave
-too little time for the final sync; the attempt then ends ``interrupted``.
+fetch bundle -> prepare exec dir (on a resume, restore the previous attempt's files) ->
+mount the datastore read-only and check the scratch space -> run argv (own process group,
+cwd = exec dir) -> stream logs -> sync artifacts during the run and at the end -> record
+the final status. The status is recorded only after the final sync, so an ended experiment
+has all its files. A notice (spot, ``gridctl interrupt``, the instance going away)
+SIGTERMs the script and SIGKILLs it when waiting longer would leave too little time for
+the final sync; the attempt then ends ``interrupted``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
+from gridctl.agent import datastore
 from gridctl.agent.archive import extract
 from gridctl.agent.artifacts import ArtifactSync
 from gridctl.agent.logs import pump, stamp
-from gridctl.agent.spec import ExperimentSpec
+from gridctl.agent.spec import DatastoreMount, ExperimentSpec
 from gridctl.agent.spot import INTERRUPTION, Notice
 from gridctl.agent.store import Store
 
 RESTORE_WORKERS = 8
+GIB = 1 << 30
 KILL_MARGIN = 5.0
 """Seconds a final sync is given when nothing is known about it (its estimate has its own
 margin)."""
@@ -56,6 +59,11 @@ class Workspace:
     notice_file: Path
     """Where the script finds the latest notice (``GRIDCTL_NOTICE_FILE``), outside its
     exec dir so that it is no artifact."""
+    mount_root: Path
+    """Where the absolute paths a user asks for (datastore mount dir, scratch) live: ``/``
+    locally, the node's root on a node."""
+    datastore_cache: Path
+    """Materialized datastore versions, read-only, one tree per version."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,7 @@ class ExperimentRunner:
         self._interrupt: Notice | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._sync: ArtifactSync | None = None
+        self._datastore_dir: Path | None = None
         # A new attempt starts with no notice: the last attempt's is not for it.
         workspace.notice_file.unlink(missing_ok=True)
 
@@ -226,13 +235,24 @@ class ExperimentRunner:
             GRIDCTL_RUN=self.spec.run,
             GRIDCTL_EXPERIMENT=self.spec.name,
             GRIDCTL_RESUME_COUNT=str(self.resume_count),
-            GRIDCTL_SCRATCH_DIR=str(self.workspace.scratch_dir),
+            GRIDCTL_SCRATCH_DIR=str(self.scratch_dir),
             GRIDCTL_NOTICE_FILE=str(self.workspace.notice_file),
             PYTHONUNBUFFERED="1",
         )
+        if self._datastore_dir is not None:
+            env["GRIDCTL_DATASTORE_DIR"] = str(self._datastore_dir)
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.gpu_ids)
         return env
+
+    @property
+    def scratch_dir(self) -> Path:
+        """The scratch space asked for (shared by the machine's experiments), else a
+        directory of the experiment's own."""
+        scratch = self.spec.scratch
+        if scratch is None:
+            return self.workspace.scratch_dir
+        return self.workspace.mount_root / scratch.mount_path.lstrip("/")
 
     def run(self) -> Outcome:
         try:
@@ -250,17 +270,43 @@ class ExperimentRunner:
         if ws.exec_dir.exists():
             shutil.rmtree(ws.exec_dir)
         ws.exec_dir.mkdir(parents=True)
-        ws.scratch_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_scratch()
         extract(archive, ws.exec_dir)
         if self.resume_count:
             restored = restore_artifacts(self.store, self.artifact_prefix, ws.exec_dir)
             message = f"gridctl: resume {self.resume_count}: restored {restored} file(s)\n"
             log.write(stamp() + message.encode())
+        if self.spec.datastore is not None:
+            self._datastore_dir = self._mount_datastore(self.spec.datastore, log)
         if self.before_launch is not None:
             self.before_launch(ws.exec_dir, log)
         # The baseline is taken after the restore: restored files are not sent again.
         self._sync = ArtifactSync(ws.exec_dir, self.store, self.artifact_prefix)
         return self._sync
+
+    def _prepare_scratch(self) -> None:
+        path = self.scratch_dir
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create the scratch dir {path}: {exc.strerror}") from None
+        scratch = self.spec.scratch
+        if scratch is not None:
+            free = shutil.disk_usage(path).free
+            if free < scratch.size_gb * GIB:
+                raise OSError(
+                    f"--scratch_size {scratch.size_gb} GB: only {free / GIB:.1f} GB free at {path}"
+                )
+
+    def _mount_datastore(self, ref: DatastoreMount, log: BinaryIO) -> Path:
+        """The version, checked and read-only, at the mount dir the user asked for."""
+        manifest = datastore.resolve(self.store, ref.name, ref.version)
+        tree = datastore.materialize(self.store, manifest, self.workspace.datastore_cache)
+        mount = self.workspace.mount_root / ref.mount_dir.lstrip("/")
+        datastore.mount(tree, mount)
+        message = f"gridctl: datastore {ref.name} version {ref.version} mounted at {mount}\n"
+        log.write(stamp() + message.encode())
+        return mount
 
     def _run(self) -> Outcome:
         self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,10 @@ class S3Store:
             for item in page.get("Contents", ()):
                 yield item["Key"]
 
+    def local_path(self, key: str) -> None:
+        """Nothing in a bucket is on this machine: readers download."""
+        return None
+
     def delete_prefix(self, prefix: str) -> None:
         """The folder ``prefix`` and everything below it, or the single key ``prefix``."""
         folder = check_key(prefix.rstrip("/"))

@@ -8,7 +8,25 @@ from dataclasses import asdict, dataclass, field
 
 STATES = ("queued", "starting", "running", "interrupted", "succeeded", "failed", "stopped")
 ACTIVE_STATES = ("queued", "starting", "running")
-ENDED_STATES = ("interrupted", "succeeded", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class DatastoreMount:
+    """A complete datastore version, materialized read-only at ``mount_dir`` (absolute; on
+    a node it lives under the node's root)."""
+
+    name: str
+    version: int
+    mount_dir: str
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Scratch space of ``size_gb`` at ``mount_path``: an EBS volume on AWS, a checked
+    directory elsewhere."""
+
+    size_gb: int
+    mount_path: str
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,8 @@ class ExperimentSpec:
     auto_resume: bool = False
     sync_interval: float | None = None
     """Seconds between artifact syncs during the run; None: the agent's setting."""
+    datastore: DatastoreMount | None = None
+    scratch: Scratch | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -41,6 +61,10 @@ class ExperimentSpec:
     def from_json(cls, text: str) -> ExperimentSpec:
         data = json.loads(text)
         data["argv"] = tuple(data["argv"])
+        if data.get("datastore"):
+            data["datastore"] = DatastoreMount(**data["datastore"])
+        if data.get("scratch"):
+            data["scratch"] = Scratch(**data["scratch"])
         return cls(**data)
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from gridctl.agent import readonly
+
 Progress = Callable[[int], None]
 """Called with the number of bytes just transferred."""
 
@@ -31,6 +33,11 @@ class Store(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
 
     def delete_prefix(self, prefix: str) -> None: ...
+
+    def local_path(self, key: str) -> Path | None:
+        """Where the key's content already lies on this machine, if it does: readers may
+        link to it instead of copying."""
+        ...
 
 
 class LocalStore:
@@ -89,9 +96,17 @@ class LocalStore:
                     continue
                 yield Path(dirpath, name).relative_to(self.root).as_posix()
 
+    def local_path(self, key: str) -> Path:
+        return self.path(key)
+
     def delete_prefix(self, prefix: str) -> None:
+        """Objects may be sealed read-only (datastore trees hard link them): those are
+        unsealed for their deletion, keeping their other links sealed."""
         target = self.path(prefix.rstrip("/"))
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+        try:
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        except PermissionError:
+            readonly.remove(target)

@@ -32,7 +32,7 @@ from gridctl.agent.spec import ExperimentSpec  # noqa: E402
 from gridctl.agent.spot import WINDOW, SpotWatcher  # noqa: E402
 from gridctl.agent.store import LocalStore, Store  # noqa: E402
 from gridctl.cli.bundle import scan, upload  # noqa: E402
-from tests.aws.emulator import REGION, aws_environment, self_signed, start_moto  # noqa: E402
+from tests.aws.emulator import REGION, moto_bucket  # noqa: E402
 from tests.aws.imds import MetadataService  # noqa: E402
 
 NOTICES = 20
@@ -151,6 +151,8 @@ def experiment(
         log_path=directory / "log.txt",
         bundle_cache=directory.parent / "bundles",
         notice_file=directory / "notice.json",
+        mount_root=directory / "root",
+        datastore_cache=directory / "mounts",
     )
     argv = ("python", SCRIPT, str(directory / "sigterm"), str(directory / "ready"), *sources)
     # The bench's own interpreter runs the script, not whatever a version shim picks.
@@ -229,17 +231,7 @@ def notice_to_durable(
 ) -> tuple[list[Interruption], list[float], int, int]:
     """Interruptions of a script that put 200 MiB in its exec dir, each checked to have left
     every file in the bucket, and the baseline uploads; also (files, bytes)."""
-    import boto3
-    from botocore.config import Config
-
-    moto = start_moto(self_signed(base / "tls"))
-    saved = dict(os.environ)
-    try:
-        os.environ.update(aws_environment(moto, {}, {}))
-        client = boto3.session.Session().client(
-            "s3", region_name=REGION, config=Config(s3={"addressing_style": "path"})
-        )
-        client.create_bucket(Bucket=BUCKET)
+    with moto_bucket(base, BUCKET) as client:
         store = S3Store(BUCKET, REGION)
         bundle_key = make_bundle(base, store)
         source = base / "source"
@@ -259,10 +251,6 @@ def notice_to_durable(
             if stored != expected:
                 missing = sorted(expected - stored)
                 raise RuntimeError(f"{len(missing)} file(s) not in the bucket: {missing[:5]}")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        moto.stop()
     return interruptions, baselines, len(files), sum(path.stat().st_size for path in files)
 
 

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_aws  # noqa: E402
 import bench_bundle  # noqa: E402
+import bench_datastore  # noqa: E402
 import bench_dispatch  # noqa: E402
 import bench_help  # noqa: E402
 import bench_spot  # noqa: E402
@@ -16,7 +17,8 @@ import bench_spot  # noqa: E402
 
 def main() -> int:
     failed = 0
-    for bench in (bench_help, bench_bundle, bench_dispatch, bench_spot, bench_aws):
+    benches = (bench_help, bench_bundle, bench_dispatch, bench_spot, bench_datastore, bench_aws)
+    for bench in benches:
         failed += bench.main() != 0
     print("all benchmarks at target" if not failed else f"{failed} benchmark(s) missed target")
     return 1 if failed else 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridctl.agent import datastore as datastores
+from gridctl.agent.spec import ACTIVE_STATES
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import Backend, get_backend
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
@@ -51,8 +55,61 @@ def plan(
         confirm=confirm,
     )
     if not dry_run or result.cloud in visible:
-        backend_for(home, result.cloud).check_plan(result)
+        backend = backend_for(home, result.cloud)
+        backend.check_plan(result)
+        if result.datastore_name is not None:
+            with _datastore_errors():
+                manifest = datastores.resolve(
+                    backend.store, result.datastore_name, result.datastore_version
+                )
+            result = dataclasses.replace(result, datastore_version=manifest.version)
     return result
+
+
+@contextlib.contextmanager
+def _datastore_errors() -> Iterator[None]:
+    """The agent's datastore errors are the user's bad input here (exit 2)."""
+    try:
+        yield
+    except datastores.DatastoreError as exc:
+        raise GridctlError(str(exc)) from None
+
+
+def datastore_create(
+    home: Path, name: str, source: Path, cloud: str | None, progress=None
+) -> datastores.CreateResult:
+    backend = backend_for(home, cloud or default_cloud(home))
+    with _datastore_errors():
+        return datastores.create(backend.store, name, source, progress=progress)
+
+
+def datastore_list(home: Path, cloud: str | None) -> list[tuple[str, list[datastores.Version]]]:
+    store = backend_for(home, cloud or default_cloud(home)).store
+    found = [(name, datastores.versions(store, name)) for name in datastores.names(store)]
+    return [(name, versions) for name, versions in found if versions]
+
+
+def datastore_delete(
+    home: Path, name: str, version: int | None, *, force: bool, cloud: str | None
+) -> list[int]:
+    """Refuses while a queued or running experiment uses what would go, unless forced."""
+    backend = backend_for(home, cloud or default_cloud(home))
+    users = [
+        e.name
+        for run in backend.runs()
+        for e in run.experiments
+        if e.status in ACTIVE_STATES
+        and e.datastore is not None
+        and e.datastore.name == name
+        and version in (None, e.datastore.version)
+    ]
+    if users and not force:
+        what = name if version is None else f"{name} version {version}"
+        raise GridctlError(
+            f"datastore {what} is in use by {', '.join(users)}; stop them or pass --force"
+        )
+    with _datastore_errors():
+        return datastores.delete(backend.store, name, version)
 
 
 def scan(localdir: Path, home: Path) -> bundles.Bundle:

@@ -179,6 +179,11 @@ def run(
     plan = commands.plan(options, home, _confirm, dry_run=dry_run)
     for message in plan.warnings:
         _warn(message)
+    if plan.datastore_name is not None:
+        _console(stderr=True).print(
+            f"datastore {plan.datastore_name} version {plan.datastore_version}"
+            f" mounted read-only at {plan.datastore_mount_dir}"
+        )
     if dry_run:
         if output is Output.json:
             render.print_json(render.plan_json(plan))
@@ -221,23 +226,7 @@ def _upload_progress(bundle):
 
     if bundle.total_bytes <= SIZE_WARNING_BYTES:
         return nullcontext(None)
-    from contextlib import contextmanager
-
-    from rich.progress import Progress
-
-    @contextmanager
-    def bar():
-        with Progress(console=_console(stderr=True), transient=True) as progress:
-            tasks: dict[str, int] = {}
-
-            def update(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = progress.add_task(f"{phase} code bundle", total=total)
-                progress.update(tasks[phase], completed=done)
-
-            yield update
-
-    return bar()
+    return _progress_bar("code bundle")
 
 
 TERRAFORM_PROGRESS = re.compile(r"^(\S+): (Creat|Destroy|Modif|Read)\w* complete")
@@ -513,6 +502,98 @@ def down(
     with _steps("gridctl down") as (step, progress):
         gone = commands.down(_home(), name=name, force=force, step=step, progress=progress)
     _console().print(f"environment {gone} is gone; runs go to this machine again")
+
+
+datastore_app = typer.Typer(
+    help="Versioned, read-only data sets that runs mount (--datastore_name).",
+    rich_markup_mode=None,
+)
+app.add_typer(datastore_app, name="datastore")
+CLOUD = typer.Option(None, help="local or aws (default: local until up)")
+
+
+@datastore_app.command(
+    "create",
+    help="Make the next version of NAME from SOURCE_DIR: only files no earlier version has"
+    " are uploaded, and a rerun after Ctrl-C finishes what is missing. JSON: {name, version,"
+    " files, bytes, uploaded_files, uploaded_bytes, skipped}.",
+)
+def datastore_create(
+    name: str = typer.Argument(..., metavar="NAME"),
+    source: Path = typer.Argument(..., metavar="SOURCE_DIR"),
+    cloud: str | None = CLOUD,
+    output: Output = OUTPUT,
+) -> None:
+    from contextlib import nullcontext
+
+    from gridctl.cli import commands, render
+
+    bar = _progress_bar(f"datastore {name}") if sys.stderr.isatty() else nullcontext(None)
+    with bar as progress:
+        result = commands.datastore_create(_home(), name, source, cloud, progress)
+    for path in result.skipped:
+        _warn(f"skipped {path}: not a regular file")
+    if output is Output.json:
+        render.print_json(render.datastore_created_json(result))
+    else:
+        _console().print(render.datastore_created(result))
+
+
+@datastore_app.command(
+    "list",
+    help="Datastores and their versions. JSON: [{name, versions: [{version, files, bytes,"
+    " status, created_at}]}].",
+)
+def datastore_list(cloud: str | None = CLOUD, output: Output = OUTPUT) -> None:
+    from gridctl.cli import commands, render
+
+    found = commands.datastore_list(_home(), cloud)
+    if output is Output.json:
+        render.print_json(render.datastores_json(found))
+    else:
+        _console().print(render.datastores_table(found))
+
+
+@datastore_app.command(
+    "delete",
+    help="Delete a datastore, or one version of it; refused while a queued or running"
+    " experiment uses it, unless --force. JSON: {name, deleted_versions}.",
+)
+def datastore_delete(
+    name: str = typer.Argument(..., metavar="NAME"),
+    version: int | None = typer.Option(None, "--version", help="only this version"),
+    force: bool = typer.Option(False, "--force", help="even while experiments use it"),
+    cloud: str | None = CLOUD,
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, render
+
+    deleted = commands.datastore_delete(_home(), name, version, force=force, cloud=cloud)
+    if output is Output.json:
+        render.print_json({"name": name, "deleted_versions": deleted})
+    else:
+        _console().print(f"deleted {name} version(s) {', '.join(map(str, deleted))}")
+
+
+def _progress_bar(what: str):
+    """A progress bar on stderr, one line per phase; yields ``update(phase, done, total)``."""
+    from contextlib import contextmanager
+
+    from rich.progress import Progress
+
+    @contextmanager
+    def bar():
+        with Progress(console=_console(stderr=True), transient=True) as progress:
+            tasks: dict[str, int] = {}
+
+            def update(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(f"{phase} {what}", total=total)
+                progress.update(tasks[phase], completed=done)
+
+            yield update
+
+    return bar()
 
 
 def main() -> None:

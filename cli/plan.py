@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridctl.agent.spec import DatastoreMount, ExperimentSpec, Scratch
 from gridctl.cli import sweep
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import GridctlError
@@ -96,6 +97,32 @@ class RunPlan:
     scratch_mount_path: str = DEFAULT_SCRATCH_MOUNT_PATH
     environment: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+
+    def spec(self, e: PlannedExperiment, bundle_key: str, env: dict[str, str]) -> ExperimentSpec:
+        """What the agent gets for one experiment; ``env`` is the script's environment."""
+        datastore = None
+        if self.datastore_name is not None:
+            assert self.datastore_version is not None, "resolved by the backend first"
+            datastore = DatastoreMount(
+                self.datastore_name, self.datastore_version, self.datastore_mount_dir
+            )
+        scratch = Scratch(self.scratch_size, self.scratch_mount_path) if self.scratch_size else None
+        return ExperimentSpec(
+            run=self.name,
+            name=e.name,
+            index=e.index,
+            argv=e.argv,
+            bundle_key=bundle_key,
+            params=e.params,
+            env=env,
+            cpus=self.resources.cpus,
+            gpus=self.resources.gpus,
+            memory=self.resources.memory,
+            auto_resume=self.auto_resume,
+            sync_interval=self.sync_interval,
+            datastore=datastore,
+            scratch=scratch,
+        )
 
 
 def _pick(flag, configured, default=None):

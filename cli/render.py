@@ -8,7 +8,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from gridctl.agent.datastore import CreateResult, Version
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.machines import format_bytes
 from gridctl.cli.plan import RunPlan
 from gridctl.cli.sweep import format_value
 
@@ -172,3 +174,58 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def datastore_created(result: CreateResult) -> str:
+    return (
+        f"{result.name} version {result.version}: {result.files} file(s),"
+        f" {format_bytes(result.bytes)}; uploaded {result.uploaded_files} file(s),"
+        f" {format_bytes(result.uploaded_bytes)}"
+    )
+
+
+def datastore_created_json(result: CreateResult) -> dict:
+    return {
+        "name": result.name,
+        "version": result.version,
+        "files": result.files,
+        "bytes": result.bytes,
+        "uploaded_files": result.uploaded_files,
+        "uploaded_bytes": result.uploaded_bytes,
+        "skipped": list(result.skipped),
+    }
+
+
+def datastores_json(found: list[tuple[str, list[Version]]]) -> list[dict]:
+    return [
+        {
+            "name": name,
+            "versions": [
+                {
+                    "version": v.version,
+                    "files": v.files,
+                    "bytes": v.bytes,
+                    "status": "complete" if v.complete else "incomplete",
+                    "created_at": iso(v.created_at),
+                }
+                for v in versions
+            ],
+        }
+        for name, versions in found
+    ]
+
+
+def datastores_table(found: list[tuple[str, list[Version]]]):
+    """One row per datastore: its versions, and the newest version's figures."""
+    table = _table(None, ("name", "versions", "files", "size", "status", "created"))
+    for name, versions in found:
+        newest = versions[-1]
+        table.add_row(
+            name,
+            ", ".join(str(v.version) for v in versions),
+            str(newest.files),
+            format_bytes(newest.bytes),
+            "complete" if newest.complete else "incomplete",
+            iso(newest.created_at),
+        )
+    return table

@@ -145,6 +145,7 @@ class RunInputs:
     agent_wheel_key: str
     outputs: Mapping[str, object]
     groups: tuple[ExperimentInputs, ...]
+    scratch_size: int = 0
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -176,6 +177,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "security_group_id": literal(str(env["security_group_id"])),
         "instance_profile_name": literal(str(env["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),
+        "scratch_size": inputs.scratch_size,
         "tags": {"gridctl:environment": literal(inputs.environment)},
     }
     return {

@@ -67,6 +67,16 @@ class Gridctl:
         return next(e for e in self.status(run)["experiments"] if e["name"] == name)
 
 
+@pytest.fixture(autouse=True)
+def unsealed(tmp_path: Path):
+    """Lets pytest delete what a test sealed (materialized datastores): as root, immutable
+    files resist even rm -rf."""
+    yield
+    from gridctl.agent import readonly
+
+    readonly.unseal(tmp_path)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"

@@ -63,6 +63,8 @@ def runner_for(tmp_path: Path, script: str, store: LocalStore | None = None):
         log_path=tmp_path / "log",
         bundle_cache=tmp_path / "cache",
         notice_file=tmp_path / "notices" / "r-exp0.json",
+        mount_root=tmp_path / "root",
+        datastore_cache=tmp_path / "mounts",
     )
     recorded = Recorded()
     settings = RunnerSettings(grace_period=5, sync_interval=3600)

@@ -88,8 +88,6 @@ class AwsBackend:
             raise GridctlError(
                 f"instance type {plan.instance_type.name} is not offered in {self.record.region}"
             )
-        if plan.datastore_name is not None:
-            raise GridctlError(f"unknown datastore {plan.datastore_name!r}")
 
     def run_exists(self, name: str) -> bool:
         return self.store.exists(f"runs/{name}/run.json")
@@ -101,6 +99,7 @@ class AwsBackend:
             use_spot=run["use_spot"],
             agent_wheel_key=run["agent_wheel_key"],
             outputs=self.record.outputs,
+            scratch_size=run["scratch_size"] or 0,
             groups=tuple(
                 render.ExperimentInputs(
                     name=group_name(machine),
@@ -130,26 +129,14 @@ class AwsBackend:
             "bundle_id": bundle_id,
             "use_spot": plan.use_spot,
             "auto_resume": plan.auto_resume,
+            "scratch_size": plan.scratch_size,
             "instance_types": types,
             "agent_wheel_key": wheel.key,
             "experiments": [e.name for e in plan.experiments],
             "machines": {m.name: list(m.experiments) for m in machines},
         }
         for e in plan.experiments:
-            spec = ExperimentSpec(
-                run=plan.name,
-                name=e.name,
-                index=e.index,
-                argv=e.argv,
-                bundle_key=bundle_key,
-                params=e.params,
-                env=dict(plan.environment),
-                cpus=plan.resources.cpus,
-                gpus=plan.resources.gpus,
-                memory=plan.resources.memory,
-                auto_resume=plan.auto_resume,
-                sync_interval=plan.sync_interval,
-            )
+            spec = plan.spec(e, bundle_key, dict(plan.environment))
             self.store.put_bytes(f"runs/{plan.name}/{e.name}/spec.json", spec.to_json().encode())
         for machine in machines:
             self.store.put_bytes(machine.key, machine.to_json().encode())
@@ -208,6 +195,7 @@ class AwsBackend:
             reason=status.get("reason"),
             instance=status.get("instance"),
             attempts=tuple(Attempt(**a) for a in status.get("attempts", ())),
+            datastore=spec.datastore,
         )
 
     def _run_status(self, run: dict) -> RunStatus:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gridctl.agent.spec import STATES, Attempt
+from gridctl.agent.spec import STATES, Attempt, DatastoreMount
 from gridctl.agent.store import Store
 from gridctl.cli.plan import RunPlan
 
@@ -28,6 +28,7 @@ class ExperimentStatus:
     reason: str | None = None
     instance: str | None = None
     attempts: tuple[Attempt, ...] = ()
+    datastore: DatastoreMount | None = None
 
 
 def derive_status(states: Sequence[str]) -> str:

@@ -14,13 +14,26 @@ from gridctl.agent.daemon import Home
 from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
 from gridctl.agent.resources import machine_capacity
 from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
-from gridctl.agent.spec import ACTIVE_STATES, ExperimentSpec
+from gridctl.agent.spec import ACTIVE_STATES
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.machines import format_bytes
 from gridctl.cli.plan import RunPlan
 
 STOP_WAIT = 60.0
+GIB = 1 << 30
+
+
+def _existing(path: Path) -> Path:
+    """The path itself or its nearest ancestor that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(flag: str, path: Path, where: Path) -> None:
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise GridctlError(f"{flag} {path}: you cannot create it ({where} is not writable)")
 
 
 def _status(record: ExperimentRecord) -> ExperimentStatus:
@@ -37,6 +50,7 @@ def _status(record: ExperimentRecord) -> ExperimentStatus:
         reason=record.reason,
         instance="local",
         attempts=record.attempts,
+        datastore=record.spec.datastore,
     )
 
 
@@ -68,10 +82,19 @@ class LocalBackend:
             raise GridctlError(
                 f"--memory {format_bytes(memory)}: this machine has {format_bytes(capacity.memory)}"
             )
+        # Here the paths are this machine's own: refuse what could never be set up.
         if plan.datastore_name is not None:
-            raise GridctlError(
-                f"unknown datastore {plan.datastore_name!r}: there are no datastores here"
-            )
+            mount_dir = Path(plan.datastore_mount_dir)
+            _check_writable("--datastore_mount_dir", mount_dir, _existing(mount_dir.parent))
+        if plan.scratch_size:
+            scratch = Path(plan.scratch_mount_path)
+            _check_writable("--scratch_mount_path", scratch, _existing(scratch))
+            free = shutil.disk_usage(_existing(scratch)).free
+            if free < plan.scratch_size * GIB:
+                raise GridctlError(
+                    f"--scratch_size {plan.scratch_size} GB: only {free / GIB:.1f} GB free"
+                    f" at {scratch}"
+                )
 
     def run_exists(self, name: str) -> bool:
         return self.registry.run_exists(name)
@@ -82,23 +105,7 @@ class LocalBackend:
         argv0 = plan.experiments[0].argv[0]
         if argv0 in INTERPRETERS and resolve_interpreter(argv0, env.get("PATH")) is None:
             raise GridctlError(f"{argv0} is not on your PATH")
-        specs = [
-            ExperimentSpec(
-                run=plan.name,
-                name=e.name,
-                index=e.index,
-                argv=e.argv,
-                bundle_key=bundle_key,
-                params=e.params,
-                env=env,
-                cpus=plan.resources.cpus,
-                gpus=plan.resources.gpus,
-                memory=plan.resources.memory,
-                auto_resume=plan.auto_resume,
-                sync_interval=plan.sync_interval,
-            )
-            for e in plan.experiments
-        ]
+        specs = [plan.spec(e, bundle_key, env) for e in plan.experiments]
         record = RunRecord(
             name=plan.name,
             backend=self.name,

@@ -58,6 +58,21 @@ resource "aws_launch_template" "this" {
     }
   }
 
+  dynamic "block_device_mappings" {
+    for_each = var.scratch_size > 0 ? [var.scratch_size] : []
+
+    content {
+      device_name = var.scratch_device_name
+
+      ebs {
+        volume_size           = block_device_mappings.value
+        volume_type           = "gp3"
+        encrypted             = true
+        delete_on_termination = true
+      }
+    }
+  }
+
   monitoring {
     enabled = true
   }

@@ -144,6 +144,30 @@ variable "root_volume_size" {
   }
 }
 
+variable "scratch_size" {
+  description = "Size in GiB of an extra encrypted gp3 volume for scratch space (`gridctl run --scratch_size`), attached as `scratch_device_name` and deleted with the instance; the agent finds it by its size, formats and mounts it. 0 for none."
+  type        = number
+  default     = 0
+  nullable    = false
+
+  validation {
+    condition     = var.scratch_size >= 0 && var.scratch_size <= 16384 && floor(var.scratch_size) == var.scratch_size
+    error_message = "The scratch_size must be a whole number of GiB from 0 (none) to 16384."
+  }
+}
+
+variable "scratch_device_name" {
+  description = "Device name the scratch volume is attached as (Nitro instances show it as an NVMe device whatever the name)."
+  type        = string
+  default     = "/dev/sdf"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^/dev/[a-z0-9]+$", var.scratch_device_name))
+    error_message = "The scratch_device_name must be a device path such as \"/dev/sdf\"."
+  }
+}
+
 variable "root_device_name" {
   description = "Device name of the AMI's root volume, which the root volume settings apply to: \"/dev/sda1\" for Ubuntu-based AMIs (such as the Deep Learning Base GPU AMI on Ubuntu), \"/dev/xvda\" for Amazon Linux."
   type        = string

@@ -3,14 +3,17 @@ provider from this machine's filesystem mirror (SPEC section 8)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import os
 import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +148,25 @@ def aws_environment(moto: Moto, terraform_cli: dict[str, str], base: dict[str, s
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         env.pop(name, None)
     return env
+
+
+@contextlib.contextmanager
+def moto_bucket(base: Path, bucket: str) -> Iterator:
+    """For benchmarks: moto over TLS, this process's environment pointed at it, and an
+    empty bucket; yields a plain boto3 S3 client (the baseline's)."""
+    import boto3
+    from botocore.config import Config
+
+    moto = start_moto(self_signed(base / "tls"))
+    saved = dict(os.environ)
+    try:
+        os.environ.update(aws_environment(moto, {}, {}))
+        client = boto3.session.Session().client(
+            "s3", region_name=REGION, config=Config(s3={"addressing_style": "path"})
+        )
+        client.create_bucket(Bucket=bucket)
+        yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        moto.stop()
