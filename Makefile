@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python examples/demo.py
 
+# worksteal: the few long end-to-end tests would otherwise queue up on one worker.
 test: install lint
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q
 
 lint: install
 	$(BIN)/ruff check cli agent infra tests bench examples
