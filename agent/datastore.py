@@ -37,6 +37,7 @@ from typing import TypeVar
 
 from gridctl.agent import readonly
 from gridctl.agent.store import Store
+from gridctl.agent.units import format_bytes
 
 PREFIX = "datastores"
 MANIFEST = "manifest.json"
@@ -557,14 +558,6 @@ def delete(store: Store, name: str, version: int | None = None) -> list[int]:
     return [version]
 
 
-def _format_bytes(n: int) -> str:
-    """`1.5 GiB`, `512 MiB`, `100 B`: the CLI's format, which the agent cannot import."""
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= factor:
-            return f"{n / factor:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{n} B"
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` across processes (and threads: each call opens its own
@@ -647,7 +640,7 @@ def _fill(store: Store, manifest: Manifest, root: Path, what: str, workers: int)
     if need > free:
         raise DatastoreError(
             f"not enough space in {root.parent} for {what}:"
-            f" need {_format_bytes(need)}, have {_format_bytes(free)}"
+            f" need {format_bytes(need)}, have {format_bytes(free)}"
         )
     for folder in sorted({str(Path(e.path).parent) for e in manifest.files}):
         (root / folder).mkdir(parents=True, exist_ok=True)

@@ -29,12 +29,12 @@ from gridctl.agent import datastore
 from gridctl.agent.archive import extract
 from gridctl.agent.artifacts import ArtifactSync
 from gridctl.agent.logs import pump, stamp
+from gridctl.agent.scratch import shortfall
 from gridctl.agent.spec import DatastoreMount, ExperimentSpec
 from gridctl.agent.spot import INTERRUPTION, Notice
 from gridctl.agent.store import Store
 
 RESTORE_WORKERS = 8
-GIB = 1 << 30
 KILL_MARGIN = 5.0
 """Seconds a final sync is given when nothing is known about it (its estimate has its own
 margin)."""
@@ -291,12 +291,8 @@ class ExperimentRunner:
         except OSError as exc:
             raise OSError(f"cannot create the scratch dir {path}: {exc.strerror}") from None
         scratch = self.spec.scratch
-        if scratch is not None:
-            free = shutil.disk_usage(path).free
-            if free < scratch.size_gb * GIB:
-                raise OSError(
-                    f"--scratch_size {scratch.size_gb} GB: only {free / GIB:.1f} GB free at {path}"
-                )
+        if scratch is not None and (problem := shortfall(path, scratch.size_gb)):
+            raise OSError(problem)
 
     def _mount_datastore(self, ref: DatastoreMount, log: BinaryIO) -> Path:
         """The version, checked and read-only, at the mount dir the user asked for."""

@@ -1,19 +1,36 @@
-"""The scratch volume of an EC2 node: the extra gp3 disk of the launch template, formatted
-and mounted where the run asked for scratch space.
+"""Scratch space: on an EC2 node the extra gp3 disk of the launch template, formatted and
+mounted where the run asked for it; elsewhere a directory whose free space is checked.
 
-Only the node agent calls this, and only for a disk that is unformatted, unmounted, has no
+Only the node agent mounts a disk, and only one that is unformatted, unmounted, has no
 partitions and is exactly the size the run asked for: nothing else on the machine can be
 mistaken for it. Where no such disk exists (a simulated node) the scratch space stays a
-directory, whose free space the runner checks.
+directory.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
-GIB = 1 << 30
+from gridctl.agent.units import GIB
+
+
+def nearest_existing(path: Path) -> Path:
+    """The path itself or its nearest ancestor that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def shortfall(path: Path, size_gb: int) -> str | None:
+    """Why ``path`` cannot give ``size_gb`` GiB of scratch space, or None when it can; the
+    space is measured where ``path`` is, or will be, created."""
+    free = shutil.disk_usage(nearest_existing(path)).free
+    if free >= size_gb * GIB:
+        return None
+    return f"--scratch_size {size_gb} GB: only {free / GIB:.1f} GB free at {path}"
 
 
 def find_volume(size_gb: int) -> str | None:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from gridctl.agent import datastore as datastores
 from gridctl.agent.spec import ACTIVE_STATES
+from gridctl.agent.units import format_bytes
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import Backend, get_backend
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.machines import format_bytes
 from gridctl.cli.plan import RunOptions, RunPlan, plan_run
 from gridctl.cli.settings import default_cloud
 

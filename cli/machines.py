@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 
+from gridctl.agent.units import format_bytes
 from gridctl.cli.errors import GridctlError
 
 
@@ -220,13 +221,3 @@ def parse_memory(value: str, *, label: str = "--memory") -> int:
     if amount < 1:
         raise GridctlError(f"{label} {value}: must be greater than zero")
     return amount
-
-
-def format_bytes(n: int) -> str:
-    """A byte count for people: `10 GiB`, `1.5 GiB`, `512 MiB`, `100 B`."""
-    sign = "-" if n < 0 else ""
-    size = abs(n)
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= factor:
-            return f"{sign}{size / factor:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{sign}{size} B"

@@ -432,8 +432,8 @@ def bundle(
     list_: bool = typer.Option(False, "--list", help="print every path"),
     output: Output = OUTPUT,
 ) -> None:
+    from gridctl.agent.units import format_bytes
     from gridctl.cli import commands, render
-    from gridctl.cli.machines import format_bytes
 
     result = commands.scan(localdir, _home())
     for message in result.warnings:

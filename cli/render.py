@@ -9,8 +9,8 @@ import time
 from datetime import datetime, timezone
 
 from gridctl.agent.datastore import CreateResult, Version
+from gridctl.agent.units import format_bytes
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
-from gridctl.cli.machines import format_bytes
 from gridctl.cli.plan import RunPlan
 from gridctl.cli.sweep import format_value
 

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gridctl.agent.units import format_bytes
 from gridctl.cli.errors import EXIT_USAGE, GridctlError
 from gridctl.cli.machines import (
     INSTANCE_TYPES,
     NICKNAMES,
     check_fits,
-    format_bytes,
     parse_memory,
     resolve_instance_type,
 )

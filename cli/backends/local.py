@@ -14,21 +14,14 @@ from gridctl.agent.daemon import Home
 from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
 from gridctl.agent.resources import machine_capacity
 from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
+from gridctl.agent.scratch import nearest_existing, shortfall
 from gridctl.agent.spec import ACTIVE_STATES
+from gridctl.agent.units import format_bytes
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.machines import format_bytes
 from gridctl.cli.plan import RunPlan
 
 STOP_WAIT = 60.0
-GIB = 1 << 30
-
-
-def _existing(path: Path) -> Path:
-    """The path itself or its nearest ancestor that exists."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _check_writable(flag: str, path: Path, where: Path) -> None:
@@ -85,16 +78,14 @@ class LocalBackend:
         # Here the paths are this machine's own: refuse what could never be set up.
         if plan.datastore_name is not None:
             mount_dir = Path(plan.datastore_mount_dir)
-            _check_writable("--datastore_mount_dir", mount_dir, _existing(mount_dir.parent))
+            where = nearest_existing(mount_dir.parent)
+            _check_writable("--datastore_mount_dir", mount_dir, where)
         if plan.scratch_size:
             scratch = Path(plan.scratch_mount_path)
-            _check_writable("--scratch_mount_path", scratch, _existing(scratch))
-            free = shutil.disk_usage(_existing(scratch)).free
-            if free < plan.scratch_size * GIB:
-                raise GridctlError(
-                    f"--scratch_size {plan.scratch_size} GB: only {free / GIB:.1f} GB free"
-                    f" at {scratch}"
-                )
+            _check_writable("--scratch_mount_path", scratch, nearest_existing(scratch))
+            problem = shortfall(scratch, plan.scratch_size)
+            if problem:
+                raise GridctlError(problem)
 
     def run_exists(self, name: str) -> bool:
         return self.registry.run_exists(name)
