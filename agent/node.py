@@ -124,12 +124,17 @@ class Keys:
         return f"{self.base}/log"
 
     @property
+    def control(self) -> str:
+        """Requests to the node: ``stop`` and ``interrupt``."""
+        return f"{self.base}/control"
+
+    @property
     def stop(self) -> str:
-        return f"{self.base}/control/stop"
+        return f"{self.control}/stop"
 
     @property
     def interrupt(self) -> str:
-        return f"{self.base}/control/interrupt"
+        return f"{self.control}/interrupt"
 
 
 @dataclass
@@ -355,9 +360,10 @@ def watch_controls(
     assert isinstance(store, S3Store)
     while not done.wait(CONTROL_INTERVAL):
         try:
-            if store.exists(keys.stop):
+            requests = set(store.list(keys.control))  # one request per look, not one per kind
+            if keys.stop in requests:
                 runner.request_stop()
-            notice = read_interrupt(store, keys)
+            notice = read_interrupt(store, keys) if keys.interrupt in requests else None
             if notice is not None:
                 broadcast.deliver(notice, requested=True)
         except Exception as exc:  # noqa: BLE001 - the next look tries again
