@@ -1,4 +1,19 @@
-"""Scripts that tests run as experiments, shared by the local and the AWS tests."""
+"""Scripts that tests run as experiments, and what to read from their logs; shared by the
+local and the AWS tests."""
+
+import re
+from pathlib import Path
+
+RESUMABLE_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "resumable" / "train.py"
+RESUMED = re.compile(r"resumed from step (\d+) \(resume 1\)")
+"""The example's line on its first resume, with the step it resumed from."""
+
+
+def steps_logged(gridctl, experiment: str) -> int:
+    """The last step the example has logged so far (``gridctl logs``), 0 before the first."""
+    found = re.findall(r"Z step (\d+)$", gridctl("logs", experiment).stdout, re.MULTILINE)
+    return int(found[-1]) if found else 0
+
 
 DATASTORE_READER = """\
 import json, os, sys

@@ -4,27 +4,19 @@ command, with the checkpointing example script from ``examples/resumable``."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 from pathlib import Path
 
 import psutil
 import pytest
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "resumable" / "train.py"
-RESUMED = re.compile(r"resumed from step (\d+) \(resume 1\)")
+from scripts import RESUMABLE_EXAMPLE, RESUMED, steps_logged
 
 
 @pytest.fixture
 def counter(project: Path) -> Path:
-    shutil.copy(EXAMPLE, project / "train.py")
+    shutil.copy(RESUMABLE_EXAMPLE, project / "train.py")
     return project / "train.py"
-
-
-def steps_logged(gridctl, experiment: str) -> int:
-    found = re.findall(r"Z step (\d+)$", gridctl("logs", experiment).stdout, re.MULTILINE)
-    return int(found[-1]) if found else 0
 
 
 def ended(gridctl, run: str) -> bool:

@@ -6,7 +6,6 @@ bucket holds, and the run succeeds."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 from pathlib import Path
@@ -14,20 +13,14 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Gridctl
+from scripts import RESUMABLE_EXAMPLE, RESUMED, steps_logged
 
 from .cloud import groups, running_instances
 from .nodes import Node, NodeSimulator
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "resumable" / "train.py"
-RESUMED = re.compile(r"resumed from step (\d+) \(resume 1\)")
 STEPS = 200
-
-
-def steps_logged(cloud: Gridctl, experiment: str) -> int:
-    found = re.findall(r"Z step (\d+)$", cloud("logs", experiment).stdout, re.MULTILINE)
-    return int(found[-1]) if found else 0
 
 
 def first_node(nodes: NodeSimulator, experiment: str) -> Node:
@@ -52,7 +45,7 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
         GRIDCTL_SPOT_INTERVAL="0.5",
     )  # fmt: skip
     assert cloud("up", "--ami", ami, timeout=600).returncode == 0
-    shutil.copy(EXAMPLE, project / "train.py")
+    shutil.copy(RESUMABLE_EXAMPLE, project / "train.py")
     run = cloud(
         "run", "--name", "spot", "--use_spot", "--auto_resume", "train.py",
         "--steps", str(STEPS), "--step-seconds", "0.1", "--lr", "[0.5, 0.25, 0.125]",
