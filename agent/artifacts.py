@@ -1,4 +1,5 @@
-"""Artifacts: every file the script creates or modifies inside its exec dir.
+"""Artifacts: every file the script creates or modifies inside its exec dir, but for
+Python's bytecode caches (``__pycache__/``, ``*.pyc``), which importing the project writes.
 
 A snapshot taken after the bundle is unpacked is the baseline; each sync uploads what
 differs from it and from the previous sync, so repeated syncs send only new changes.
@@ -35,6 +36,10 @@ MARGIN = 5.0
 workers, and slack for a throughput that dips during the final sync."""
 
 
+BYTECODE_DIR = "__pycache__"
+BYTECODE_SUFFIX = ".pyc"
+
+
 def snapshot(root: Path) -> Snapshot:
     """Files and folders the script deletes while we walk are left out, not an error."""
     found: Snapshot = {}
@@ -46,8 +51,11 @@ def snapshot(root: Path) -> Snapshot:
                 for entry in entries:
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-                        elif entry.is_file(follow_symlinks=False):
+                            if entry.name != BYTECODE_DIR:
+                                stack.append(Path(entry.path))
+                        elif entry.is_file(follow_symlinks=False) and not entry.name.endswith(
+                            BYTECODE_SUFFIX
+                        ):
                             st = entry.stat(follow_symlinks=False)
                             rel = Path(entry.path).relative_to(root).as_posix()
                             found[rel] = (st.st_size, st.st_mtime_ns)

@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridctl.agent import datastore
 from gridctl.agent.registry import ExperimentRecord, Registry
 from gridctl.agent.resources import Capacity, machine_capacity
 from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
-from gridctl.agent.scheduler import Allocation, Request, schedule
+from gridctl.agent.scheduler import Allocation, request_for, schedule, waiting
 from gridctl.agent.spot import REQUESTED_REASON, interruption
 from gridctl.agent.store import LocalStore
 
@@ -55,6 +56,11 @@ class Home:
     def agent_log(self) -> Path:
         return self.root / "agent.log"
 
+    @property
+    def datastore_cache(self) -> Path:
+        """Datastore versions materialized on this machine (``mounts/``)."""
+        return self.root / "mounts"
+
     def log_key(self, run: str, experiment: str) -> str:
         return f"runs/{run}/{experiment}/log"
 
@@ -66,7 +72,7 @@ class Home:
             bundle_cache=self.root / "cache" / "bundles",
             notice_file=self.root / "notices" / f"{experiment}.json",
             mount_root=Path("/"),
-            datastore_cache=self.root / "mounts",
+            datastore_cache=self.datastore_cache,
         )
 
 
@@ -91,9 +97,9 @@ class AgentLock:
         os.close(self._fd)
 
 
-def mark_orphans(registry: Registry) -> list[str]:
-    """Experiments marked started whose agent is gone: end their leftovers, then resume
-    them (``--auto_resume``) or mark them failed.
+def mark_orphans(home: Home, registry: Registry) -> list[str]:
+    """Experiments marked started whose agent is gone: end their leftovers, let go of their
+    datastores, then resume them (``--auto_resume``) or mark them failed.
 
     Call only while holding the agent lock.
     """
@@ -108,6 +114,8 @@ def mark_orphans(registry: Registry) -> list[str]:
                     os.killpg(record.pid, signal.SIGKILL)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
+        if record.spec.datastore is not None:
+            datastore.release(home.datastore_cache, record.spec.datastore.name, record.name)
         if record.spec.auto_resume:
             registry.requeue(record.name, ORPHAN_REASON)
         else:
@@ -123,7 +131,7 @@ def reconcile(home: Home) -> None:
             return
         registry = Registry(home.registry)
         try:
-            mark_orphans(registry)
+            mark_orphans(home, registry)
             queued = bool(registry.experiments(statuses=("queued",)))
         finally:
             registry.close()
@@ -174,10 +182,6 @@ class _RegistryRecorder:
             registry.close()
 
 
-def _request(record: ExperimentRecord) -> Request:
-    return Request(record.name, record.spec.cpus, record.spec.gpus, record.spec.memory)
-
-
 class Scheduler:
     def __init__(self, home: Home, capacity: Capacity, settings: RunnerSettings) -> None:
         self.home = home
@@ -209,9 +213,15 @@ class Scheduler:
         ]
         running = [alloc for _, alloc, _ in self.active.values()]
         records = {r.name: r for r in queued}
-        for alloc in schedule([_request(r) for r in queued], running, self.capacity):
+        for alloc in schedule([request_for(r.spec) for r in queued], running, self.capacity):
             if self.registry.claim(alloc.name, alloc.gpu_ids):
                 self._start(records[alloc.name], alloc)
+        left = [r for r in queued if r.name not in self.active]
+        running = [alloc for _, alloc, _ in self.active.values()]
+        reasons = waiting([request_for(r.spec) for r in left], running, self.capacity)
+        changed = {r.name: reasons[r.name] for r in left if reasons[r.name] != r.reason}
+        if changed:
+            self.registry.wait(changed)
         return bool(self.active) or bool(queued)
 
     def _start(self, record: ExperimentRecord, alloc: Allocation) -> None:
@@ -221,6 +231,7 @@ class Scheduler:
             self.home.workspace(record.run, record.name),
             _RegistryRecorder(self.home, record.name, record.spec.auto_resume),
             gpu_ids=alloc.gpu_ids,
+            cpu_ids=alloc.cpu_ids,
             settings=self.settings,
             resume_count=record.resumes,
         )
@@ -242,7 +253,7 @@ def serve(home: Home, settings: RunnerSettings | None = None) -> int:
     if not lock.try_acquire():
         return 0
     registry = Registry(home.registry)
-    mark_orphans(registry)
+    mark_orphans(home, registry)
     registry.close()
     scheduler = Scheduler(home, machine_capacity(), settings or RunnerSettings())
     idle_since: float | None = None

@@ -8,9 +8,22 @@ all its versions, and one folder per version::
     datastores/<name>/versions/<v>/complete.json   written last: the version is usable
 
 Uploading only the objects the store lacks is what makes a rerun after Ctrl-C resume and a
-new version send only what changed. A machine materializes a version once into its cache
-(hard links to a local store's objects, downloads verified against their hashes
-otherwise), seals it read-only and mounts it with a symlink.
+new version send only what changed; data identical to the newest version makes no new one.
+
+A machine materializes a version once into its cache (hard links to a local store's
+objects, downloads verified against their hashes otherwise) and mounts it with a symlink::
+
+    <cache>/<name>/v<v>/            the version's files, read-only
+    <cache>/<name>/v<v>.done        written last: the tree is whole
+    <cache>/<name>/.holders/<exp>   the experiments using any version of the name
+    <cache>/<name>/.mounts/<hash>   a mount dir made of one of its trees
+    <cache>/<name>/.lock            serializes all of the above
+
+While any experiment holds a version, every tree of its name is sealed (immutable where
+the agent is root: a script running as root cannot change what the next one reads). The
+seal covers the whole name because its trees share inodes (hard links to one object).
+When the last holder lets go the seal is lifted, leaving read-only files in ordinary
+folders, so that ``datastore delete`` and ``rm -rf GRIDCTL_HOME`` can always clean up.
 """
 
 from __future__ import annotations
@@ -191,6 +204,8 @@ class CreateResult:
     uploaded_bytes: int
     skipped: tuple[str, ...] = ()
     """Symlinks and special files of SOURCE_DIR, left out (relative POSIX paths)."""
+    unchanged: bool = False
+    """SOURCE_DIR holds exactly what ``version`` (the newest) holds: no version was made."""
 
 
 def _prefix(name: str) -> str:
@@ -350,7 +365,8 @@ def create(
     """The next version of ``name`` with SOURCE_DIR's regular files.
 
     The version is the one after the newest complete version: a create interrupted before
-    completing is finished by the next one, which uploads only what is still missing.
+    completing is finished by the next one, which uploads only what is still missing. When
+    the files are exactly the newest version's, nothing is made and the result says so.
     Symlinks and special files are skipped and listed in the result.
     """
     name = validate_name(name)
@@ -359,7 +375,13 @@ def create(
     hashing = _counter("hashing", sum(f.size for f in found), progress)
     files = tuple(_parallel(lambda f: _hash_source(source, f, hashing), found, workers))
     listing = _version_files(store, name)
-    version = max((v for v, held in listing.items() if COMPLETE in held), default=0) + 1
+    newest = max((v for v, held in listing.items() if COMPLETE in held), default=0)
+    if newest and _read_manifest(store, name, newest)[0].files == files:
+        total = sum(entry.size for entry in files)
+        return CreateResult(
+            name, newest, len(files), total, 0, 0, skipped=tuple(skipped), unchanged=True
+        )
+    version = newest + 1
     manifest = Manifest(name, version, files, time.time())
     raw = manifest.to_json().encode()
     store.put_bytes(_version_key(name, version, MANIFEST), raw)
@@ -559,10 +581,10 @@ def delete(store: Store, name: str, version: int | None = None) -> list[int]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` across processes (and threads: each call opens its own
-    descriptor), released when the block ends or the process dies."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a name's cache folder across processes (and threads: each call
+    opens its own descriptor), released when the block ends or the process dies."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -570,48 +592,109 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def materialize(
-    store: Store, manifest: Manifest, cache: Path, *, workers: int = DEFAULT_WORKERS
-) -> Path:
-    """The version as a sealed read-only tree at ``cache/<name>/v<version>``.
-
-    A tree finished before for this very manifest is reused as is: no download, no hashing.
-    Otherwise it is built beside, moved into place whole and sealed; the marker
-    ``v<version>.done`` (the manifest's hash: a version number deleted and created again
-    is another manifest) is written last. A failure leaves no tree behind.
-    """
-    folder = Path(cache) / manifest.name
-    what = f"datastore {manifest.name!r} version {manifest.version}"
+def _folder(cache: Path, name: str) -> Path:
+    folder = Path(cache) / validate_name(name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatastoreError(
             f"cannot create the datastore cache {folder}: {exc.strerror}"
         ) from None
+    return folder
+
+
+def _trees(folder: Path) -> list[Path]:
+    return [p for p in folder.glob("v*") if p.is_dir() and p.name[1:].isdigit()]
+
+
+def _materialize(store: Store, manifest: Manifest, folder: Path, workers: int) -> Path:
+    """The version as a tree at ``<folder>/v<version>`` (call with the folder locked).
+
+    A tree finished before for this very manifest is reused as is: no download, no hashing.
+    Otherwise it is built beside and moved into place whole; the marker ``v<version>.done``
+    (the manifest's hash: a version number deleted and created again is another manifest)
+    is written last. A failure leaves no tree behind.
+    """
+    what = f"datastore {manifest.name!r} version {manifest.version}"
     tree = folder / f"v{manifest.version}"
     marker = folder / f"v{manifest.version}.done"
     digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
-    with _locked(folder / f"v{manifest.version}.lock"):
-        if tree.is_dir() and marker.is_file() and marker.read_text() == digest:
-            return tree
-        marker.unlink(missing_ok=True)
-        readonly.remove(tree)
-        for stale in folder.glob(f".v{manifest.version}.tmp-*"):
-            readonly.remove(stale)  # left by a process that died while building
-        temp = Path(tempfile.mkdtemp(dir=folder, prefix=f".v{manifest.version}.tmp-"))
-        try:
-            _fill(store, manifest, temp, what, workers)
-            os.rename(temp, tree)
-        except BaseException as exc:
-            readonly.remove(temp)
-            if _disk_full(exc):
-                raise DatastoreError(f"disk full while materializing {what} in {folder}") from None
-            raise
-        readonly.seal(tree)
-        partial = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
-        partial.write_text(digest)
-        os.replace(partial, marker)
+    if tree.is_dir() and marker.is_file() and marker.read_text() == digest:
+        return tree
+    marker.unlink(missing_ok=True)
+    readonly.remove(tree)
+    for stale in folder.glob(f".v{manifest.version}.tmp-*"):
+        readonly.remove(stale)  # left by a process that died while building
+    temp = Path(tempfile.mkdtemp(dir=folder, prefix=f".v{manifest.version}.tmp-"))
+    try:
+        _fill(store, manifest, temp, what, workers)
+        os.rename(temp, tree)
+    except BaseException as exc:
+        readonly.remove(temp)
+        if _disk_full(exc):
+            raise DatastoreError(f"disk full while materializing {what} in {folder}") from None
+        raise
+    partial = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
+    partial.write_text(digest)
+    os.replace(partial, marker)
     return tree
+
+
+def hold(
+    store: Store,
+    manifest: Manifest,
+    cache: Path,
+    holder: str,
+    *,
+    workers: int = DEFAULT_WORKERS,
+) -> Path:
+    """The version's tree, materialized if need be and sealed until ``holder`` (an
+    experiment's name) lets go of it with ``release``."""
+    folder = _folder(cache, manifest.name)
+    with _locked(folder):
+        tree = _materialize(store, manifest, folder, workers)
+        holders = folder / ".holders"
+        first = not any(holders.glob("*"))
+        holders.mkdir(exist_ok=True)
+        (holders / holder).touch()
+        for sealed in _trees(folder) if first else [tree]:
+            readonly.seal(sealed)
+    return tree
+
+
+def release(cache: Path, name: str, holder: str) -> None:
+    """``holder`` no longer uses the name's trees; the last one out lifts the seal."""
+    folder = Path(cache) / name
+    if not (folder / ".holders" / holder).exists():
+        return
+    with _locked(folder):
+        (folder / ".holders" / holder).unlink(missing_ok=True)
+        if not any((folder / ".holders").glob("*")):
+            for tree in _trees(folder):
+                readonly.unseal(tree)
+
+
+def forget(cache: Path, name: str, versions: Sequence[int] | None) -> None:
+    """Remove this machine's trees of deleted versions (all with None), and the mount
+    dirs made of them; a mount dir re-pointed at something else since is left alone."""
+    folder = Path(cache) / name
+    if not folder.is_dir():
+        return
+    with _locked(folder):
+        doomed = _trees(folder) if versions is None else [folder / f"v{v}" for v in versions]
+        targets = {os.path.abspath(tree) for tree in doomed}
+        for entry in (folder / ".mounts").glob("*"):
+            mount_dir = Path(entry.read_text())
+            if not mount_dir.is_symlink():
+                entry.unlink()
+            elif os.readlink(mount_dir) in targets:
+                mount_dir.unlink()
+                entry.unlink()
+        for tree in doomed:
+            (tree.parent / f"{tree.name}.done").unlink(missing_ok=True)
+            readonly.remove(tree)
+    if versions is None:
+        readonly.remove(folder)
 
 
 def _disk_full(exc: BaseException | None) -> bool:
@@ -699,8 +782,9 @@ def _download(store: Store, key: str, dest: Path, entry: FileEntry, what: str) -
 
 
 def mount(tree: Path, mount_dir: Path) -> None:
-    """Make ``mount_dir`` a symlink to ``tree``, atomically. An earlier mount (a symlink)
-    or an empty folder is replaced; anything else there is the user's and refused."""
+    """Make ``mount_dir`` a symlink to ``tree``, atomically, and note it beside the tree so
+    that ``forget`` can take it away. An earlier mount (a symlink) or an empty folder is
+    replaced; anything else there is the user's and refused."""
     mount_dir = Path(mount_dir)
     if mount_dir.is_symlink():
         pass
@@ -719,6 +803,10 @@ def mount(tree: Path, mount_dir: Path) -> None:
         with contextlib.suppress(OSError):
             link.unlink()
         raise DatastoreError(f"cannot create the mount dir {mount_dir}: {exc.strerror}") from None
+    noted = Path(tree).parent / ".mounts"
+    noted.mkdir(exist_ok=True)
+    absolute = os.path.abspath(mount_dir)
+    (noted / hashlib.sha256(absolute.encode()).hexdigest()[:32]).write_text(absolute)
 
 
 def _not_a_mount(mount_dir: Path) -> DatastoreError:

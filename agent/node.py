@@ -29,7 +29,7 @@ from gridctl.agent.logs import stamp
 from gridctl.agent.resources import Capacity
 from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.s3store import S3Store, boto_config
-from gridctl.agent.scheduler import Allocation, Request, schedule
+from gridctl.agent.scheduler import Allocation, Request, request_for, schedule
 from gridctl.agent.scratch import mount_volume
 from gridctl.agent.spec import (
     ACTIVE_STATES,
@@ -393,7 +393,7 @@ class Job:
 
     @property
     def request(self) -> Request:
-        return Request(self.spec.name, self.spec.cpus, self.spec.gpus, self.spec.memory)
+        return request_for(self.spec)
 
 
 class Requirements:
@@ -582,7 +582,7 @@ class Node:
                 running[allocation.name] = allocation
                 job = queued.pop(allocation.name)
                 work = threading.Thread(
-                    target=self._work, args=(job, allocation.gpu_ids, ended),
+                    target=self._work, args=(job, allocation, ended),
                     name=job.spec.name, daemon=True,
                 )  # fmt: skip
                 work.start()
@@ -594,20 +594,22 @@ class Node:
         return outcomes
 
     def _work(
-        self, job: Job, gpu_ids: tuple[int, ...], ended: queue.Queue[tuple[str, str | None]]
+        self, job: Job, allocation: Allocation, ended: queue.Queue[tuple[str, str | None]]
     ) -> None:
         """A job's thread: whatever happens, ``run_all`` hears that it ended."""
         outcome = None
         try:
-            outcome = self.run_one(job, gpu_ids)
+            outcome = self.run_one(job, allocation)
         finally:
             ended.put((job.spec.name, outcome))
 
-    def run_one(self, job: Job, gpu_ids: tuple[int, ...]) -> str | None:
+    def run_one(self, job: Job, allocation: Allocation) -> str | None:
         recorder = job.recorder
+        # The node's own environment (the agent's service) is the script's base here.
         runner = ExperimentRunner(
             job.spec, recorder.store, self.settings.workspace(job.spec.name), recorder,
-            gpu_ids=gpu_ids, settings=self.settings.runner, before_launch=self.requirements,
+            gpu_ids=allocation.gpu_ids, cpu_ids=allocation.cpu_ids, base_env=os.environ,
+            settings=self.settings.runner, before_launch=self.requirements,
             resume_count=recorder.record.resumes,
         )  # fmt: skip
         self.broadcast.join(runner)

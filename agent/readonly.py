@@ -7,7 +7,8 @@ just the permission bits.
 
 Sealed files may share their inode with other links (a local store's objects are hard
 linked into materialized trees): sealing one seals all, and ``remove`` takes care to leave
-the other links sealed.
+the other links sealed. A seal is for as long as scripts read the tree: ``unseal`` lifts
+it afterwards, so that nothing left behind resists ``rm -rf``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ _UNSUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EPERM, errno.EINVAL)
 keep the flag: then the permission bits are all the protection there is."""
 SEALED_FILE = 0o444
 SEALED_DIR = 0o555
-OPEN_FILE = 0o644
 OPEN_DIR = 0o755
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
 """Read-only is enough for the ioctls; no blocking on odd files, never through a symlink."""
@@ -71,12 +71,14 @@ def _seal_one(path: Path, is_dir: bool) -> bool:
 
 
 def unseal(path: Path) -> None:
-    """The reverse of ``seal``: files 0o644, folders 0o755, no immutable flag."""
+    """Lift what stops deletion: no immutable flag, folders 0o755. Files keep their mode
+    (read-only after a seal), which does not stop their owner from deleting them."""
     flags_usable = _immutable_flag_usable()
     for entry, is_dir in _walk(Path(path), dirs_first=True):
         if flags_usable:
             _clear_immutable(entry)
-        os.chmod(entry, OPEN_DIR if is_dir else OPEN_FILE)
+        if is_dir:
+            os.chmod(entry, OPEN_DIR)
 
 
 def remove(path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,7 +231,7 @@ class Registry:
         now = time.time()
         with self._write() as db:
             cur = db.execute(
-                "UPDATE experiments SET status = 'starting', gpu_ids = ?,"
+                "UPDATE experiments SET status = 'starting', gpu_ids = ?, reason = NULL,"
                 " started_at = COALESCE(started_at, ?) WHERE name = ? AND status = 'queued'",
                 (json.dumps(list(gpu_ids)), now, name),
             )
@@ -239,6 +239,14 @@ class Registry:
                 return False
             self._set_attempts(db, name, [*self._attempts(db, name), Attempt("local", now)])
             return True
+
+    def wait(self, reasons: Mapping[str, str | None]) -> None:
+        """Say why queued experiments have not started yet (None: they could)."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE experiments SET reason = ? WHERE name = ? AND status = 'queued'",
+                [(reason, name) for name, reason in reasons.items()],
+            )
 
     def mark_running(self, name: str, pid: int, pid_started: float) -> None:
         with self._write() as db:

@@ -1,12 +1,18 @@
 """One experiment's lifecycle, the same locally and on a node.
 
 fetch bundle -> prepare exec dir (on a resume, restore the previous attempt's files) ->
-mount the datastore read-only and check the scratch space -> run argv (own process group,
-cwd = exec dir) -> stream logs -> sync artifacts during the run and at the end -> record
+mount the datastore read-only and make the scratch dir -> run argv (own process group,
+cwd = exec dir, pinned to its cores, held to its memory) -> stream logs -> sync artifacts
+during the run and at the end -> let go of the datastore, remove the scratch dir -> record
 the final status. The status is recorded only after the final sync, so an ended experiment
 has all its files. A notice (spot, ``gridctl interrupt``, the instance going away)
 SIGTERMs the script and SIGKILLs it when waiting longer would leave too little time for
-the final sync; the attempt then ends ``interrupted``.
+the final sync, but never before half the notice's window has passed; the attempt then
+ends ``interrupted``.
+
+The script sees exactly the spec's environment (locally its submitter's) over the base the
+backend passes (on a node, the node's), plus gridctl's own variables: nothing of whoever
+started the agent.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,11 +34,13 @@ from typing import BinaryIO, Protocol
 from gridctl.agent import datastore
 from gridctl.agent.archive import extract
 from gridctl.agent.artifacts import ArtifactSync
+from gridctl.agent.limits import MemoryLimit, limit_memory, pin, thread_variables
 from gridctl.agent.logs import pump, stamp
 from gridctl.agent.scratch import shortfall
-from gridctl.agent.spec import DatastoreMount, ExperimentSpec
+from gridctl.agent.spec import ExperimentSpec
 from gridctl.agent.spot import INTERRUPTION, Notice
 from gridctl.agent.store import Store
+from gridctl.agent.units import format_bytes
 
 RESTORE_WORKERS = 8
 KILL_MARGIN = 5.0
@@ -40,6 +48,17 @@ KILL_MARGIN = 5.0
 margin)."""
 DEADLINE_TICK = 0.25
 ESTIMATE_EVERY = 2.0
+GRIDCTL_VARIABLES = (
+    "GRIDCTL_RUN",
+    "GRIDCTL_EXPERIMENT",
+    "GRIDCTL_RESUME_COUNT",
+    "GRIDCTL_SCRATCH_DIR",
+    "GRIDCTL_NOTICE_FILE",
+    "GRIDCTL_DATASTORE_DIR",
+    "CUDA_VISIBLE_DEVICES",
+)
+"""Set by gridctl alone: a value of the same name in the submitter's environment (say a GPU
+assignment of their shell) never reaches the script."""
 
 
 class Recorder(Protocol):
@@ -54,6 +73,7 @@ class Recorder(Protocol):
 class Workspace:
     exec_dir: Path
     scratch_dir: Path
+    """The experiment's own scratch dir when the run asked for no scratch space."""
     log_path: Path
     bundle_cache: Path
     notice_file: Path
@@ -83,7 +103,11 @@ _bundle_lock = threading.Lock()
 
 
 def fetch_bundle(store: Store, key: str, cache: Path) -> Path:
-    """Each bundle is fetched once per machine, whatever number of experiments use it."""
+    """Each bundle is fetched once per machine, whatever number of experiments use it, and
+    read where it lies when the store is on this machine."""
+    stored = store.local_path(key)
+    if stored is not None and stored.is_file():
+        return stored
     target = cache / Path(key).name
     with _bundle_lock:
         if not target.exists():
@@ -142,18 +166,25 @@ class ExperimentRunner:
         recorder: Recorder,
         *,
         gpu_ids: tuple[int, ...] = (),
+        cpu_ids: tuple[int, ...] = (),
+        base_env: Mapping[str, str] | None = None,
         settings: RunnerSettings | None = None,
         before_launch: Callable[[Path, BinaryIO], None] | None = None,
         resume_count: int = 0,
     ) -> None:
-        """``before_launch(exec_dir, log)`` runs once the bundle is unpacked (a node installs
-        the bundle's requirements there); if it raises, the experiment fails.
-        ``resume_count`` > 0 restores the previous attempts' artifacts before the start."""
+        """``cpu_ids`` are the scheduler's cores, used when the spec pins its CPUs;
+        ``base_env`` lies under the spec's environment (none locally, where the spec holds
+        the submitter's whole environment). ``before_launch(exec_dir, log)`` runs once the
+        bundle is unpacked (a node installs the bundle's requirements there); if it raises,
+        the experiment fails. ``resume_count`` > 0 restores the previous attempts' artifacts
+        before the start."""
         self.spec = spec
         self.store = store
         self.workspace = workspace
         self.recorder = recorder
         self.gpu_ids = gpu_ids
+        self.cpu_ids = cpu_ids
+        self.base_env = dict(base_env or {})
         self.settings = settings or RunnerSettings()
         self.before_launch = before_launch
         self.resume_count = resume_count
@@ -164,6 +195,7 @@ class ExperimentRunner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sync: ArtifactSync | None = None
         self._datastore_dir: Path | None = None
+        self._memory: MemoryLimit | None = None
         # A new attempt starts with no notice: the last attempt's is not for it.
         workspace.notice_file.unlink(missing_ok=True)
 
@@ -210,27 +242,42 @@ class ExperimentRunner:
         partial = path.with_name(f".{path.name}.{threading.get_ident()}")
         partial.write_text(notice.to_json())
         os.replace(partial, path)
-        self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError), self.workspace.log_path.open("ab") as log:
-            log.write(stamp() + f"gridctl: {notice.reason}\n".encode())
+        self._log(notice.reason)
 
     def _enforce_deadline(self, pgid: int, notice: Notice) -> None:
-        """SIGKILL once waiting longer would leave too little time for the final sync
-        (its estimate, which scans the exec dir, is refreshed every few seconds)."""
+        """SIGKILL once waiting longer would leave too little time for the final sync (its
+        estimate, which scans the exec dir, is refreshed every few seconds), but never
+        before the script has had half the notice's window to save."""
         assert notice.deadline is not None
-        needed, refresh_at = KILL_MARGIN, 0.0
+        earliest = notice.seen_at + (notice.deadline - notice.seen_at) / 2
+        needed, refresh_at, warned = KILL_MARGIN, 0.0, False
         while True:
             if time.monotonic() >= refresh_at and self._sync is not None:
                 needed, refresh_at = self._sync.estimate(), time.monotonic() + ESTIMATE_EVERY
-            if time.time() >= notice.deadline - needed:
+            if not warned and notice.deadline - needed < earliest:
+                warned = True
+                self._log(
+                    f"the notice leaves {notice.deadline - notice.seen_at:.0f} s and the"
+                    f" final sync needs about {needed:.0f} s: the script gets half the"
+                    " notice to save, and the final sync may not finish in time"
+                )
+            if time.time() >= max(notice.deadline - needed, earliest):
                 _signal_group(pgid, signal.SIGKILL)
                 return
             if self._exited.wait(DEADLINE_TICK):
                 return
 
+    def _log(self, message: str) -> None:
+        """A line of gridctl's own in the experiment's log, from any thread."""
+        self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError), self.workspace.log_path.open("ab") as log:
+            log.write(stamp() + f"gridctl: {message}\n".encode())
+
     def environment(self) -> dict[str, str]:
-        """The agent's own environment under the spec's (a full copy locally, a few on AWS)."""
-        env = {**os.environ, **self.spec.env}
+        """The spec's environment over the backend's base, with gridctl's variables."""
+        env = {**self.base_env, **self.spec.env}
+        for name in GRIDCTL_VARIABLES:
+            env.pop(name, None)
         env.update(
             GRIDCTL_RUN=self.spec.run,
             GRIDCTL_EXPERIMENT=self.spec.name,
@@ -238,21 +285,23 @@ class ExperimentRunner:
             GRIDCTL_SCRATCH_DIR=str(self.scratch_dir),
             GRIDCTL_NOTICE_FILE=str(self.workspace.notice_file),
             PYTHONUNBUFFERED="1",
+            # Empty when none were assigned: the script sees no GPU rather than all of them.
+            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in self.gpu_ids),
         )
         if self._datastore_dir is not None:
             env["GRIDCTL_DATASTORE_DIR"] = str(self._datastore_dir)
-        if self.gpu_ids:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.gpu_ids)
+        if self.spec.pin_cpus:
+            env.update(thread_variables(self.spec.cpus, self.spec.env))
         return env
 
     @property
     def scratch_dir(self) -> Path:
-        """The scratch space asked for (shared by the machine's experiments), else a
-        directory of the experiment's own."""
+        """The experiment's own folder of the scratch space it asked for, else of the
+        workspace; either way removed when the attempt ends."""
         scratch = self.spec.scratch
         if scratch is None:
             return self.workspace.scratch_dir
-        return self.workspace.mount_root / scratch.mount_path.lstrip("/")
+        return self.workspace.mount_root / scratch.mount_path.lstrip("/") / self.spec.name
 
     def run(self) -> Outcome:
         try:
@@ -261,8 +310,23 @@ class ExperimentRunner:
             outcome = Outcome("failed", None, f"agent error: {exc!r}")
         with self._lock:
             self._exited.set()
+        try:
+            self._clean_up()
+        except OSError as exc:
+            self._log(f"cannot clean up after the experiment: {exc}")
         self.recorder.finished(outcome.status, outcome.exit_code, outcome.reason)
         return outcome
+
+    def _clean_up(self) -> None:
+        """Give back what only this attempt used: its memory cgroup (or watchdog), the
+        datastore's seal, the scratch dir."""
+        if self._memory is not None:
+            self._memory.close()
+        if self._datastore_dir is not None and self.spec.datastore is not None:
+            datastore.release(
+                self.workspace.datastore_cache, self.spec.datastore.name, self.spec.name
+            )
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
     def _prepare(self, log: BinaryIO) -> ArtifactSync:
         ws = self.workspace
@@ -277,7 +341,7 @@ class ExperimentRunner:
             message = f"gridctl: resume {self.resume_count}: restored {restored} file(s)\n"
             log.write(stamp() + message.encode())
         if self.spec.datastore is not None:
-            self._datastore_dir = self._mount_datastore(self.spec.datastore, log)
+            self._mount_datastore(log)
         if self.before_launch is not None:
             self.before_launch(ws.exec_dir, log)
         # The baseline is taken after the restore: restored files are not sent again.
@@ -294,15 +358,19 @@ class ExperimentRunner:
         if scratch is not None and (problem := shortfall(path, scratch.size_gb)):
             raise OSError(problem)
 
-    def _mount_datastore(self, ref: DatastoreMount, log: BinaryIO) -> Path:
-        """The version, checked and read-only, at the mount dir the user asked for."""
+    def _mount_datastore(self, log: BinaryIO) -> None:
+        """The version, checked and sealed, at the mount dir the user asked for; the
+        script's ``GRIDCTL_DATASTORE_DIR`` names the version's own tree, which nothing
+        re-points while it runs."""
+        ref = self.spec.datastore
+        assert ref is not None
         manifest = datastore.resolve(self.store, ref.name, ref.version)
-        tree = datastore.materialize(self.store, manifest, self.workspace.datastore_cache)
+        cache = self.workspace.datastore_cache
+        self._datastore_dir = datastore.hold(self.store, manifest, cache, self.spec.name)
         mount = self.workspace.mount_root / ref.mount_dir.lstrip("/")
-        datastore.mount(tree, mount)
+        datastore.mount(self._datastore_dir, mount)
         message = f"gridctl: datastore {ref.name} version {ref.version} mounted at {mount}\n"
         log.write(stamp() + message.encode())
-        return mount
 
     def _run(self) -> Outcome:
         self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,8 +392,11 @@ class ExperimentRunner:
                 log.write(stamp() + f"gridctl: cannot start {self.spec.argv[0]}: {exc}\n".encode())
                 return Outcome("failed", None, f"cannot start: {exc.strerror or exc}")
             code = self._supervise(self._proc, log, sync)
+        over = self._memory.exceeded() if self._memory is not None else None
         sync.sync()
         exit_code, why = describe_exit(code)
+        if over is not None:
+            return Outcome("failed", exit_code, over)
         if self._interrupt is not None:
             # Whatever the script did after the notice, this attempt did not complete.
             return Outcome("interrupted", exit_code, self._interrupt.reason)
@@ -353,6 +424,13 @@ class ExperimentRunner:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if self.spec.memory:
+            self._memory = limit_memory(proc.pid, self.spec.memory, self.spec.name)
+            enforced = f"--memory {format_bytes(self.spec.memory)} enforced {self._memory.kind}"
+            log.write(stamp() + f"gridctl: {enforced}\n".encode())
+        if self.spec.pin_cpus and (cores := pin(proc.pid, self.cpu_ids)):
+            shown = ",".join(map(str, cores))
+            log.write(stamp() + f"gridctl: --cpus {self.spec.cpus:g}: cores {shown}\n".encode())
         self.recorder.running(proc.pid, _process_start(proc.pid))
         return proc
 

@@ -46,8 +46,12 @@ class ExperimentSpec:
     params: dict[str, object] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     cpus: float = 1.0
+    pin_cpus: bool = False
+    """``--cpus`` was given: the script is pinned to that many cores and told to use them;
+    otherwise ``cpus`` only counts for scheduling."""
     gpus: int = 0
     memory: int = 0
+    """Bytes the script's processes may use (``--memory``); 0: no limit."""
     auto_resume: bool = False
     sync_interval: float | None = None
     """Seconds between artifact syncs during the run; None: the agent's setting."""

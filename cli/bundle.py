@@ -28,6 +28,9 @@ from gridctl.cli.errors import GridctlError
 from gridctl.cli.ignore import select_files
 
 SIZE_WARNING_BYTES = 50 * 1024 * 1024
+DOWNLOADS_MARKER = ".gridctl-artifacts"
+"""Written by ``gridctl artifacts`` into the folder it downloads to: whatever folder holds
+it is never bundled, so downloaded artifacts do not ride along with the next run."""
 RACY_NS = 2_000_000_000
 """Files modified this close to a scan are re-hashed next time: timestamps can be coarse."""
 _NAMES_SHOWN = 20
@@ -54,14 +57,19 @@ class Bundle:
 
     @property
     def key(self) -> str:
-        return f"bundles/{self.bundle_id}.tar.gz"
+        return bundle_key(self.bundle_id)
+
+
+def bundle_key(bundle_id: str) -> str:
+    """Where a bundle lives in the store: once, whatever number of runs use it."""
+    return f"bundles/{bundle_id}.tar.gz"
 
 
 def scan(root: Path, *, cache_dir: Path | None = None) -> Bundle:
     """The bundle ``root`` would make now; ``cache_dir`` holds hashes between scans."""
     root = Path(root)
-    paths = select_files(root).paths
     root_real = os.path.realpath(root)
+    paths = _outside_downloads(root_real, select_files(root).paths)
     prefix = os.path.join(root_real, "")
     hashes = _HashCache(cache_dir, root_real)
     entries: list[BundleEntry] = []
@@ -93,6 +101,30 @@ def scan(root: Path, *, cache_dir: Path | None = None) -> Bundle:
         total_bytes=sum(e.size for e in entries),
         warnings=_warnings(entries, outside),
     )
+
+
+def _outside_downloads(root_real: str, paths: Iterable[str]) -> list[str]:
+    """The paths not below a folder marked as gridctl's download folder."""
+    marked: dict[str, bool] = {}
+
+    def inside(folder: str) -> bool:
+        if not folder:
+            return False
+        if folder not in marked:
+            here = os.path.isfile(os.path.join(root_real, folder, DOWNLOADS_MARKER))
+            marked[folder] = here or inside(posixpath.dirname(folder))
+        return marked[folder]
+
+    return [path for path in paths if not inside(posixpath.dirname(path))]
+
+
+def mark_downloads(dest: Path) -> None:
+    """Mark ``dest`` as a download folder, unless it already holds files of the user's
+    (``--dest .`` must not hide a project from its own bundles)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    marker = dest / DOWNLOADS_MARKER
+    if not marker.exists() and not any(dest.iterdir()):
+        marker.write_text("gridctl downloads artifacts here; gridctl never bundles this folder\n")
 
 
 def bundle_id(entries: Iterable[BundleEntry]) -> str:

@@ -109,7 +109,7 @@ def datastore_delete(
             f"datastore {what} is in use by {', '.join(users)}; stop them or pass --force"
         )
     with _datastore_errors():
-        return datastores.delete(backend.store, name, version)
+        return backend.delete_datastore(name, version)
 
 
 def scan(localdir: Path, home: Path) -> bundles.Bundle:
@@ -166,6 +166,24 @@ def run_status(home: Path, name: str) -> RunStatus:
     return _find(home, name).run(name)
 
 
+def status(home: Path, name: str) -> RunStatus | ExperimentStatus:
+    """A run's status, or one experiment's when ``name`` is an experiment."""
+    backend = _find(home, name)
+    if backend.run_exists(name):
+        return backend.run(name)
+    (experiment,) = backend.experiments([name])
+    return experiment
+
+
+def _only(backend: Backend, name: str) -> str:
+    """The experiment ``name`` denotes: itself, or the only experiment of a run."""
+    found = backend.experiments([name])
+    if len(found) != 1:
+        shown = ", ".join(e.name for e in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise GridctlError(f"run {name} has {len(found)} experiments ({shown}); name one of them")
+    return found[0].name
+
+
 def wait(home: Path, name: str, on_change: Callable[[RunStatus], None] | None = None) -> RunStatus:
     backend = _find(home, name)
     last = None
@@ -179,13 +197,16 @@ def wait(home: Path, name: str, on_change: Callable[[RunStatus], None] | None = 
         time.sleep(POLL)
 
 
-def logs(home: Path, experiment: str, *, follow: bool, tail: int | None):
+def logs(home: Path, name: str, *, follow: bool, tail: int | None):
+    """The log of the experiment ``name``, or of the only experiment of the run ``name``."""
     if tail is not None and tail < 0:
         raise GridctlError(f"--tail must be zero or more, got {tail}")
-    return _find(home, experiment).logs(experiment, follow=follow, tail=tail)
+    backend = _find(home, name)
+    return backend.logs(_only(backend, name), follow=follow, tail=tail)
 
 
 def artifacts(home: Path, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
+    """Download into ``dest``, marked so that no bundle ever takes it along."""
     if match is not None:
         import re
 
@@ -195,9 +216,11 @@ def artifacts(home: Path, names: Sequence[str], dest: Path, match: str | None) -
             raise GridctlError(
                 f"--match {match!r} is not a valid regular expression: {exc}"
             ) from None
+    found = [(_find(home, name), name) for name in names]
+    bundles.mark_downloads(dest)
     copied: list[Path] = []
-    for name in names:
-        copied += _find(home, name).artifacts([name], dest, match)
+    for backend, name in found:
+        copied += backend.artifacts([name], dest, match)
     return copied
 
 

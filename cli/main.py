@@ -207,9 +207,16 @@ def run(
             )
             print(plan.name)
         return
-    if follow:
-        _follow_run(home, plan.name)
-    final = commands.wait(home, plan.name)
+    try:
+        if follow:
+            _follow_run(home, plan.name)
+        final = commands.wait(home, plan.name)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"gridctl: stopped waiting; {plan.name} keeps running (gridctl status {plan.name};"
+            f" gridctl stop {plan.name} stops it)\n"
+        )
+        raise typer.Exit(130) from None
     if output is Output.json:
         render.print_json(render.run_json(final, with_experiments=True))
     else:
@@ -287,33 +294,37 @@ def _follow_run(home: Path, run_name: str) -> None:
 
 @app.command(
     help="Runs (name, status, backend, counts per state, duration, cost), or one run's"
-    " experiments. JSON: a list of {run, status, backend, counts, created_at, duration, cost,"
-    " seed, strategy, description}; with RUN one object with those keys plus experiments:"
-    " [{name, status, params, exit_code, resumes, started_at, finished_at, duration, instance,"
-    " reason}]."
+    " experiments, or one experiment. JSON: a list of {run, status, backend, counts,"
+    " created_at, duration, cost, seed, strategy, description}; with RUN one object with those"
+    " keys plus experiments: [{name, status, params, exit_code, resumes, started_at,"
+    " finished_at, duration, instance, reason, attempts}]; with EXPERIMENT that experiment's"
+    " object with its run."
 )
 def status(
-    run_name: str | None = typer.Argument(None, metavar="RUN"),
+    name: str | None = typer.Argument(None, metavar="[RUN_OR_EXPERIMENT]"),
     watch: bool = typer.Option(False, help="refresh until the run(s) end; Ctrl-C to leave"),
     output: Output = OUTPUT,
 ) -> None:
     from gridctl.cli import commands, render
+    from gridctl.cli.backends.base import ExperimentStatus
 
     home = _home()
     if watch and output is Output.json:
         raise GridctlError("--watch shows a live table; drop --output json")
 
     def snapshot():
-        if run_name:
-            return commands.run_status(home, run_name)
-        return commands.runs(home)
+        return commands.status(home, name) if name else commands.runs(home)
 
     def table(result):
-        return render.run_table(result) if run_name else render.runs_table(result)
+        if isinstance(result, ExperimentStatus):
+            return render.experiment_table(result)
+        return render.run_table(result) if name else render.runs_table(result)
 
     result = snapshot()
     if output is Output.json:
-        if run_name:
+        if isinstance(result, ExperimentStatus):
+            render.print_json({"run": result.run, **render.experiment_json(result)})
+        elif name:
             render.print_json(render.run_json(result, with_experiments=True))
         else:
             render.print_json([render.run_json(r, with_experiments=False) for r in result])
@@ -326,8 +337,8 @@ def status(
     from rich.live import Live
 
     def active(result) -> bool:
-        runs = [result] if run_name else result
-        return any(r.status in ("queued", "running") for r in runs)
+        shown = result if isinstance(result, list) else [result]
+        return any(r.status in ("queued", "starting", "running") for r in shown)
 
     with Live(table(result), console=_console(), auto_refresh=False) as live:
         while active(result):
@@ -336,15 +347,18 @@ def status(
             live.update(table(result), refresh=True)
 
 
-@app.command(help="An experiment's stdout and stderr, each line time-stamped (UTC).")
+@app.command(
+    help="An experiment's stdout and stderr, each line time-stamped (UTC); a run name stands"
+    " for its experiment when it has only one."
+)
 def logs(
-    experiment: str = typer.Argument(...),
+    name: str = typer.Argument(..., metavar="EXPERIMENT"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep streaming until it ends"),
     tail: int | None = typer.Option(None, help="only the last N lines"),
 ) -> None:
     from gridctl.cli import commands
 
-    for line in commands.logs(_home(), experiment, follow=follow, tail=tail):
+    for line in commands.logs(_home(), name, follow=follow, tail=tail):
         sys.stdout.write(line)
         sys.stdout.flush()
 
@@ -395,7 +409,10 @@ def stop(
 def interrupt(
     names: list[str] = typer.Argument(..., metavar="EXPERIMENT"),
     window: float = typer.Option(
-        120.0, "--window", help="seconds the script has before SIGKILL (a real notice: 120)"
+        120.0,
+        "--window",
+        help="seconds until the deadline (a real notice: 120); the script gets SIGTERM now and"
+        " at least half of them before SIGKILL",
     ),
     output: Output = OUTPUT,
 ) -> None:
@@ -515,8 +532,9 @@ CLOUD = typer.Option(None, help="local or aws (default: local until up)")
 @datastore_app.command(
     "create",
     help="Make the next version of NAME from SOURCE_DIR: only files no earlier version has"
-    " are uploaded, and a rerun after Ctrl-C finishes what is missing. JSON: {name, version,"
-    " files, bytes, uploaded_files, uploaded_bytes, skipped}.",
+    " are uploaded, and a rerun after Ctrl-C finishes what is missing; data identical to the"
+    " newest version makes none. JSON: {name, version, files, bytes, uploaded_files,"
+    " uploaded_bytes, skipped, unchanged}.",
 )
 def datastore_create(
     name: str = typer.Argument(..., metavar="NAME"),

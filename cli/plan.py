@@ -71,6 +71,8 @@ class Resources:
     cpus: float
     gpus: int
     memory: int
+    pin_cpus: bool = False
+    """``--cpus`` was given, so the experiments are held to it (not only scheduled by it)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class RunPlan:
             params=e.params,
             env=env,
             cpus=self.resources.cpus,
+            pin_cpus=self.resources.pin_cpus,
             gpus=self.resources.gpus,
             memory=self.resources.memory,
             auto_resume=self.auto_resume,
@@ -221,7 +224,7 @@ def plan_run(
     if cloud == "aws" or instance_name is not None:
         instance = resolve_instance_type(instance_name or DEFAULT_INSTANCE_TYPE)
         check_fits(instance, cpus=cpus, gpus=gpus, memory_bytes=memory or None)
-    resources = Resources(cpus=cpus or 1.0, gpus=gpus, memory=memory)
+    resources = Resources(cpus=cpus or 1.0, gpus=gpus, memory=memory, pin_cpus=cpus is not None)
     scratch_size = _positive("--scratch_size", _pick(options.scratch_size, cfg.scratch_size), int)
     datastore_version = _positive(
         "--datastore_version", _pick(options.datastore_version, cfg.datastore_version), int

@@ -147,7 +147,7 @@ def run_table(run: RunStatus):
         ("experiment", "status", "params", "exit", "resumes", "duration", "instance"),
     )
     for e in run.experiments:
-        why = _escape(f" ({e.reason})") if e.status == "failed" and e.reason else ""
+        why = _escape(f" ({e.reason})") if e.status in ("failed", "queued") and e.reason else ""
         table.add_row(
             e.name,
             _state(e.status) + why,
@@ -157,6 +157,30 @@ def run_table(run: RunStatus):
             human_duration(duration(e.started_at, e.finished_at)),
             e.instance or "-",
         )
+    return table
+
+
+def experiment_table(e: ExperimentStatus):
+    """One experiment, a field per line, with each attempt."""
+    table = _table(f"{e.name} (run {e.run})", ("", ""))
+    table.show_header = False
+    rows = [
+        ("status", _state(e.status) + (_escape(f" ({e.reason})") if e.reason else "")),
+        ("params", _escape(params_text(e.params))),
+        ("command", _escape(shlex.join(e.argv))),
+        ("exit code", "-" if e.exit_code is None else str(e.exit_code)),
+        ("resumes", str(e.resumes)),
+        ("started", iso(e.started_at) or "-"),
+        ("finished", iso(e.finished_at) or "-"),
+        ("duration", human_duration(duration(e.started_at, e.finished_at))),
+        ("instance", e.instance or "-"),
+    ]
+    for i, a in enumerate(e.attempts):
+        ended = f" (until {iso(a.finished_at)})" if a.finished_at else ""
+        why = _escape(f": {a.reason}") if a.reason else ""
+        rows.append((f"attempt {i}", f"{_state(a.status)}{why} on {a.instance}{ended}"))
+    for field, value in rows:
+        table.add_row(field, value)
     return table
 
 
@@ -177,6 +201,11 @@ def _escape(text: str) -> str:
 
 
 def datastore_created(result: CreateResult) -> str:
+    if result.unchanged:
+        return (
+            f"{result.name} version {result.version} already holds exactly these"
+            f" {result.files} file(s): no new version made"
+        )
     return (
         f"{result.name} version {result.version}: {result.files} file(s),"
         f" {format_bytes(result.bytes)}; uploaded {result.uploaded_files} file(s),"
@@ -193,6 +222,7 @@ def datastore_created_json(result: CreateResult) -> dict:
         "uploaded_files": result.uploaded_files,
         "uploaded_bytes": result.uploaded_bytes,
         "skipped": list(result.skipped),
+        "unchanged": result.unchanged,
     }
 
 

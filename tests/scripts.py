@@ -17,24 +17,34 @@ def steps_logged(gridctl, experiment: str) -> int:
 
 DATASTORE_READER = """\
 import json, os, sys
-mount = os.environ["GRIDCTL_DATASTORE_DIR"]
-seen = {}
-for folder, _dirs, files in os.walk(mount):
-    for name in files:
-        path = os.path.join(folder, name)
-        seen[os.path.relpath(path, mount)] = open(path).read()
+
+
+def listing(root):
+    seen = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            seen[os.path.relpath(path, root)] = open(path).read()
+    return seen
+
+
+own = os.environ["GRIDCTL_DATASTORE_DIR"]
+seen = listing(own)
 first = sorted(seen)[0]
 try:
-    open(os.path.join(mount, first), "w").write("overwritten")
+    open(os.path.join(own, first), "w").write("overwritten")
     wrote = "overwrote a file"
 except OSError:
     try:
-        open(os.path.join(mount, "new.txt"), "w").write("new")
+        open(os.path.join(own, "new.txt"), "w").write("new")
         wrote = "created a file"
     except OSError:
         wrote = "refused"
+mount = sys.argv[sys.argv.index("--mount") + 1] if "--mount" in sys.argv else None
 os.makedirs("out", exist_ok=True)
-json.dump({"mount": mount, "files": seen, "write": wrote,
+json.dump({"datastore_dir": own, "files": seen, "write": wrote,
+           "at_mount": listing(mount) if mount else None,
            "scratch": os.environ["GRIDCTL_SCRATCH_DIR"]}, open("out/seen.json", "w"))
 """
-"""Records what the mounted datastore holds and whether writing into it is refused."""
+"""Records what the experiment's datastore version holds (``GRIDCTL_DATASTORE_DIR``), what
+the mount dir given as ``--mount PATH`` shows, and whether writing into it is refused."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
@@ -96,6 +97,11 @@ def files_of(root: Path) -> dict[str, bytes]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+def hold(store: LocalStore, manifest: Manifest, cache: Path, **options) -> Path:
+    """Materialize and seal a version, as an experiment starting on it does."""
+    return datastore.hold(store, manifest, cache, "exp", **options)
 
 
 def objects(store: LocalStore, name: str) -> set[str]:
@@ -217,6 +223,7 @@ def test_an_interrupted_create_is_finished_by_the_next_one(tmp_path, source):
 
 def test_a_version_without_its_completion_record_cannot_be_used(store, source):
     datastore.create(store, "imgs", source)
+    (source / "labels.txt").write_text("changed\n")
     datastore.create(store, "imgs", source)
     store.delete_prefix("datastores/imgs/versions/2/complete.json")
     assert [v.complete for v in datastore.versions(store, "imgs")] == [True, False]
@@ -281,7 +288,7 @@ def assert_read_only(root: Path) -> None:
 def test_locally_a_version_is_linked_from_the_store_read_only(store, source, tmp_path):
     datastore.create(store, "imgs", source)
     manifest = datastore.resolve(store, "imgs", 1)
-    tree = datastore.materialize(store, manifest, tmp_path / "cache")
+    tree = hold(store, manifest, tmp_path / "cache")
     assert tree == tmp_path / "cache" / "imgs" / "v1"
     assert files_of(tree) == files_of(source)
     for entry in manifest.files:
@@ -293,7 +300,13 @@ def test_locally_a_version_is_linked_from_the_store_read_only(store, source, tmp
     datastore.mount(tree, mount)
     assert mount.is_symlink() and files_of(mount) == files_of(source)
     assert_read_only(mount)
-    assert sorted(p.name for p in tree.parent.iterdir()) == ["v1", "v1.done", "v1.lock"]
+    assert sorted(p.name for p in tree.parent.iterdir()) == [
+        ".holders",
+        ".lock",
+        ".mounts",
+        "v1",
+        "v1.done",
+    ]
 
 
 def test_objects_on_another_filesystem_are_copied(store, source, tmp_path, monkeypatch):
@@ -303,7 +316,7 @@ def test_objects_on_another_filesystem_are_copied(store, source, tmp_path, monke
     monkeypatch.setattr(readonly, "link", cross_device)
     datastore.create(store, "imgs", source)
     manifest = datastore.resolve(store, "imgs", 1)
-    tree = datastore.materialize(store, manifest, tmp_path / "cache")
+    tree = hold(store, manifest, tmp_path / "cache")
     assert files_of(tree) == files_of(source)
     stored = store.path(f"datastores/imgs/objects/{manifest.files[0].sha256}")
     assert (tree / manifest.files[0].path).stat().st_ino != stored.stat().st_ino
@@ -315,8 +328,8 @@ def test_a_later_version_links_to_objects_an_earlier_one_sealed(store, source, t
     (source / "labels.txt").write_text("changed\n")
     datastore.create(store, "imgs", source)
     cache = tmp_path / "cache"
-    first = datastore.materialize(store, datastore.resolve(store, "imgs", 1), cache)
-    second = datastore.materialize(store, datastore.resolve(store, "imgs", 2), cache)
+    first = hold(store, datastore.resolve(store, "imgs", 1), cache)
+    second = hold(store, datastore.resolve(store, "imgs", 2), cache)
     assert (first / "images/a.bin").stat().st_ino == (second / "images/a.bin").stat().st_ino
     assert files_of(second) == files_of(source)
     assert_read_only(first)
@@ -328,11 +341,11 @@ def test_on_a_node_a_version_is_downloaded_and_checked_once(tmp_path, source):
     datastore.create(store, "imgs", source)
     manifest = datastore.resolve(store, "imgs", None)
     cache = tmp_path / "cache"
-    tree = datastore.materialize(store, manifest, cache, workers=3)
+    tree = hold(store, manifest, cache, workers=3)
     assert files_of(tree) == files_of(source)
     assert sorted(store.gets.values()) == [1, 1, 1, 1]  # identical files: one download
     assert_read_only(tree)
-    again = datastore.materialize(store, manifest, cache)
+    again = hold(store, manifest, cache)
     assert again == tree and sum(store.gets.values()) == 4
 
 
@@ -343,7 +356,7 @@ def test_concurrent_materializations_of_one_version_download_it_once(tmp_path, s
     trees: list[Path] = []
 
     def start() -> None:
-        trees.append(datastore.materialize(store, manifest, tmp_path / "cache"))
+        trees.append(hold(store, manifest, tmp_path / "cache"))
 
     threads = [threading.Thread(target=start) for _ in range(4)]
     for thread in threads:
@@ -358,7 +371,7 @@ def test_concurrent_materializations_of_one_version_download_it_once(tmp_path, s
 def test_a_corrupted_download_is_fetched_again(tmp_path, source):
     store = TestStore(tmp_path / "store", remote=True, corrupt_downloads=1)
     datastore.create(store, "imgs", source)
-    tree = datastore.materialize(store, datastore.resolve(store, "imgs", 1), tmp_path / "c")
+    tree = hold(store, datastore.resolve(store, "imgs", 1), tmp_path / "c")
     assert files_of(tree) == files_of(source)
     assert sum(store.gets.values()) == 5
 
@@ -368,11 +381,11 @@ def test_a_download_corrupted_twice_fails_and_leaves_nothing(tmp_path, source):
     datastore.create(store, "imgs", source)
     manifest = datastore.resolve(store, "imgs", 1)
     with pytest.raises(DatastoreError) as failure:
-        datastore.materialize(store, manifest, tmp_path / "cache", workers=1)
+        hold(store, manifest, tmp_path / "cache", workers=1)
     assert str(failure.value).startswith("datastore 'imgs' version 1: ")
     assert str(failure.value).endswith(": content does not match its hash after 2 downloads")
     assert max(store.gets.values()) == 2
-    assert sorted(p.name for p in (tmp_path / "cache" / "imgs").iterdir()) == ["v1.lock"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "imgs").iterdir()) == [".lock"]
 
 
 def test_a_full_disk_fails_clearly_and_leaves_no_half_written_tree(tmp_path, source):
@@ -380,10 +393,10 @@ def test_a_full_disk_fails_clearly_and_leaves_no_half_written_tree(tmp_path, sou
     datastore.create(store, "imgs", source)
     manifest = datastore.resolve(store, "imgs", 1)
     with pytest.raises(DatastoreError, match="disk full while materializing datastore 'imgs'"):
-        datastore.materialize(store, manifest, tmp_path / "cache")
-    assert sorted(p.name for p in (tmp_path / "cache" / "imgs").iterdir()) == ["v1.lock"]
+        hold(store, manifest, tmp_path / "cache")
+    assert sorted(p.name for p in (tmp_path / "cache" / "imgs").iterdir()) == [".lock"]
     store.disk_full = False
-    tree = datastore.materialize(store, manifest, tmp_path / "cache")
+    tree = hold(store, manifest, tmp_path / "cache")
     assert files_of(tree) == files_of(source)
 
 
@@ -394,21 +407,21 @@ def test_too_little_space_for_the_downloads_is_refused_before_any(tmp_path, sour
     full = SimpleNamespace(total=10**9, used=10**9 - 100, free=100)
     monkeypatch.setattr(datastore.shutil, "disk_usage", lambda path: full)
     with pytest.raises(DatastoreError, match=r"not enough space .*: need 2.9 KiB, have 100 B"):
-        datastore.materialize(remote, manifest, tmp_path / "cache")
+        hold(remote, manifest, tmp_path / "cache")
     assert remote.gets == Counter()
     local = TestStore(tmp_path / "store")
-    tree = datastore.materialize(local, manifest, tmp_path / "cache")  # links need no space
+    tree = hold(local, manifest, tmp_path / "cache")  # links need no space
     assert files_of(tree) == files_of(source)
 
 
 def test_a_version_number_created_again_is_materialized_again(store, source, tmp_path):
     datastore.create(store, "imgs", source)
     cache = tmp_path / "cache"
-    old = datastore.materialize(store, datastore.resolve(store, "imgs", 1), cache)
+    old = hold(store, datastore.resolve(store, "imgs", 1), cache)
     datastore.delete(store, "imgs")
     (source / "labels.txt").write_text("new labels\n")
     datastore.create(store, "imgs", source)
-    new = datastore.materialize(store, datastore.resolve(store, "imgs", 1), cache)
+    new = hold(store, datastore.resolve(store, "imgs", 1), cache)
     assert new == old and (new / "labels.txt").read_text() == "new labels\n"
     assert_read_only(new)
 
@@ -418,7 +431,7 @@ def test_deleting_a_version_keeps_the_objects_others_use(store, source, tmp_path
     (source / "labels.txt").write_text("changed\n")
     (source / "images" / "b.bin").unlink()
     datastore.create(store, "imgs", source)
-    tree = datastore.materialize(store, datastore.resolve(store, "imgs", 1), tmp_path / "c")
+    tree = hold(store, datastore.resolve(store, "imgs", 1), tmp_path / "c")
     kept = {e.sha256 for e in datastore.resolve(store, "imgs", 2).files}
     assert datastore.delete(store, "imgs", 1) == [1]
     assert objects(store, "imgs") == kept
@@ -427,14 +440,15 @@ def test_deleting_a_version_keeps_the_objects_others_use(store, source, tmp_path
         datastore.resolve(store, "imgs", 1)
     assert str(gone.value) == "datastore 'imgs' has no version 1 (versions: 2)"
     assert_read_only(tree)  # its files' other links stayed sealed
-    assert datastore.materialize(store, datastore.resolve(store, "imgs", 2), tmp_path / "c")
+    assert hold(store, datastore.resolve(store, "imgs", 2), tmp_path / "c")
 
 
 def test_deleting_everything_empties_the_prefix(store, source, tmp_path):
     datastore.create(store, "imgs", source)
+    (source / "labels.txt").write_text("changed\n")
     datastore.create(store, "imgs", source)
     datastore.create(store, "other", source)
-    datastore.materialize(store, datastore.resolve(store, "imgs", 2), tmp_path / "cache")
+    hold(store, datastore.resolve(store, "imgs", 2), tmp_path / "cache")
     assert datastore.delete(store, "imgs") == [1, 2]
     assert list(store.list("datastores/imgs")) == []
     assert datastore.names(store) == ["other"]
@@ -496,8 +510,9 @@ def test_seal_unseal_and_remove(tmp_path):
     with pytest.raises(PermissionError):
         (root / "sub" / "f").write_text("changed")
     readonly.unseal(root)
-    (root / "sub" / "f").write_text("changed")
-    (root / "sub" / "new").write_text("new")
+    assert (root / "g").stat().st_mode & 0o777 == readonly.SEALED_FILE  # still read-only...
+    (root / "sub" / "f").unlink()  # ...but nothing stops deleting or adding files
+    (root / "sub" / "f").write_text("new")
     readonly.seal(root)
     (tmp_path / "mount").symlink_to(root)
     readonly.remove(tmp_path / "mount")
@@ -522,6 +537,87 @@ def test_removing_one_link_of_a_sealed_file_keeps_the_others_sealed(tmp_path):
     assert not (tmp_path / "a").exists()
     with pytest.raises(PermissionError):
         (tmp_path / "b" / "f").write_text("changed")
+
+
+def immutable(path: Path) -> bool:
+    import fcntl
+    from array import array
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        flags = array("i", [0])
+        fcntl.ioctl(fd, readonly.FS_IOC_GETFLAGS, flags, True)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return bool(flags[0] & readonly.FS_IMMUTABLE_FL)
+
+
+def test_the_last_holder_lifts_the_seal_of_every_version_of_the_name(store, source, tmp_path):
+    datastore.create(store, "imgs", source)
+    (source / "labels.txt").write_text("changed\n")
+    datastore.create(store, "imgs", source)
+    cache = tmp_path / "cache"
+    first = datastore.hold(store, datastore.resolve(store, "imgs", 1), cache, "exp-a")
+    second = datastore.hold(store, datastore.resolve(store, "imgs", 2), cache, "exp-b")
+    # The versions share the inode of images/a.bin: letting go of one must not unseal it.
+    assert (first / "images/a.bin").stat().st_ino == (second / "images/a.bin").stat().st_ino
+    datastore.release(cache, "imgs", "exp-b")
+    assert_read_only(first)
+    assert_read_only(second)
+    datastore.release(cache, "imgs", "exp-a")
+    datastore.release(cache, "imgs", "exp-a")  # twice is harmless
+    for tree in (first, second):
+        assert (tree / "images").stat().st_mode & 0o777 == readonly.OPEN_DIR
+        assert (tree / "labels.txt").stat().st_mode & 0o777 == readonly.SEALED_FILE
+        assert not any(immutable(p) for p in [tree, *tree.rglob("*")])
+    # Nothing left behind resists deletion, not even as root.
+    subprocess.run(["rm", "-rf", str(cache), str(store.root)], check=True)
+    assert not cache.exists() and not store.root.exists()
+
+
+def test_holding_again_seals_again(store, source, tmp_path):
+    datastore.create(store, "imgs", source)
+    manifest = datastore.resolve(store, "imgs", 1)
+    tree = datastore.hold(store, manifest, tmp_path / "cache", "exp-a")
+    datastore.release(tmp_path / "cache", "imgs", "exp-a")
+    assert datastore.hold(store, manifest, tmp_path / "cache", "exp-b") == tree
+    assert_read_only(tree)
+
+
+def test_forget_removes_trees_and_the_mounts_made_of_them(store, source, tmp_path):
+    datastore.create(store, "imgs", source)
+    (source / "labels.txt").write_text("changed\n")
+    datastore.create(store, "imgs", source)
+    cache = tmp_path / "cache"
+    first = datastore.hold(store, datastore.resolve(store, "imgs", 1), cache, "exp-a")
+    second = datastore.hold(store, datastore.resolve(store, "imgs", 2), cache, "exp-b")
+    datastore.mount(first, tmp_path / "m1")
+    datastore.mount(second, tmp_path / "m2")
+    datastore.mount(first, tmp_path / "moved")
+    (tmp_path / "moved").unlink()
+    (tmp_path / "moved").symlink_to(tmp_path)  # re-pointed by someone else since
+    datastore.forget(cache, "imgs", [1])
+    assert not (tmp_path / "m1").is_symlink() and not first.exists()
+    assert (tmp_path / "m2").resolve() == second and files_of(second) == files_of(source)
+    assert (tmp_path / "moved").resolve() == tmp_path
+    datastore.forget(cache, "imgs", None)
+    assert not (tmp_path / "m2").is_symlink() and not (cache / "imgs").exists()
+    datastore.forget(cache, "imgs", None)  # nothing left: nothing to do
+
+
+def test_unchanged_data_makes_no_new_version(store, source):
+    first = datastore.create(store, "imgs", source)
+    store.puts.clear()
+    again = datastore.create(store, "imgs", source)
+    assert (again.version, again.unchanged, again.uploaded_files) == (1, True, 0)
+    assert (again.files, again.bytes) == (first.files, first.bytes)
+    assert store.puts == []
+    assert [v.version for v in datastore.versions(store, "imgs")] == [1]
+    (source / "images" / "a.bin").rename(source / "images" / "renamed.bin")
+    moved = datastore.create(store, "imgs", source)
+    assert (moved.version, moved.unchanged, moved.uploaded_files) == (2, False, 0)
 
 
 segments = st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=8).filter(

@@ -57,21 +57,24 @@ def test_a_sweep_reads_the_mounted_version_which_it_cannot_change(
         "run", "--name", "reader", "--wait", "--datastore_name", "imgs",
         "--datastore_mount_dir", str(mount), "--scratch_size", "1",
         "--scratch_mount_path", str(scratch), "read.py", "--seed", "[1, 2]",
+        "--mount", str(mount),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert f"datastore imgs version 2 mounted read-only at {mount}" in run.stderr
     dest = tmp_path / "artifacts"
     assert gridctl("artifacts", "reader", "--dest", str(dest)).returncode == 0
+    expected = {
+        "labels.txt": "v2 labels\n",
+        "images/a.bin": "a" * 1000,
+        "images/b.bin": "b" * 2000,
+    }
     for i in range(2):
         seen = json.loads((dest / f"reader-exp{i}" / "out" / "seen.json").read_text())
-        assert seen["mount"] == str(mount)
-        assert seen["files"] == {
-            "labels.txt": "v2 labels\n",
-            "images/a.bin": "a" * 1000,
-            "images/b.bin": "b" * 2000,
-        }
+        # Its own version, at a path that names it, and the same files at the mount dir.
+        assert seen["datastore_dir"] == str(gridctl.home / "mounts" / "imgs" / "v2")
+        assert seen["files"] == seen["at_mount"] == expected
         assert seen["write"] == "refused"
-        assert seen["scratch"] == str(scratch)
+        assert seen["scratch"] == str(scratch / f"reader-exp{i}")
     # Nothing the scripts tried reached the datastore itself.
     assert (mount / "images" / "a.bin").read_text() == "a" * 1000
     assert not (mount / "new.txt").exists()

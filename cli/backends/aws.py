@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from gridctl.agent import datastore as datastores
 from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
 from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
+from gridctl.cli.bundle import bundle_key
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import equivalent_types
 from gridctl.cli.plan import RunPlan
@@ -209,10 +211,13 @@ class AwsBackend:
             experiments=tuple(self._experiment(run["name"], e) for e in run["experiments"]),
         )
 
-    def runs(self) -> list[RunStatus]:
+    def _run_records(self) -> list[dict]:
         names = {key.split("/")[1] for key in self.store.list("runs/") if key.endswith("/run.json")}
         found = [self._run_record(n) for n in sorted(names)]
-        return [self._run_status(r) for r in found if r is not None]
+        return [r for r in found if r is not None]
+
+    def runs(self) -> list[RunStatus]:
+        return [self._run_status(r) for r in self._run_records()]
 
     def run(self, name: str) -> RunStatus:
         record = self._run_record(name)
@@ -311,6 +316,10 @@ class AwsBackend:
                 self._write_status(e.run, e.name, "stopped", "stopped by user")
         return self.experiments(names)
 
+    def delete_datastore(self, name: str, version: int | None) -> list[int]:
+        """Only the bucket holds datastores: nodes' copies go with their instances."""
+        return datastores.delete(self.store, name, version)
+
     def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
         """The node hears it through the bucket, handles it as a spot notice for its whole
         machine, then ends its instance; the group replaces it as after a reclaim."""
@@ -335,6 +344,8 @@ class AwsBackend:
                 runs.destroy(self.home, self.record, self._inputs(record))
                 self.store.delete_prefix(f"runs/{run}")
                 self.store.delete_prefix(runs.state_key(run))
+                if not any(r["bundle_id"] == record["bundle_id"] for r in self._run_records()):
+                    self.store.delete_prefix(bundle_key(record["bundle_id"]))
                 deleted += record["experiments"]
                 continue
             kept = {

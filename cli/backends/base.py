@@ -131,4 +131,10 @@ class Backend(Protocol):
         """Interrupt running experiments as a spot reclaim with ``window`` seconds' notice
         would; returns at once, the experiments then end or resume on their own."""
 
-    def delete(self, names: Sequence[str]) -> list[str]: ...
+    def delete(self, names: Sequence[str]) -> list[str]:
+        """Delete experiments (a run name: all of its experiments); a run goes with its last
+        experiment. Returns the experiment names deleted."""
+
+    def delete_datastore(self, name: str, version: int | None) -> list[int]:
+        """Delete a datastore (or one version) wherever this backend keeps it; returns the
+        versions deleted."""

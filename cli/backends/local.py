@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gridctl.agent import daemon
+from gridctl.agent import datastore as datastores
 from gridctl.agent import logs as logfiles
 from gridctl.agent.daemon import Home
 from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
@@ -18,6 +19,7 @@ from gridctl.agent.scratch import nearest_existing, shortfall
 from gridctl.agent.spec import ACTIVE_STATES
 from gridctl.agent.units import format_bytes
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
+from gridctl.cli.bundle import bundle_key
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.plan import RunPlan
 
@@ -197,16 +199,28 @@ class LocalBackend:
         return self.experiments(flagged)
 
     def delete(self, names: Sequence[str]) -> list[str]:
+        """Experiments, and each run left without any; a bundle goes with the last run
+        that used it."""
         records = self._records(names)
         active = [r.name for r in records if r.status in ACTIVE_STATES]
         if active:
             self.stop(active)
-        runs = {name for name in names if self.registry.get_run(name) is not None}
         for record in records:
             self.store.delete_prefix(f"runs/{record.run}/{record.name}")
             shutil.rmtree(self.home.workspace(record.run, record.name).scratch_dir, True)
             self.registry.delete_experiment(record.name)
-        for run in runs:
+        for run in sorted({r.run for r in records}):
+            found = self.registry.get_run(run)
+            if found is None or self.registry.experiments(run):
+                continue
             self.store.delete_prefix(f"runs/{run}")
             self.registry.delete_run(run)
+            if not any(r.bundle_id == found.bundle_id for r in self.registry.runs()):
+                self.store.delete_prefix(bundle_key(found.bundle_id))
         return [r.name for r in records]
+
+    def delete_datastore(self, name: str, version: int | None) -> list[int]:
+        """From the store, and this machine's copies of it with the mount dirs made of them."""
+        deleted = datastores.delete(self.store, name, version)
+        datastores.forget(self.home.datastore_cache, name, None if version is None else deleted)
+        return deleted

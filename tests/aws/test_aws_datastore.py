@@ -47,12 +47,12 @@ def test_datastores_and_scratch_on_aws(
     for i in range(2):
         seen = json.loads((dest / f"reader-exp{i}" / "out" / "seen.json").read_text())
         # On a (simulated) node every absolute path lives under GRIDCTL_NODE_ROOT.
-        assert seen["mount"].endswith("/opt/datastore")
+        assert seen["datastore_dir"].endswith("/opt/gridctl/datastores/corpus/v2")
         assert seen["files"]["shards/0.txt"] == "changed\n"
         assert seen["files"]["shards/4.txt"] == "shard 4\n" * 100
         assert len(seen["files"]) == 5
         assert seen["write"] == "refused"
-        assert seen["scratch"].endswith("/scratch")
+        assert seen["scratch"].endswith(f"/scratch/reader-exp{i}")  # its own folder
     # The scratch volume is part of each machine's launch template, deleted with it.
     ec2 = client(aws_env, "ec2")
     template = ec2.describe_launch_templates(LaunchTemplateNames=["gridctl-reader-exp0"])
