@@ -29,6 +29,14 @@ class InstanceType:
     gpu_memory_gib: int | None
     nickname: str | None
 
+    @property
+    def summary(self) -> str:
+        """``4 vCPUs, 16 GiB, 1 T4 GPU``: what a user weighs when choosing a type."""
+        parts = [_count(self.vcpus, "vCPU"), f"{self.memory_gib:g} GiB"]
+        if self.gpus:
+            parts.append(_count(self.gpus, f"{self.gpu_model} GPU"))
+        return ", ".join(parts)
+
 
 def _cpu(name: str, vcpus: int, memory_gib: float, nickname: str | None = None) -> InstanceType:
     return InstanceType(name, vcpus, memory_gib, 0, None, None, nickname)
@@ -166,32 +174,70 @@ def equivalent_types(itype: InstanceType, limit: int = 3) -> tuple[InstanceType,
     return tuple(sorted(same, key=lambda t: (t.vcpus, t.memory_gib, t.name))[:limit])
 
 
+# GPUs of the families the default AMI (AWS's Deep Learning Base GPU AMI) supports; p2 (K80),
+# g3 (M60) and p3 (V100) types are left out of automatic picks but can still be named.
+_PICKABLE_GPU_MODELS = frozenset({"T4", "A10G", "L4", "A100", "H100"})
+
+
 def check_fits(
     itype: InstanceType, *, cpus: float | None, gpus: int | None, memory_bytes: int | None
 ) -> None:
     """Refuse a per-experiment request that no instance of this type could ever satisfy."""
-    problems = []
-    if cpus is not None:
-        if not cpus > 0:
-            raise GridctlError(f"--cpus {cpus:g}: must be greater than 0")
-        if cpus > itype.vcpus:
-            problems.append(f"--cpus {cpus:g} requested, {_count(itype.vcpus, 'vCPU')} available")
-    if gpus is not None:
-        if gpus < 0:
-            raise GridctlError(f"--gpus {gpus}: must not be negative")
-        if gpus > itype.gpus:
-            problems.append(f"--gpus {gpus} requested, {_count(itype.gpus, 'GPU')} available")
-    if memory_bytes is not None:
-        if memory_bytes <= 0:
-            raise GridctlError(f"--memory {memory_bytes} bytes: must be greater than 0")
-        available = int(itype.memory_gib * 2**30)
-        if memory_bytes > available:
-            problems.append(
-                f"--memory {format_bytes(memory_bytes)} requested, "
-                f"{format_bytes(available)} available"
-            )
+    _check_request(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes)
+    problems = _shortfalls(itype, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes)
     if problems:
         raise GridctlError(f"instance type {itype.name} is too small: " + "; ".join(problems))
+
+
+def pick_instance_type(
+    default: InstanceType, *, cpus: float | None, gpus: int | None, memory_bytes: int | None
+) -> InstanceType:
+    """The type for a run that names none: ``default`` when it can host one experiment, else
+    the smallest that can (fewest GPUs, then vCPUs, then memory; catalogue order on ties)."""
+    _check_request(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes)
+    request = {"cpus": cpus, "gpus": gpus, "memory_bytes": memory_bytes}
+    if not _shortfalls(default, **request):
+        return default
+    fitting = [
+        t
+        for t in _CATALOGUE
+        if (t.gpus == 0 or t.gpu_model in _PICKABLE_GPU_MODELS) and not _shortfalls(t, **request)
+    ]
+    if not fitting:
+        asked = [f"--cpus {cpus:g}"] if cpus is not None else []
+        asked += [f"--gpus {gpus}"] if gpus else []
+        asked += [f"--memory {format_bytes(memory_bytes)}"] if memory_bytes is not None else []
+        raise GridctlError(
+            f"no current-generation instance type fits {', '.join(asked)} per experiment;"
+            " ask for less or name a type with --instance_type"
+        )
+    return min(fitting, key=lambda t: (t.gpus, t.vcpus, t.memory_gib))
+
+
+def _check_request(*, cpus: float | None, gpus: int | None, memory_bytes: int | None) -> None:
+    if cpus is not None and not cpus > 0:
+        raise GridctlError(f"--cpus {cpus:g}: must be greater than 0")
+    if gpus is not None and gpus < 0:
+        raise GridctlError(f"--gpus {gpus}: must not be negative")
+    if memory_bytes is not None and memory_bytes <= 0:
+        raise GridctlError(f"--memory {memory_bytes} bytes: must be greater than 0")
+
+
+def _shortfalls(
+    itype: InstanceType, *, cpus: float | None, gpus: int | None, memory_bytes: int | None
+) -> list[str]:
+    """What one experiment asks for beyond what an instance of this type has."""
+    problems = []
+    if cpus is not None and cpus > itype.vcpus:
+        problems.append(f"--cpus {cpus:g} requested, {_count(itype.vcpus, 'vCPU')} available")
+    if gpus is not None and gpus > itype.gpus:
+        problems.append(f"--gpus {gpus} requested, {_count(itype.gpus, 'GPU')} available")
+    available = int(itype.memory_gib * 2**30)
+    if memory_bytes is not None and memory_bytes > available:
+        problems.append(
+            f"--memory {format_bytes(memory_bytes)} requested, {format_bytes(available)} available"
+        )
+    return problems
 
 
 def _count(n: int, noun: str) -> str:

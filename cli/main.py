@@ -71,7 +71,9 @@ RUN_HELP = """Run SCRIPT once per combination of the sweeps in its arguments.
 
 Everything after SCRIPT goes to the script verbatim; a flag value such as "[0.1, 0.01]",
 "range(0, 5, 2)", "uniform(1e-5, 1e-1, 8)", "loguniform(1e-5, 1e-1, 4)",
-"linspace(0, 1, 5)" or "choice(['a', 'b'], 3)" is a sweep.
+"linspace(0, 1, 5)" or "choice(['a', 'b'], 3)" is a sweep. A misspelt sweep function
+("unifrom(0, 1, 3)") is refused; to pass such a value as is, make it a one-element list,
+"['unifrom(0, 1, 3)']", or pass --strategy none to sweep nothing.
 
 With --dry-run --output json prints {"run", "experiments": [{"name", "params", "argv"}]};
 with --wait --output json, the final status as `gridctl status RUN --output json` does.
@@ -84,6 +86,7 @@ Exit codes: 0 ok, 1 an experiment did not succeed (--wait/--follow), 2 bad input
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
 )
 def run(
+    ctx: typer.Context,
     script: str = typer.Argument(..., help="the script: .py runs with python, .sh with bash"),
     script_args: list[str] | None = typer.Argument(None, help="passed to the script as is"),
     cloud: str | None = typer.Option(None, help="local or aws (default: local until up)"),
@@ -147,6 +150,8 @@ def run(
     from gridctl.cli import commands, render
     from gridctl.cli.plan import RunOptions
 
+    if script.startswith("-"):
+        raise _unknown_option(ctx, script)
     home = _home()
     options = RunOptions(
         script=script,
@@ -179,6 +184,8 @@ def run(
     plan = commands.plan(options, home, _confirm, dry_run=dry_run)
     for message in plan.warnings:
         _warn(message)
+    for note in plan.notes:
+        _console(stderr=True).print(note, markup=False)
     if plan.datastore_name is not None:
         _console(stderr=True).print(
             f"datastore {plan.datastore_name} version {plan.datastore_version}"
@@ -223,6 +230,24 @@ def run(
         _console().print(render.run_table(final))
     if final.status != "succeeded":
         raise typer.Exit(EXIT_FAILED)
+
+
+def _unknown_option(ctx: typer.Context, token: str) -> GridctlError:
+    """Options end at SCRIPT (the rest goes to the script), so click hands an option it does
+    not know over as SCRIPT: name it as an option of `run` and suggest the closest real one."""
+    import difflib
+
+    typed = token.partition("=")[0]
+    known = [
+        spelling
+        for param in ctx.command.get_params(ctx)
+        if param.param_type_name == "option"
+        for spelling in (*param.opts, *param.secondary_opts)
+    ]
+    close = difflib.get_close_matches(typed, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    shown = typed if typed.isprintable() else repr(typed)
+    return GridctlError(f"unknown option {shown} for gridctl run{hint} (see gridctl run --help)")
 
 
 def _upload_progress(bundle):

@@ -16,7 +16,13 @@ from gridctl.agent.spec import DatastoreMount, ExperimentSpec, Scratch
 from gridctl.cli import sweep
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.machines import InstanceType, check_fits, parse_memory, resolve_instance_type
+from gridctl.cli.machines import (
+    InstanceType,
+    check_fits,
+    parse_memory,
+    pick_instance_type,
+    resolve_instance_type,
+)
 from gridctl.cli.names import experiment_name, generate_run_name, validate_run_name
 
 CLOUDS = ("local", "aws")
@@ -99,6 +105,7 @@ class RunPlan:
     scratch_mount_path: str = DEFAULT_SCRATCH_MOUNT_PATH
     environment: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def spec(self, e: PlannedExperiment, bundle_key: str, env: dict[str, str]) -> ExperimentSpec:
         """What the agent gets for one experiment; ``env`` is the script's environment."""
@@ -193,6 +200,27 @@ def _validate_name(name: str | None, run_exists: Callable[[str], bool]) -> str:
     return name
 
 
+def _ignored_locally(
+    cloud: str, *, instance_name: str | None, use_spot: bool, credential: str | None
+) -> tuple[str, ...]:
+    """A warning naming the options that choose AWS machines or credentials when the run is
+    local; --instance_type is still checked against the request, so the command also works
+    on AWS."""
+    given = [
+        flag
+        for flag, value in (
+            ("--instance_type", instance_name is not None),
+            ("--use_spot", use_spot),
+            ("--credential", credential is not None),
+        )
+        if value
+    ]
+    if cloud != "local" or not given:
+        return ()
+    verb, pronoun = ("applies", "it") if len(given) == 1 else ("apply", "them")
+    return (f"{', '.join(given)} only {verb} to AWS runs; local runs ignore {pronoun}",)
+
+
 def plan_run(
     options: RunOptions,
     *,
@@ -221,9 +249,18 @@ def plan_run(
     memory = parse_memory(memory_text) if memory_text is not None else 0
     instance_name = _pick(options.instance_type, cfg.instance_type)
     instance = None
-    if cloud == "aws" or instance_name is not None:
-        instance = resolve_instance_type(instance_name or DEFAULT_INSTANCE_TYPE)
+    notes: list[str] = []
+    if instance_name is not None:
+        instance = resolve_instance_type(instance_name)
         check_fits(instance, cpus=cpus, gpus=gpus, memory_bytes=memory or None)
+    elif cloud == "aws":
+        default = resolve_instance_type(DEFAULT_INSTANCE_TYPE)
+        instance = pick_instance_type(default, cpus=cpus, gpus=gpus, memory_bytes=memory or None)
+        if instance != default:
+            notes.append(
+                f"no --instance_type given; using {instance.name} ({instance.summary}), the"
+                " smallest type that fits one experiment"
+            )
     resources = Resources(cpus=cpus or 1.0, gpus=gpus, memory=memory, pin_cpus=cpus is not None)
     scratch_size = _positive("--scratch_size", _pick(options.scratch_size, cfg.scratch_size), int)
     datastore_version = _positive(
@@ -271,6 +308,11 @@ def plan_run(
         )
         for i, combo in enumerate(expansion.combinations)
     )
+    use_spot = bool(_pick(options.use_spot, cfg.use_spot, False))
+    credential = _pick(options.credential, cfg.credential)
+    ignored = _ignored_locally(
+        cloud, instance_name=instance_name, use_spot=use_spot, credential=credential
+    )
     return RunPlan(
         name=name,
         cloud=cloud,
@@ -282,10 +324,10 @@ def plan_run(
         resources=resources,
         experiments=experiments,
         instance_type=instance,
-        use_spot=bool(_pick(options.use_spot, cfg.use_spot, False)),
+        use_spot=use_spot,
         auto_resume=bool(_pick(options.auto_resume, cfg.auto_resume, False)),
         sync_interval=_positive("--sync_interval", options.sync_interval),
-        credential=_pick(options.credential, cfg.credential),
+        credential=credential,
         framework=framework,
         datastore_name=datastore_name,
         datastore_version=datastore_version,
@@ -293,5 +335,6 @@ def plan_run(
         scratch_size=scratch_size,
         scratch_mount_path=_absolute("--scratch_mount_path", scratch_mount_path),
         environment=dict(cfg.environment),
-        warnings=expansion.warnings,
+        warnings=ignored + expansion.warnings,
+        notes=tuple(notes),
     )

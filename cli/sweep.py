@@ -7,6 +7,7 @@ where something is sampled, so that importing the CLI (and ``gridctl --help``) s
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import random
 import re
@@ -91,8 +92,16 @@ SWEEP_FUNCTIONS = frozenset({"range", *DISTRIBUTIONS, *EXTRA_FUNCTIONS, *REFUSED
 
 _PARAMETERS = {**DISTRIBUTIONS, **EXTRA_FUNCTIONS}
 
+# What a misspelt sweep function may have meant: the ones that sweep (not the refused ones).
+_SUGGESTIBLE = ("range", *_PARAMETERS)
+# A typo changes, swaps, adds or drops a letter: close by difflib's ratio, at most one letter
+# longer or shorter, and the same first letter. The last two keep call-shaped literals that
+# merely resemble a function (Normalize(0.5), ExponentialLR(0.9), lower(x)) literal.
+_TYPO_RATIO = 0.8
+
 _NUMPY_METHOD = {"randint": "integers"}
 _CALL_START = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(", re.ASCII)
+_CALL_SHAPE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(.*\)", re.ASCII | re.DOTALL)
 # Integers print in decimal; Python refuses to convert ones with more than 4300 digits.
 _INT_LIMIT = 10**1000
 _SHOWN_CHARS = 60
@@ -315,6 +324,7 @@ def _parse_value(label: str, value: str) -> Spec | None:
     elif call and call.group(1) in SWEEP_FUNCTIONS:
         kind = call.group(1)
     else:
+        _refuse_misspelt_function(label, text)
         return None
     try:
         node = _parse_expression(text)
@@ -322,6 +332,26 @@ def _parse_value(label: str, value: str) -> Spec | None:
     except GridctlError as exc:
         problem = f"is not a valid {kind} sweep ({exc.message})"
         raise GridctlError(_one_line(f"{label}: {_shown(text)} {problem}")) from None
+
+
+def misspelt_function(name: str) -> str | None:
+    """The sweep function ``name`` looks like a typo of, compared case-insensitively."""
+    typed = name.lower()
+    for function in difflib.get_close_matches(typed, _SUGGESTIBLE, n=3, cutoff=_TYPO_RATIO):
+        if abs(len(function) - len(typed)) <= 1 and function[0] == typed[0]:
+            return function
+    return None
+
+
+def _refuse_misspelt_function(label: str, text: str) -> None:
+    """A whole value such as "unifrom(0, 1, 3)" is a sweep gone wrong, not a literal."""
+    shape = _CALL_SHAPE.fullmatch(text)
+    function = misspelt_function(shape.group(1)) if shape else None
+    if function is None:
+        return
+    problem = f"{shape.group(1)} is not a sweep function; did you mean {function}?"
+    escape = f'to pass it as is, make it a one-element list, "[{text!r}]", or use --strategy none'
+    raise GridctlError(_one_line(f"{label}: {_shown(text)}: {problem} ({escape})"))
 
 
 def _parse_expression(text: str) -> ast.expr:

@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -36,14 +38,30 @@ def test_help_loads_no_heavy_module():
     assert not loaded & {"numpy", "boto3", "python_terraform", "psutil", "sqlite3", "yaml"}
 
 
-def test_the_wheel_holds_only_gridctl_packages(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
-        check=True,
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """The wheel as a user's pip builds it (isolated, with [build-system].requires) and what
+    the build printed."""
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
         capture_output=True,
-    )  # fmt: skip
-    (wheel,) = tmp_path.glob("gridctl-*.whl")
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = out.glob("gridctl-*.whl")
+    return wheel, result.stdout + result.stderr
+
+
+def test_the_build_prints_no_warning_about_our_metadata(built):
+    _, printed = built
+    # pip's own notes about this machine's index configuration are not ours.
+    ours = [line for line in printed.splitlines() if "Location 'file:" not in line]
+    assert not [line for line in ours if "Warning" in line or "deprecat" in line.lower()], printed
+
+
+def test_the_wheel_holds_only_gridctl_packages(built):
+    wheel, _ = built
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("gridctl-")}
     assert tops == {"gridctl"}
@@ -54,6 +72,8 @@ def test_the_wheel_holds_only_gridctl_packages(tmp_path):
         "gridctl/infra/__init__.py",
         "gridctl/modules/environment/main.tf",
         "gridctl/modules/experiment/main.tf",
+        "gridctl/modules/experiment/user-data.sh.tftpl",
+        "gridctl/modules/experiment/README.md",
     } <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gridctl = gridctl.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

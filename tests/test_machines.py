@@ -15,6 +15,7 @@ from gridctl.cli.machines import (
     NICKNAMES,
     check_fits,
     parse_memory,
+    pick_instance_type,
     resolve_instance_type,
 )
 
@@ -292,3 +293,99 @@ def test_spot_equivalents_keep_the_gpus_and_never_shrink():
     assert [t.name for t in equivalent_types(resolve_instance_type("g4dn.xlarge"))] == [
         "g4dn.2xlarge"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The type a run gets when it names none
+
+DEFAULT = INSTANCE_TYPES["t2.medium"]
+# GPU families the default AMI (Deep Learning Base GPU AMI) no longer supports.
+OLD_GPU_FAMILIES = ("p2.", "g3", "p3")
+
+
+def pick(cpus=None, gpus=None, memory_bytes=None):
+    return pick_instance_type(DEFAULT, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes).name
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        ({}, "t2.medium"),
+        ({"cpus": 1, "gpus": 0}, "t2.medium"),
+        ({"cpus": 2, "memory_bytes": 4 * GIB}, "t2.medium"),
+        ({"gpus": 1}, "g4dn.xlarge"),
+        ({"gpus": 2}, "g4dn.12xlarge"),
+        ({"gpus": 4}, "g4dn.12xlarge"),
+        ({"gpus": 8}, "g4dn.metal"),
+        ({"gpus": 1, "cpus": 8}, "g4dn.2xlarge"),
+        ({"gpus": 1, "memory_bytes": 20 * GIB}, "g4dn.2xlarge"),
+        ({"cpus": 4}, "c5.xlarge"),
+        ({"cpus": 3}, "c5.xlarge"),
+        ({"cpus": 2.5, "memory_bytes": 16 * GIB}, "t2.xlarge"),
+        ({"memory_bytes": 6 * GIB}, "t2.large"),
+        ({"memory_bytes": 64 * GIB}, "r5.2xlarge"),
+        ({"cpus": 96, "memory_bytes": 700 * GIB}, "r5.24xlarge"),
+    ],
+)
+def test_without_a_type_the_default_or_else_the_smallest_that_fits(request_, expected) -> None:
+    assert pick(**request_) == expected
+
+
+@given(
+    cpus=st.one_of(st.none(), st.floats(0.1, 192)),
+    gpus=st.one_of(st.none(), st.integers(0, 8)),
+    memory=st.one_of(st.none(), st.integers(1, 2048 * GIB)),
+)
+def test_the_picked_type_fits_and_none_smaller_does(cpus, gpus, memory) -> None:
+    def fits(t) -> bool:
+        try:
+            check_fits(t, cpus=cpus, gpus=gpus, memory_bytes=memory)
+        except GridctlError:
+            return False
+        return True
+
+    candidates = [
+        t for t in INSTANCE_TYPES.values() if fits(t) and not t.name.startswith(OLD_GPU_FAMILIES)
+    ]
+    try:
+        picked = pick_instance_type(DEFAULT, cpus=cpus, gpus=gpus, memory_bytes=memory)
+    except GridctlError as exc:
+        assert exc.message.startswith("no current-generation instance type fits")
+        assert candidates == []
+        return
+    assert picked in candidates
+    if picked is not DEFAULT:
+        assert not fits(DEFAULT)
+        key = (picked.gpus, picked.vcpus, picked.memory_gib)
+        assert all((t.gpus, t.vcpus, t.memory_gib) >= key for t in candidates)
+
+
+@pytest.mark.parametrize(
+    ("request_", "named"),
+    [
+        ({"gpus": 16}, "--gpus 16"),
+        ({"cpus": 500, "gpus": 1}, "--cpus 500, --gpus 1"),
+        ({"memory_bytes": 4096 * GIB}, "--memory 4 TiB"),
+    ],
+)
+def test_when_nothing_fits_the_error_names_the_request(request_, named) -> None:
+    with pytest.raises(GridctlError) as exc:
+        pick(**request_)
+    assert exc.value.exit_code == EXIT_USAGE
+    assert exc.value.message == (
+        f"no current-generation instance type fits {named} per experiment;"
+        " ask for less or name a type with --instance_type"
+    )
+
+
+def test_old_gpu_families_are_never_picked_but_can_still_be_named() -> None:
+    picked = {pick(gpus=g, cpus=c) for g in range(1, 9) for c in (1, 8, 32)}
+    assert not [name for name in picked if name.startswith(OLD_GPU_FAMILIES)]
+    check_fits(resolve_instance_type("p2.16xlarge"), cpus=None, gpus=16, memory_bytes=None)
+    check_fits(resolve_instance_type("p3.8xlarge"), cpus=32, gpus=4, memory_bytes=None)
+
+
+def test_summary_reads_as_a_user_weighs_a_type() -> None:
+    assert INSTANCE_TYPES["g4dn.12xlarge"].summary == "48 vCPUs, 192 GiB, 4 T4 GPUs"
+    assert INSTANCE_TYPES["g3s.xlarge"].summary == "4 vCPUs, 30.5 GiB, 1 M60 GPU"
+    assert INSTANCE_TYPES["t2.nano"].summary == "1 vCPU, 0.5 GiB"

@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gridctl.cli.errors import EXIT_USAGE, GridctlError
@@ -26,6 +26,7 @@ from gridctl.cli.sweep import (
     expand,
     experiment_count,
     format_value,
+    misspelt_function,
     parse_args,
 )
 
@@ -577,6 +578,130 @@ def test_a_negative_seed_is_an_error() -> None:
     with pytest.raises(GridctlError) as error:
         expand(parse_args(["--x", "[1]"]), strategy="grid_search", trials=None, seed=-1)
     assert_usage_error(error, "--seed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Misspelt sweep functions
+
+MISSPELT = {
+    "unifrom(0,1,3)": "uniform",
+    "linespace(0, 1, 5)": "linspace",
+    "randit(1, 10, 2)": "randint",
+    "logunifrom(1e-5, 1e-1, 4)": "loguniform",
+    "Uniform(0, 1, 3)": "uniform",
+    "LINSPACE(0, 1, 5)": "linspace",
+    "rnage(0, 5)": "range",
+    "choise(['a', 'b'], 2)": "choice",
+    "  normall(0, 1, 2)\n": "normal",
+    "integer(0, 9, 2)": "integers",
+    "standard_nromal(3)": "standard_normal",
+}
+
+
+@pytest.mark.parametrize(("value", "function"), list(MISSPELT.items()))
+def test_a_misspelt_sweep_function_is_refused_with_a_suggestion(value: str, function: str) -> None:
+    text = value.strip()
+    for args in (["--lr", value], [f"--lr={value}"]):
+        with pytest.raises(GridctlError) as error:
+            parse_args([*args, "--epochs", "[1, 2]"])
+        assert_usage_error(
+            error,
+            "--lr:",
+            f'"{text}"',
+            f"did you mean {function}?",
+            f"[{text!r}]",
+            "--strategy none",
+        )
+
+
+# Call-shaped values users pass on purpose: model, transform and optimizer names, builtins.
+CALL_SHAPED_LITERALS = [
+    "random_crop(224)",
+    "RandomCrop(224)",
+    "resnet(50)",
+    "Adam(lr)",
+    "max(1, 2)",
+    "sum(x)",
+    "print(1)",
+    "Normalize(0.5, 0.5)",
+    "ExponentialLR(0.9)",
+    "Linear(512, 10)",
+    "LayerNorm(512)",
+    "lower(x)",
+    "bert(base)",
+    "uniformly(0, 1, 3)",
+    "standardize(x)",
+    "foo(1)",
+]
+
+
+@pytest.mark.parametrize("value", CALL_SHAPED_LITERALS)
+def test_call_shaped_literals_not_close_to_a_sweep_function_pass_as_is(value: str) -> None:
+    assert misspelt_function(value.partition("(")[0]) is None
+    for args in (("--x", value), (f"--x={value}",)):
+        assert [c.args for c in grid(*args)] == [args]
+
+
+def test_values_merely_containing_a_misspelt_call_stay_literal() -> None:
+    for value in ("unifrom", "unifrom(0, 1, 3) + 1", "x = unifrom(0, 1)", "numpy.unifrom(0, 1, 3)"):
+        assert [c.args for c in grid("--x", value)] == [("--x", value)]
+
+
+def test_a_one_element_list_passes_a_misspelt_call_as_is() -> None:
+    (combination,) = grid("--lr", "['unifrom(0,1,3)']", '--mode=["Uniform(0, 1)"]')
+    assert combination.params == {"lr": "unifrom(0,1,3)", "mode": "Uniform(0, 1)"}
+    assert combination.args == ("--lr", "unifrom(0,1,3)", "--mode=Uniform(0, 1)")
+
+
+def test_strategy_none_passes_a_misspelt_call_as_is() -> None:
+    args = ("--lr", "unifrom(0,1,3)", "--n=rnage(3)")
+    parsed = parse_args(args, strategy="none")
+    (combination,) = expand(parsed, strategy="none", trials=None, seed=0).combinations
+    assert combination == Combination(params={}, args=args)
+
+
+SUGGESTIBLE = sorted({"range", *DISTRIBUTIONS, "choice", "linspace", "loguniform", "logspace"})
+
+
+@st.composite
+def typos(draw) -> tuple[str, str]:
+    """A sweep function and the name with one typo after its first letter (a letter dropped,
+    doubled or swapped with the next), in any case. Four-letter names (beta, wald, zipf) are
+    left out: a swap in them falls below the cutoff."""
+    name = draw(st.sampled_from([n for n in SUGGESTIBLE if len(n) >= 5]))
+    i = draw(st.integers(1, len(name) - 2))
+    typo = draw(
+        st.sampled_from(
+            [
+                name[:i] + name[i + 1 :],
+                name[:i] + name[i] + name[i:],
+                name[:i] + name[i + 1] + name[i] + name[i + 2 :],
+            ]
+        )
+    )
+    upper = draw(st.lists(st.booleans(), min_size=len(typo), max_size=len(typo)))
+    return name, "".join(c.upper() if u else c for c, u in zip(typo, upper, strict=True))
+
+
+@settings(deadline=None)
+@given(case=typos(), args=st.text(alphabet="0123456789., -'[]ab", max_size=20))
+def test_one_typo_in_a_sweep_function_is_refused_naming_it(
+    case: tuple[str, str], args: str
+) -> None:
+    name, typo = case
+    assume(typo.lower() not in SWEEP_FUNCTIONS)
+    value = f"{typo}({args})"
+    with pytest.raises(GridctlError) as error:
+        parse_args(["--x", value])
+    assert_usage_error(error, "--x:", f"did you mean {name}?")
+
+
+@settings(deadline=None)
+@given(value=st.text())
+def test_the_one_element_list_escape_passes_any_text_as_is(value: str) -> None:
+    (combination,) = grid("--x", f"[{value!r}]")
+    assert combination.params == {"x": value}
+    assert combination.args == ("--x", value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""What a hurried user types into `gridctl run`, through the real command: misspelt options,
+misspelt sweep functions, AWS-only options on a local run, and GPUs without an instance type."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from gridctl.cli.main import app
+
+ECHO = """\
+import json, os, sys
+os.makedirs("out", exist_ok=True)
+with open("out/argv.json", "w") as f:
+    json.dump(sys.argv[1:], f)
+"""
+
+
+@pytest.fixture
+def script(project: Path) -> str:
+    (project / "train.py").write_text(textwrap.dedent(ECHO))
+    return "train.py"
+
+
+def one_line_usage_error(result) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gridctl: error: ")
+    return lines[0].removeprefix("gridctl: error: ")
+
+
+def dry_run(gridctl, *args: str) -> dict:
+    result = gridctl("run", "--dry-run", "--output", "json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# An unknown option where SCRIPT is expected
+
+
+@pytest.mark.parametrize(
+    ("args", "typed", "meant"),
+    [
+        (["--nmae", "foo"], "--nmae", "--name"),
+        (["--nmae=foo"], "--nmae", "--name"),
+        (["--use-spto"], "--use-spto", "--use-spot"),
+        (["--use_spto"], "--use_spto", "--use_spot"),
+        (["--datastore-nmae", "imagenet"], "--datastore-nmae", "--datastore-name"),
+        (["--datastore_nmae=imagenet"], "--datastore_nmae", "--datastore_name"),
+        (["--cpu", "2"], "--cpu", "--cpus"),
+        (["--dry-rn"], "--dry-rn", "--dry-run"),
+    ],
+)
+def test_a_misspelt_option_is_named_with_the_closest_real_one(gridctl, script, args, typed, meant):
+    message = one_line_usage_error(gridctl("run", *args, script, "--lr", "[1, 2]"))
+    assert message == (
+        f"unknown option {typed} for gridctl run; did you mean {meant}? (see gridctl run --help)"
+    )
+    assert gridctl.json("status") == []
+
+
+@pytest.mark.parametrize("typed", ["--frobnicate", "-x", "--zzz=1"])
+def test_an_unknown_option_close_to_none_is_still_an_unknown_option(gridctl, script, typed):
+    message = one_line_usage_error(gridctl("run", typed, script))
+    name = typed.partition("=")[0]
+    assert message == f"unknown option {name} for gridctl run (see gridctl run --help)"
+    assert gridctl.json("status") == []
+
+
+def test_every_spelling_of_every_run_option_is_suggested_for_its_typos(gridctl, script):
+    """The suggestions come from the command itself: a new option is suggested too."""
+    command = typer.main.get_command(app).commands["run"]
+    options = [p for p in command.params if p.param_type_name == "option"]
+    spellings = {s: p for p in options for s in (*p.opts, *p.secondary_opts) if len(s) > 5}
+    assert {"--instance_type", "--instance-type", "--dry_run", "--no-wait"} <= set(spellings)
+    for spelling, param in spellings.items():
+        typo = spelling[:3] + spelling[4:]  # the second letter dropped
+        message = one_line_usage_error(gridctl("run", typo, script))
+        suggested = message.partition("did you mean ")[2].partition("?")[0]
+        assert suggested in (*param.opts, *param.secondary_opts), (typo, message)
+
+
+def test_options_after_the_script_still_go_to_the_script(gridctl, script, project):
+    result = gridctl("run", "--wait", "--name", "verbatim", script, "--nmae", "-x", "--cpus=2")
+    assert result.returncode == 0, result.stderr
+    copy = gridctl.json("artifacts", "verbatim", "--dest", str(project.parent / "got"))
+    (argv_file,) = [f for f in copy["files"] if f.endswith("argv.json")]
+    assert json.loads(Path(argv_file).read_text()) == ["--nmae", "-x", "--cpus=2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Misspelt sweep functions and the way to pass such a value on purpose
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--lr", "unifrom(0,1,3)"], '--lr: "unifrom(0,1,3)": unifrom is not a sweep function;'
+         " did you mean uniform?"),
+        (["--lr=linespace(0, 1, 5)"], "did you mean linspace?"),
+        (["--seed", "randit(1, 10, 2)"], "did you mean randint?"),
+        (["--lr", "Uniform(0, 1, 3)"], "did you mean uniform?"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_sweep_function_is_refused_and_starts_nothing(gridctl, script, args, fragment):
+    message = one_line_usage_error(gridctl("run", script, *args))
+    assert fragment in message
+    assert "one-element list" in message and "--strategy none" in message
+    assert gridctl.json("status") == []
+
+
+def test_the_one_element_list_escape_reaches_the_script_as_is(gridctl, script, project):
+    args = ("--lr", "['unifrom(0,1,3)']", "--opt=['Adam(lr)']")
+    planned = dry_run(gridctl, "--name", "escaped", script, *args)
+    assert planned["experiments"] == [
+        {
+            "name": "escaped-exp0",
+            "params": {"lr": "unifrom(0,1,3)", "opt": "Adam(lr)"},
+            "argv": ["python", "train.py", "--lr", "unifrom(0,1,3)", "--opt=Adam(lr)"],
+        }
+    ]
+    result = gridctl("run", "--wait", "--name", "escaped", script, *args)
+    assert result.returncode == 0, result.stderr
+    copy = gridctl.json("artifacts", "escaped", "--dest", str(project.parent / "got"))
+    (argv_file,) = [f for f in copy["files"] if f.endswith("argv.json")]
+    assert json.loads(Path(argv_file).read_text()) == ["--lr", "unifrom(0,1,3)", "--opt=Adam(lr)"]
+
+
+def test_strategy_none_passes_a_misspelt_call_as_is(gridctl, script):
+    planned = dry_run(gridctl, "--strategy", "none", script, "--lr", "unifrom(0,1,3)")
+    (experiment,) = planned["experiments"]
+    assert experiment["params"] == {}
+    assert experiment["argv"] == ["python", "train.py", "--lr", "unifrom(0,1,3)"]
+
+
+def test_run_help_documents_the_literal_escape(gridctl):
+    result = gridctl("run", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "\"['unifrom(0, 1, 3)']\"" in text and "--strategy none" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS-only options on a local run
+
+
+@pytest.mark.parametrize(
+    ("options", "warning"),
+    [
+        (["--use_spot"], "--use_spot only applies to AWS runs; local runs ignore it"),
+        (
+            ["--use-spot", "--credential", "research"],
+            "--use_spot, --credential only apply to AWS runs; local runs ignore them",
+        ),
+        (
+            ["--instance_type", "g4dn.xlarge", "--use_spot", "--credential", "research"],
+            "--instance_type, --use_spot, --credential only apply to AWS runs;"
+            " local runs ignore them",
+        ),
+    ],
+)
+def test_aws_only_options_on_a_local_run_draw_one_warning(gridctl, script, options, warning):
+    result = gridctl("run", "--cloud", "local", "--wait", "--name", "here", *options, script)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "warning" in line] == [
+        f"warning: {warning}"
+    ]
+    assert gridctl.status("here")["status"] == "succeeded"
+
+
+def test_a_local_run_without_aws_options_does_not_warn(gridctl, script):
+    result = gridctl("run", "--cloud", "local", "--wait", "--auto_resume", script)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+
+
+def test_aws_only_options_on_an_aws_plan_do_not_warn(gridctl, script):
+    result = gridctl(
+        "run", "--cloud", "aws", "--dry-run", "--output", "json", "--use_spot",
+        "--instance_type", "g4dn.xlarge", "--credential", "research", "--gpus", "1", script,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert len(json.loads(result.stdout)["experiments"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# GPUs on AWS without an instance type
+
+
+@pytest.mark.parametrize(
+    ("options", "note"),
+    [
+        (["--gpus", "1"], "g4dn.xlarge (4 vCPUs, 16 GiB, 1 T4 GPU)"),
+        (["--gpus", "4"], "g4dn.12xlarge (48 vCPUs, 192 GiB, 4 T4 GPUs)"),
+        (["--cpus", "4", "--memory", "8G"], "c5.xlarge (4 vCPUs, 8 GiB)"),
+    ],
+)
+def test_aws_without_a_type_picks_the_smallest_that_fits_and_says_so(
+    gridctl, script, options, note
+):
+    result = gridctl("run", "--cloud", "aws", "--dry-run", "--output", "json", *options, script)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"no --instance_type given; using {note}, the smallest type that fits one experiment"
+    ]
+    planned = json.loads(result.stdout)
+    assert [e["argv"] for e in planned["experiments"]] == [["python", "train.py"]]
+
+
+def test_aws_default_type_is_not_announced(gridctl, script):
+    result = gridctl("run", "--cloud", "aws", "--dry-run", "--output", "json", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_aws_request_no_type_fits_names_the_request(gridctl, script):
+    message = one_line_usage_error(gridctl("run", "--cloud", "aws", "--gpus", "64", script))
+    assert message == (
+        "no current-generation instance type fits --gpus 64 per experiment;"
+        " ask for less or name a type with --instance_type"
+    )
