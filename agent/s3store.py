@@ -7,6 +7,7 @@ throttling and the brief outages a long run will meet.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,20 @@ MAX_ATTEMPTS = 8
 _DELETE_BATCH = 1000
 """The most keys one DeleteObjects call takes."""
 _MISSING = ("404", "NoSuchKey", "NotFound")
+_NO_BUCKET = "NoSuchBucket"
+
+
+class BucketMissing(Exception):
+    """The bucket itself is gone (its environment was destroyed), as opposed to a key.
+
+    Raised wherever S3 says so (``NoSuchBucket``); a HEAD's bare 404 cannot tell a missing
+    bucket from a missing key, so ``exists`` and ``get_file`` see a missing key there, and
+    ``check_bucket`` is the precise question.
+    """
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket} does not exist")
+        self.bucket = bucket
 
 
 def check_key(key: str) -> str:
@@ -59,6 +74,16 @@ class S3Store:
             config=boto_config(self.endpoint_url),
         )
 
+    def check_bucket(self) -> None:
+        """Raises BucketMissing when the bucket does not exist; other failures (network,
+        access denied) propagate as they are."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except self.client.exceptions.ClientError as exc:
+            if _missing(exc) or _code(exc) == _NO_BUCKET:
+                raise BucketMissing(self.bucket) from exc
+            raise
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=check_key(key))
@@ -68,8 +93,26 @@ class S3Store:
             raise
         return True
 
+    def usage(self) -> tuple[int, int]:
+        """How many objects the bucket holds and their bytes."""
+        objects = size = 0
+        with self._bucket_errors():
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+                for item in page.get("Contents", ()):
+                    objects += 1
+                    size += item["Size"]
+        return objects, size
+
     def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
-        self.client.upload_file(str(path), self.bucket, check_key(key), Callback=progress)
+        from boto3.exceptions import S3UploadFailedError
+
+        try:
+            self.client.upload_file(str(path), self.bucket, check_key(key), Callback=progress)
+        except S3UploadFailedError as exc:
+            # The transfer manager wraps the ClientError it failed with.
+            if _code(exc.__context__) == _NO_BUCKET:
+                raise BucketMissing(self.bucket) from exc
+            raise
 
     def get_file(self, key: str, dest: Path) -> None:
         """Written under a temporary name then renamed: ``dest`` is never half a file."""
@@ -87,12 +130,14 @@ class S3Store:
             partial.unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
+        with self._bucket_errors():
+            self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
 
     def get_bytes(self, key: str) -> bytes:
         """Raises FileNotFoundError for a missing key, like LocalStore."""
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+            with self._bucket_errors():
+                response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
         except self.client.exceptions.ClientError as exc:
             if _missing(exc):
                 raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
@@ -105,9 +150,10 @@ class S3Store:
         folder = prefix.strip("/")
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.bucket, Prefix=f"{folder}/" if folder else "")
-        for page in pages:
-            for item in page.get("Contents", ()):
-                yield item["Key"]
+        with self._bucket_errors():
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield item["Key"]
 
     def local_path(self, key: str) -> None:
         """Nothing in a bucket is on this machine: readers download."""
@@ -119,15 +165,29 @@ class S3Store:
         keys = [*self.list(folder), *([folder] if self.exists(folder) else [])]
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = [{"Key": k} for k in keys[start : start + _DELETE_BATCH]]
-            response = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-            )
+            with self._bucket_errors():
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
             if response.get("Errors"):
                 first = response["Errors"][0]
                 where = f"s3://{self.bucket}/{first['Key']}"
                 raise OSError(f"cannot delete {where}: {first['Message']}")
 
+    @contextlib.contextmanager
+    def _bucket_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self.client.exceptions.ClientError as exc:
+            if _code(exc) == _NO_BUCKET:
+                raise BucketMissing(self.bucket) from exc
+            raise
+
+
+def _code(exc: BaseException | None) -> str:
+    """The S3 error code of a botocore ClientError, else ''."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
 
 def _missing(exc: Exception) -> bool:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Code")) in _MISSING
+    return _code(exc) in _MISSING

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from gridctl.agent import datastore as datastores
 from gridctl.agent.spec import ACTIVE_STATES
+from gridctl.agent.store import Store
 from gridctl.agent.units import format_bytes
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import Backend, get_backend
@@ -32,12 +34,59 @@ class Submitted:
 
 
 def clouds(home: Path) -> list[str]:
-    """The backends whose runs this user can see: local, and the default if it differs."""
-    return sorted({"local", default_cloud(home)})
+    """The backends whose runs this user can see: local, and the default if it differs,
+    unless the default's environment was destroyed."""
+    default = default_cloud(home)
+    if default == "aws" and _destroyed_notice(home):
+        return ["local"]
+    return sorted({"local", default})
 
 
 def backend_for(home: Path, cloud: str) -> Backend:
+    """Refuses, with the one line that says why, an AWS environment destroyed elsewhere."""
+    if cloud == "aws":
+        gone = _destroyed_notice(home)
+        if gone:
+            raise GridctlError(gone)
     return get_backend(cloud, home)
+
+
+def notices(home: Path) -> list[str]:
+    """What any command says besides its result: that this machine's AWS environment is
+    gone, and how to recreate or forget it."""
+    gone = _destroyed_notice(home)
+    return [gone] if gone else []
+
+
+@functools.cache
+def _destroyed_notice(home: Path) -> str | None:
+    """The notice for an AWS environment whose bucket someone destroyed (a teammate's
+    ``down``), else None. Only a missing bucket counts: a network error or an access denial
+    propagates as itself. Asked once per process: every command may ask."""
+    from gridctl.agent.s3store import BucketMissing
+    from gridctl.infra import environment
+
+    record = environment.load(home)
+    if record is None:
+        return None
+    try:
+        get_backend("aws", home).store.check_bucket()
+    except BucketMissing:
+        options = "" if record.name == "default" else f" --name {record.name}"
+        if record.region != _default_region():
+            options += f" --region {record.region}"
+        if record.profile:
+            options += f" --credential {record.profile}"
+        return (
+            f"AWS environment {record.name} was destroyed (its bucket is gone):"
+            f" 'gridctl up{options}' recreates it, 'gridctl down' forgets it on this machine"
+        )
+    return None
+
+
+def _default_region() -> str:
+    """The region ``up`` uses without --region."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 def plan(
@@ -84,7 +133,10 @@ def datastore_create(
 
 
 def datastore_list(home: Path, cloud: str | None) -> list[tuple[str, list[datastores.Version]]]:
-    store = backend_for(home, cloud or default_cloud(home)).store
+    return _datastores(backend_for(home, cloud or default_cloud(home)).store)
+
+
+def _datastores(store: Store) -> list[tuple[str, list[datastores.Version]]]:
     found = [(name, datastores.versions(store, name)) for name in datastores.names(store)]
     return [(name, versions) for name, versions in found if versions]
 
@@ -291,8 +343,7 @@ def up(
         raise GridctlError(
             f"this machine already uses environment {current.name!r}; gridctl down it first"
         )
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    account = Account(credential, region or "us-east-1")
+    account = Account(credential, region or _default_region())
     # moto evaluates a conditional deny as unconditional, so the TLS-only bucket policy
     # would lock the emulator out; this switch exists for emulators only.
     tls_only = os.environ.get("GRIDCTL_BUCKET_TLS_POLICY", "on") != "off"
@@ -302,26 +353,78 @@ def up(
     )  # fmt: skip
 
 
-def down(
-    home: Path,
-    *,
-    name: str | None,
-    force: bool,
-    step: Callable[[str], None],
-    progress: Callable[[str], None] | None = None,
-) -> str:
+@dataclass(frozen=True)
+class Teardown:
+    """What ``gridctl down`` deletes, listed for the user before anything goes.
+
+    ``destroyed``: someone else already destroyed the environment; down only forgets it.
+    """
+
+    environment: str
+    bucket: str
+    destroyed: bool = False
+    runs: tuple[RunStatus, ...] = ()
+    datastores: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    objects: int = 0
+    bytes: int = 0
+
+
+def teardown(home: Path, *, name: str | None, force: bool) -> Teardown:
+    """The team's runs, datastores and stored bytes that ``down`` would delete; refuses
+    while runs are active, unless forced."""
     from gridctl.infra import environment
 
     record = environment.load(home)
     if record is None or (name is not None and name != record.name):
         raise GridctlError(f"no AWS environment {name or ''} on this machine (see gridctl up)")
+    if _destroyed_notice(home):
+        return Teardown(record.name, record.bucket, destroyed=True)
     backend = backend_for(home, "aws")
     existing = backend.runs()
+    _refuse_active(existing, force)
+    objects, size = backend.store.usage()
+    return Teardown(
+        record.name,
+        record.bucket,
+        runs=tuple(existing),
+        datastores=tuple(
+            (store, tuple(v.version for v in versions))
+            for store, versions in _datastores(backend.store)
+        ),
+        objects=objects,
+        bytes=size,
+    )
+
+
+def _refuse_active(existing: Sequence[RunStatus], force: bool) -> None:
     active = [r.name for r in existing if r.status in ("queued", "running")]
     if active and not force:
         raise GridctlError(f"runs still active: {', '.join(active)}; stop them or pass --force")
+
+
+def down(
+    home: Path,
+    doomed: Teardown,
+    *,
+    force: bool,
+    step: Callable[[str], None],
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Delete every run, then the environment; for one destroyed elsewhere, forget it here.
+
+    The runs are listed again: one started since ``teardown`` goes too, or stops the
+    teardown while active."""
+    from gridctl.infra import environment
+
+    record = environment.load(home)
+    assert record is not None and record.name == doomed.environment
+    if doomed.destroyed:
+        environment.forget(home, record, step=step, progress=progress)
+        return
+    backend = backend_for(home, "aws")
+    existing = backend.runs()
+    _refuse_active(existing, force)
     for run in existing:
         step(f"deleting run {run.name}")
         backend.delete([run.name])
     environment.down(home, record, step=step, progress=progress)
-    return record.name

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from gridctl.agent.s3store import BucketMissing
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.infra.errors import InfraError
 
@@ -52,7 +53,16 @@ def _console(stderr: bool = False):
 
 
 def _warn(message: str) -> None:
-    _console(stderr=True).print(f"[yellow]warning:[/] {message}", markup=True)
+    # One line each, however long: a log reader greps for it.
+    _console(stderr=True).print(f"[yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+
+
+def _notices(home: Path) -> None:
+    """Said by every command that looks at runs or datastores (e.g. a destroyed environment)."""
+    from gridctl.cli import commands
+
+    for message in commands.notices(home):
+        _warn(message)
 
 
 def _home() -> Path:
@@ -182,6 +192,7 @@ def run(
         dashes_to_underscores=dashes_to_underscores,
     )
     plan = commands.plan(options, home, _confirm, dry_run=dry_run)
+    _notices(home)
     for message in plan.warnings:
         _warn(message)
     for note in plan.notes:
@@ -262,11 +273,16 @@ def _upload_progress(bundle):
 
 
 TERRAFORM_PROGRESS = re.compile(r"^(\S+): (Creat|Destroy|Modif|Read)\w* complete")
+DONE = {"Creat": "created", "Destroy": "destroyed", "Modif": "modified", "Read": "read"}
 
 
 @contextmanager
 def _steps(title: str):
-    """A spinner naming the current step and Terraform's latest finished resource."""
+    """A spinner naming the current step and how many Terraform resources are done; when
+    stderr is no terminal (a CI log, where a spinner shows nothing), plain lines instead."""
+    if not sys.stderr.isatty():
+        yield _step_lines(title)
+        return
     from rich.status import Status
 
     done = 0
@@ -284,6 +300,22 @@ def _steps(title: str):
                 status.update(f"{current[0]} ({done} resources done)")
 
         yield step, progress
+
+
+def _step_lines(title: str):
+    """One line per step and one per finished Terraform resource, written at once."""
+
+    def line(text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def progress(output: str) -> None:
+        match = TERRAFORM_PROGRESS.match(output)
+        if match:
+            line(f"  {match.group(1)} {DONE[match.group(2)]}")
+
+    line(title)
+    return (lambda name: line(f"{title}: {name}")), progress
 
 
 @contextmanager
@@ -336,6 +368,7 @@ def status(
     home = _home()
     if watch and output is Output.json:
         raise GridctlError("--watch shows a live table; drop --output json")
+    _notices(home)
 
     def snapshot():
         return commands.status(home, name) if name else commands.runs(home)
@@ -383,7 +416,9 @@ def logs(
 ) -> None:
     from gridctl.cli import commands
 
-    for line in commands.logs(_home(), name, follow=follow, tail=tail):
+    home = _home()
+    _notices(home)
+    for line in commands.logs(home, name, follow=follow, tail=tail):
         sys.stdout.write(line)
         sys.stdout.flush()
 
@@ -400,7 +435,9 @@ def artifacts(
 ) -> None:
     from gridctl.cli import commands, render
 
-    copied = commands.artifacts(_home(), names, dest, match)
+    home = _home()
+    _notices(home)
+    copied = commands.artifacts(home, names, dest, match)
     if output is Output.json:
         render.print_json({"dest": str(dest), "files": [str(p) for p in copied]})
     else:
@@ -417,7 +454,9 @@ def stop(
 ) -> None:
     from gridctl.cli import commands, render
 
-    stopped = commands.stop(_home(), names)
+    home = _home()
+    _notices(home)
+    stopped = commands.stop(home, names)
     if output is Output.json:
         render.print_json([render.experiment_json(e) for e in stopped])
     else:
@@ -443,7 +482,9 @@ def interrupt(
 ) -> None:
     from gridctl.cli import commands, render
 
-    interrupted = commands.interrupt(_home(), names, window)
+    home = _home()
+    _notices(home)
+    interrupted = commands.interrupt(home, names, window)
     if output is Output.json:
         render.print_json([render.experiment_json(e) for e in interrupted])
     else:
@@ -458,7 +499,9 @@ def delete(
 ) -> None:
     from gridctl.cli import commands, render
 
-    deleted = commands.delete(_home(), names)
+    home = _home()
+    _notices(home)
+    deleted = commands.delete(home, names)
     if output is Output.json:
         render.print_json({"deleted": deleted})
     else:
@@ -532,18 +575,41 @@ def up(
 
 
 @app.command(
-    help="Destroy the AWS environment and everything in it; refuses while runs are active"
-    " unless --force."
+    help="Destroy the AWS environment and the team's runs, artifacts and datastores: lists"
+    " what goes and asks first (--yes for scripts; with no terminal and no --yes it refuses)."
+    " Refuses while runs are active unless --force. On a machine whose environment someone"
+    " else destroyed, forgets it."
 )
 def down(
     name: str | None = typer.Option(None, help="environment name (default: this machine's)"),
     force: bool = typer.Option(False, help="stop and delete active runs first"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask: for scripts"),
 ) -> None:
-    from gridctl.cli import commands
+    from gridctl.cli import commands, render
 
+    home = _home()
+    doomed = commands.teardown(home, name=name, force=force)
+    if not doomed.destroyed:
+        if not (yes or sys.stdin.isatty()):
+            raise GridctlError(
+                f"gridctl down would delete {render.teardown_summary(doomed)}; pass --yes to"
+                " confirm (there is no terminal to ask on)"
+            )
+        sys.stdout.write(render.teardown_listing(doomed) + "\n")
+        if not yes and not typer.confirm(
+            f"Destroy environment {doomed.environment} and all of the above?", default=False
+        ):
+            sys.stderr.write("nothing deleted\n")
+            raise typer.Exit(EXIT_FAILED)
     with _steps("gridctl down") as (step, progress):
-        gone = commands.down(_home(), name=name, force=force, step=step, progress=progress)
-    _console().print(f"environment {gone} is gone; runs go to this machine again")
+        commands.down(home, doomed, force=force, step=step, progress=progress)
+    if doomed.destroyed:
+        _console().print(
+            f"environment {doomed.environment} was already destroyed; forgot it on this"
+            " machine: runs go to this machine again"
+        )
+    else:
+        _console().print(f"environment {doomed.environment} is gone; runs go to this machine again")
 
 
 datastore_app = typer.Typer(
@@ -571,9 +637,11 @@ def datastore_create(
 
     from gridctl.cli import commands, render
 
+    home = _home()
     bar = _progress_bar(f"datastore {name}") if sys.stderr.isatty() else nullcontext(None)
     with bar as progress:
-        result = commands.datastore_create(_home(), name, source, cloud, progress)
+        result = commands.datastore_create(home, name, source, cloud, progress)
+    _notices(home)
     for path in result.skipped:
         _warn(f"skipped {path}: not a regular file")
     if output is Output.json:
@@ -590,7 +658,9 @@ def datastore_create(
 def datastore_list(cloud: str | None = CLOUD, output: Output = OUTPUT) -> None:
     from gridctl.cli import commands, render
 
-    found = commands.datastore_list(_home(), cloud)
+    home = _home()
+    found = commands.datastore_list(home, cloud)
+    _notices(home)
     if output is Output.json:
         render.print_json(render.datastores_json(found))
     else:
@@ -611,7 +681,9 @@ def datastore_delete(
 ) -> None:
     from gridctl.cli import commands, render
 
-    deleted = commands.datastore_delete(_home(), name, version, force=force, cloud=cloud)
+    home = _home()
+    deleted = commands.datastore_delete(home, name, version, force=force, cloud=cloud)
+    _notices(home)
     if output is Output.json:
         render.print_json({"name": name, "deleted_versions": deleted})
     else:
@@ -645,6 +717,11 @@ def main() -> None:
     except InfraError as exc:
         sys.stderr.write(f"gridctl: error: {exc.message}\n")
         code = exc.exit_code
+    except BucketMissing as exc:
+        # Destroyed between this command's first look and a later one: the next command
+        # says so properly.
+        sys.stderr.write(f"gridctl: error: {exc} (its AWS environment was destroyed)\n")
+        code = EXIT_FAILED
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:

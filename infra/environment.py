@@ -190,6 +190,10 @@ def up(
         terraform.run(workdir, "apply", "-auto-approve", progress=progress)
     else:
         step(f"creating environment {name} (bucket s3://{bucket})")
+        # This machine may have used an environment of that name that a teammate destroyed:
+        # its backend setting names the bucket that is gone, with the state that was in it,
+        # and Terraform refuses to apply until that setting is dropped.
+        (workdir.path / ".terraform" / "terraform.tfstate").unlink(missing_ok=True)
         render.write_root(workdir.path, render.environment_root(record.target, inputs, None))
         terraform.run(workdir, "init", "-reconfigure", progress=progress)
         terraform.run(workdir, "apply", "-auto-approve", progress=progress)
@@ -230,5 +234,27 @@ def down(
     _empty_bucket(record.account, record.bucket)
     step(f"destroying environment {record.name}")
     terraform.run(workdir, "destroy", "-auto-approve", progress=progress)
+    _forget(home, record)
+
+
+def forget(
+    home: Path,
+    record: EnvironmentRecord,
+    *,
+    step: Step,
+    progress: terraform.Progress | None = None,
+) -> None:
+    """This machine stops using an environment whose bucket is gone (a teammate destroyed
+    it). State left on this machine means our own ``up`` or ``down`` stopped halfway, with
+    the state outside the bucket: what it holds is destroyed first, so nothing leaks."""
+    workdir = _workdir(home, record)
+    if (workdir.path / "terraform.tfstate").exists():
+        step(f"destroying what is left of environment {record.name}")
+        terraform.run(workdir, "destroy", "-auto-approve", progress=progress)
+    step(f"forgetting environment {record.name} on this machine")
+    _forget(home, record)
+
+
+def _forget(home: Path, record: EnvironmentRecord) -> None:
     shutil.rmtree(terraform_dir(home, record.name), ignore_errors=True)
     save(home, None)

@@ -182,7 +182,7 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert cloud("delete", "broken", timeout=600).returncode == 0
 
     # down leaves no instance, group, template or bucket behind.
-    down = cloud("down", timeout=900)
+    down = cloud("down", "--yes", timeout=900)
     assert down.returncode == 0, down.stderr
     assert running_instances(aws_env) == []
     assert groups(aws_env) == {}
