@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,23 @@ import pytest
 
 ACTIVE = ("queued", "running")
 GRIDCTL = str(Path(sys.executable).with_name("gridctl"))
+USER_SETUP = ("GRIDCTL_", "AWS_", "TF_", "TERRAFORM_CONFIG", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
+"""The variables (and prefixes) through which a user's shell steers gridctl, Terraform and the
+AWS SDK (GRIDCTL_HOME, AWS_PROFILE, AWS_CONFIG_FILE, TF_DATA_DIR...) or relocates their home."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give every test process (each xdist worker too) an environment of its own before any
+    test or fixture reads it: none of the user's settings above and a private HOME, so that no
+    test, not even a gridctl call that forgot GRIDCTL_HOME, can read or rewrite the user's
+    ~/.gridctl, ~/.aws or Terraform state. Fixtures add what they mean to (a private
+    GRIDCTL_HOME, moto's endpoint and CA bundle); caches under HOME are simply lost."""
+    for name in list(os.environ):
+        if name.startswith(USER_SETUP):
+            del os.environ[name]
+    home = tempfile.mkdtemp(prefix="gridctl-tests-home-")
+    os.environ["HOME"] = home
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 
 
 class Gridctl:
@@ -23,7 +42,6 @@ class Gridctl:
         self.home = home
         self.cwd = cwd
         self.env = {**os.environ, "GRIDCTL_HOME": str(home)}
-        self.env.pop("GRIDCTL_DEBUG", None)
 
     def __call__(self, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(
