@@ -99,6 +99,13 @@ def files_of(root: Path) -> dict[str, bytes]:
     }
 
 
+def two_versions(store: LocalStore, source: Path) -> None:
+    """imgs version 1 of ``source``, then version 2 with labels.txt changed."""
+    datastore.create(store, "imgs", source)
+    (source / "labels.txt").write_text("changed\n")
+    datastore.create(store, "imgs", source)
+
+
 def hold(store: LocalStore, manifest: Manifest, cache: Path, **options) -> Path:
     """Materialize and seal a version, as an experiment starting on it does."""
     return datastore.hold(store, manifest, cache, "exp", **options)
@@ -173,9 +180,7 @@ def test_a_second_version_uploads_only_the_files_that_changed(store, source, tmp
 
 def test_versions_names_and_resolve(store, source):
     assert datastore.names(store) == [] and datastore.versions(store, "imgs") == []
-    datastore.create(store, "imgs", source)
-    (source / "labels.txt").write_text("changed\n")
-    datastore.create(store, "imgs", source)
+    two_versions(store, source)
     datastore.create(store, "other", source)
     assert datastore.names(store) == ["imgs", "other"]
     found = datastore.versions(store, "imgs")
@@ -222,9 +227,7 @@ def test_an_interrupted_create_is_finished_by_the_next_one(tmp_path, source):
 
 
 def test_a_version_without_its_completion_record_cannot_be_used(store, source):
-    datastore.create(store, "imgs", source)
-    (source / "labels.txt").write_text("changed\n")
-    datastore.create(store, "imgs", source)
+    two_versions(store, source)
     store.delete_prefix("datastores/imgs/versions/2/complete.json")
     assert [v.complete for v in datastore.versions(store, "imgs")] == [True, False]
     assert datastore.resolve(store, "imgs", None).version == 1
@@ -324,9 +327,7 @@ def test_objects_on_another_filesystem_are_copied(store, source, tmp_path, monke
 
 
 def test_a_later_version_links_to_objects_an_earlier_one_sealed(store, source, tmp_path):
-    datastore.create(store, "imgs", source)
-    (source / "labels.txt").write_text("changed\n")
-    datastore.create(store, "imgs", source)
+    two_versions(store, source)
     cache = tmp_path / "cache"
     first = hold(store, datastore.resolve(store, "imgs", 1), cache)
     second = hold(store, datastore.resolve(store, "imgs", 2), cache)
@@ -444,9 +445,7 @@ def test_deleting_a_version_keeps_the_objects_others_use(store, source, tmp_path
 
 
 def test_deleting_everything_empties_the_prefix(store, source, tmp_path):
-    datastore.create(store, "imgs", source)
-    (source / "labels.txt").write_text("changed\n")
-    datastore.create(store, "imgs", source)
+    two_versions(store, source)
     datastore.create(store, "other", source)
     hold(store, datastore.resolve(store, "imgs", 2), tmp_path / "cache")
     assert datastore.delete(store, "imgs") == [1, 2]
@@ -555,9 +554,7 @@ def immutable(path: Path) -> bool:
 
 
 def test_the_last_holder_lifts_the_seal_of_every_version_of_the_name(store, source, tmp_path):
-    datastore.create(store, "imgs", source)
-    (source / "labels.txt").write_text("changed\n")
-    datastore.create(store, "imgs", source)
+    two_versions(store, source)
     cache = tmp_path / "cache"
     first = datastore.hold(store, datastore.resolve(store, "imgs", 1), cache, "exp-a")
     second = datastore.hold(store, datastore.resolve(store, "imgs", 2), cache, "exp-b")
@@ -587,9 +584,7 @@ def test_holding_again_seals_again(store, source, tmp_path):
 
 
 def test_forget_removes_trees_and_the_mounts_made_of_them(store, source, tmp_path):
-    datastore.create(store, "imgs", source)
-    (source / "labels.txt").write_text("changed\n")
-    datastore.create(store, "imgs", source)
+    two_versions(store, source)
     cache = tmp_path / "cache"
     first = datastore.hold(store, datastore.resolve(store, "imgs", 1), cache, "exp-a")
     second = datastore.hold(store, datastore.resolve(store, "imgs", 2), cache, "exp-b")
