@@ -593,6 +593,7 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _folder(cache: Path, name: str) -> Path:
+    """The name's folder of the cache, made if need be."""
     folder = Path(cache) / validate_name(name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -604,6 +605,7 @@ def _folder(cache: Path, name: str) -> Path:
 
 
 def _trees(folder: Path) -> list[Path]:
+    """The version trees in a name's folder."""
     return [p for p in folder.glob("v*") if p.is_dir() and p.name[1:].isdigit()]
 
 

@@ -10,11 +10,11 @@ waits until that one ends, so nothing changes under a running script.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gridctl.agent.limits import cores_for
 from gridctl.agent.resources import Capacity
 from gridctl.agent.spec import ExperimentSpec
 from gridctl.agent.units import format_bytes
@@ -98,7 +98,7 @@ class _Free:
         del self.gpus[: request.gpus]
         self.cpus -= request.cpus
         self.memory -= request.memory
-        cores = min(len(self.load), max(1, math.ceil(request.cpus - 1e-9)))
+        cores = min(len(self.load), cores_for(request.cpus))
         least_loaded = sorted(range(len(self.load)), key=lambda core: (self.load[core], core))
         allocation = Allocation(
             request.name,
