@@ -20,7 +20,7 @@ from .nodes import Node, NodeSimulator
 
 pytestmark = pytest.mark.e2e
 
-STEPS = 200
+STEPS = 300
 
 
 def first_node(nodes: NodeSimulator, experiment: str) -> Node:
@@ -56,6 +56,12 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
     for i in range(3):
         cloud.wait_until(lambda i=i: steps_logged(cloud, f"spot-exp{i}") >= 25, 120)
 
+    # exp2: gridctl interrupt drives the same path through the bucket, and the node ends
+    # its own instance without lowering its group's capacity. It goes first: it returns at
+    # once, while waiting for exp0's node below may take long enough on a loaded machine
+    # for exp2 to finish before its node looks for the request.
+    sent = cloud("interrupt", "spot-exp2", "--window", "30")
+    assert sent.returncode == 0, sent.stderr
     # exp0: a real spot notice from the instance's metadata service. The agent SIGTERMs
     # the script, which saves; then AWS reclaims the instance and the group replaces it.
     spot.imds.notify_spot_interruption(seconds_ahead=60)
@@ -65,10 +71,6 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
     # exp1: the machine dies with no notice; the last periodic sync is what survives.
     kill_with_no_notice(lost)
     nodes.terminate_instance(lost.instance_id)
-    # exp2: gridctl interrupt drives the same path through the bucket, and the node ends
-    # its own instance without lowering its group's capacity.
-    sent = cloud("interrupt", "spot-exp2", "--window", "30")
-    assert sent.returncode == 0, sent.stderr
 
     cloud.wait_until(lambda: cloud.status("spot")["status"] not in ("queued", "running"), 300)
     status = cloud.status("spot")
