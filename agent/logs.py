@@ -16,6 +16,11 @@ def stamp(now: float | None = None) -> bytes:
     return f"{whole}.{int(now % 1 * 1000):03d}Z ".encode()
 
 
+def note(log: BinaryIO, message: str) -> None:
+    """A line of gridctl's own in an experiment's log, told apart from the script's."""
+    log.write(stamp() + f"gridctl: {message}\n".encode())
+
+
 def pump(source: BinaryIO, sink: BinaryIO) -> None:
     """Copy lines from the script's pipe to the log until the pipe closes."""
     for line in iter(source.readline, b""):

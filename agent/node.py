@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gridctl.agent.imds import Identity, IMDSClient, IMDSError
-from gridctl.agent.logs import stamp
+from gridctl.agent.logs import note, stamp
 from gridctl.agent.resources import Capacity
 from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.s3store import S3Store, boto_config
@@ -268,7 +268,7 @@ def install_requirements(exec_dir: Path, log: BinaryIO) -> None:
     if not (exec_dir / "requirements.txt").is_file():
         return
     command = [sys.executable, "-m", "pip", "install", "-r", "requirements.txt"]
-    log.write(stamp() + b"gridctl: pip install -r requirements.txt\n")
+    note(log, "pip install -r requirements.txt")
     log.flush()
     proc = subprocess.Popen(
         command, cwd=exec_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -411,7 +411,7 @@ class Requirements:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         with self._lock:
             if digest in self._outcomes:
-                log.write(stamp() + b"gridctl: requirements.txt already installed on this node\n")
+                note(log, "requirements.txt already installed on this node")
             else:
                 try:
                     install_requirements(exec_dir, log)

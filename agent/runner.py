@@ -35,7 +35,7 @@ from gridctl.agent import datastore
 from gridctl.agent.archive import extract
 from gridctl.agent.artifacts import ArtifactSync
 from gridctl.agent.limits import MemoryLimit, limit_memory, pin, thread_variables
-from gridctl.agent.logs import pump, stamp
+from gridctl.agent.logs import note, pump
 from gridctl.agent.scratch import shortfall
 from gridctl.agent.spec import ExperimentSpec
 from gridctl.agent.spot import INTERRUPTION, Notice
@@ -271,7 +271,7 @@ class ExperimentRunner:
         """A line of gridctl's own in the experiment's log, from any thread."""
         self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError), self.workspace.log_path.open("ab") as log:
-            log.write(stamp() + f"gridctl: {message}\n".encode())
+            note(log, message)
 
     def environment(self) -> dict[str, str]:
         """The spec's environment over the backend's base, with gridctl's variables."""
@@ -338,8 +338,7 @@ class ExperimentRunner:
         extract(archive, ws.exec_dir)
         if self.resume_count:
             restored = restore_artifacts(self.store, self.artifact_prefix, ws.exec_dir)
-            message = f"gridctl: resume {self.resume_count}: restored {restored} file(s)\n"
-            log.write(stamp() + message.encode())
+            note(log, f"resume {self.resume_count}: restored {restored} file(s)")
         if self.spec.datastore is not None:
             self._mount_datastore(log)
         if self.before_launch is not None:
@@ -369,8 +368,7 @@ class ExperimentRunner:
         self._datastore_dir = datastore.hold(self.store, manifest, cache, self.spec.name)
         mount = self.workspace.mount_root / ref.mount_dir.lstrip("/")
         datastore.mount(self._datastore_dir, mount)
-        message = f"gridctl: datastore {ref.name} version {ref.version} mounted at {mount}\n"
-        log.write(stamp() + message.encode())
+        note(log, f"datastore {ref.name} version {ref.version} mounted at {mount}")
 
     def _run(self) -> Outcome:
         self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -389,7 +387,7 @@ class ExperimentRunner:
                         return Outcome("stopped", None, "stopped by user")
                     self._proc = self._launch(log)
             except OSError as exc:
-                log.write(stamp() + f"gridctl: cannot start {self.spec.argv[0]}: {exc}\n".encode())
+                note(log, f"cannot start {self.spec.argv[0]}: {exc}")
                 return Outcome("failed", None, f"cannot start: {exc.strerror or exc}")
             code = self._supervise(self._proc, log, sync)
         over = self._memory.exceeded() if self._memory is not None else None
@@ -426,11 +424,9 @@ class ExperimentRunner:
         )
         if self.spec.memory:
             self._memory = limit_memory(proc.pid, self.spec.memory, self.spec.name)
-            enforced = f"--memory {format_bytes(self.spec.memory)} enforced {self._memory.kind}"
-            log.write(stamp() + f"gridctl: {enforced}\n".encode())
+            note(log, f"--memory {format_bytes(self.spec.memory)} enforced {self._memory.kind}")
         if self.spec.pin_cpus and (cores := pin(proc.pid, self.cpu_ids)):
-            shown = ",".join(map(str, cores))
-            log.write(stamp() + f"gridctl: --cpus {self.spec.cpus:g}: cores {shown}\n".encode())
+            note(log, f"--cpus {self.spec.cpus:g}: cores {','.join(map(str, cores))}")
         self.recorder.running(proc.pid, _process_start(proc.pid))
         return proc
 
@@ -446,7 +442,7 @@ class ExperimentRunner:
                 try:
                     sync.sync()
                 except Exception as exc:  # noqa: BLE001 - the next round, or the final one, retries
-                    log.write(stamp() + f"gridctl: artifact sync failed: {exc}\n".encode())
+                    note(log, f"artifact sync failed: {exc}")
 
         syncer = threading.Thread(target=sync_periodically, daemon=True)
         syncer.start()
