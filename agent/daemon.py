@@ -213,13 +213,14 @@ class Scheduler:
         ]
         running = [alloc for _, alloc, _ in self.active.values()]
         records = {r.name: r for r in queued}
-        for alloc in schedule([request_for(r.spec) for r in queued], running, self.capacity):
+        requests = [request_for(r.spec) for r in queued]
+        for alloc in schedule(requests, running, self.capacity):
             if self.registry.claim(alloc.name, alloc.gpu_ids):
                 self._start(records[alloc.name], alloc)
-        left = [r for r in queued if r.name not in self.active]
         running = [alloc for _, alloc, _ in self.active.values()]
-        reasons = waiting([request_for(r.spec) for r in left], running, self.capacity)
-        changed = {r.name: reasons[r.name] for r in left if reasons[r.name] != r.reason}
+        left = [request for request in requests if request.name not in self.active]
+        reasons = waiting(left, running, self.capacity)
+        changed = {n: why for n, why in reasons.items() if why != records[n].reason}
         if changed:
             self.registry.wait(changed)
         return bool(self.active) or bool(queued)
