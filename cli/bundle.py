@@ -65,6 +65,12 @@ def bundle_key(bundle_id: str) -> str:
     return f"bundles/{bundle_id}.tar.gz"
 
 
+def delete_unused(store: Store, bundle_ids: Iterable[str], in_use: Iterable[str]) -> None:
+    """Delete the bundles of deleted runs that no remaining run uses."""
+    for bundle_id in set(bundle_ids) - set(in_use):
+        store.delete_prefix(bundle_key(bundle_id))
+
+
 def scan(root: Path, *, cache_dir: Path | None = None) -> Bundle:
     """The bundle ``root`` would make now; ``cache_dir`` holds hashes between scans."""
     root = Path(root)

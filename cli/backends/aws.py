@@ -20,8 +20,8 @@ from gridctl.agent import datastore as datastores
 from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
 from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
+from gridctl.cli import bundle as bundles
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
-from gridctl.cli.bundle import bundle_key
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import equivalent_types
 from gridctl.cli.plan import RunPlan
@@ -336,6 +336,7 @@ class AwsBackend:
         for e in self.experiments(names):
             doomed.setdefault(e.run, set()).add(e.name)
         deleted: list[str] = []
+        emptied: list[str] = []
         for run, experiments in doomed.items():
             record = self._run_record(run)
             assert record is not None
@@ -344,8 +345,7 @@ class AwsBackend:
                 runs.destroy(self.home, self.record, self._inputs(record))
                 self.store.delete_prefix(f"runs/{run}")
                 self.store.delete_prefix(runs.state_key(run))
-                if not any(r["bundle_id"] == record["bundle_id"] for r in self._run_records()):
-                    self.store.delete_prefix(bundle_key(record["bundle_id"]))
+                emptied.append(record["bundle_id"])
                 deleted += record["experiments"]
                 continue
             kept = {
@@ -367,4 +367,7 @@ class AwsBackend:
             for name in sorted(experiments):
                 self.store.delete_prefix(f"runs/{run}/{name}")
                 deleted.append(name)
+        if emptied:
+            in_use = (r["bundle_id"] for r in self._run_records())
+            bundles.delete_unused(self.store, emptied, in_use)
         return deleted

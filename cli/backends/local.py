@@ -18,8 +18,8 @@ from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
 from gridctl.agent.scratch import nearest_existing, shortfall
 from gridctl.agent.spec import ACTIVE_STATES
 from gridctl.agent.units import format_bytes
+from gridctl.cli import bundle as bundles
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
-from gridctl.cli.bundle import bundle_key
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.plan import RunPlan
 
@@ -209,14 +209,16 @@ class LocalBackend:
             self.store.delete_prefix(f"runs/{record.run}/{record.name}")
             shutil.rmtree(self.home.workspace(record.run, record.name).scratch_dir, True)
             self.registry.delete_experiment(record.name)
+        emptied: list[str] = []
         for run in sorted({r.run for r in records}):
             found = self.registry.get_run(run)
             if found is None or self.registry.experiments(run):
                 continue
             self.store.delete_prefix(f"runs/{run}")
             self.registry.delete_run(run)
-            if not any(r.bundle_id == found.bundle_id for r in self.registry.runs()):
-                self.store.delete_prefix(bundle_key(found.bundle_id))
+            emptied.append(found.bundle_id)
+        if emptied:
+            bundles.delete_unused(self.store, emptied, (r.bundle_id for r in self.registry.runs()))
         return [r.name for r in records]
 
     def delete_datastore(self, name: str, version: int | None) -> list[int]:

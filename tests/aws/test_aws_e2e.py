@@ -180,6 +180,8 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert after == templates_before
     assert running_instances(aws_env) == []
     assert cloud("delete", "broken", timeout=600).returncode == 0
+    # Each deleted run's bundle went with it; the one run left keeps its own.
+    assert len([k for k in keys_of(s3, bucket) if k.startswith("bundles/")]) == 1
 
     # down leaves no instance, group, template or bucket behind.
     down = cloud("down", "--yes", timeout=900)
