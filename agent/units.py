@@ -1,5 +1,5 @@
-"""Byte counts for people and machines, shared by the agent and the CLI (which may import
-the agent, never the other way round)."""
+"""Byte counts and counted things for people, shared by the agent and the CLI (which may
+import the agent, never the other way round)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,8 @@ def format_bytes(n: int) -> str:
         if size >= factor:
             return f"{sign}{size / factor:.1f}".removesuffix(".0") + f" {unit}"
     return f"{sign}{size} B"
+
+
+def count(n: int, noun: str) -> str:
+    """``1 run``, ``2 runs``: a number with its noun, plural when it is not one."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

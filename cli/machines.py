@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 
-from gridctl.agent.units import format_bytes
+from gridctl.agent.units import count, format_bytes
 from gridctl.cli.errors import GridctlError
 
 
@@ -32,9 +32,9 @@ class InstanceType:
     @property
     def summary(self) -> str:
         """``4 vCPUs, 16 GiB, 1 T4 GPU``: what a user weighs when choosing a type."""
-        parts = [_count(self.vcpus, "vCPU"), f"{self.memory_gib:g} GiB"]
+        parts = [count(self.vcpus, "vCPU"), f"{self.memory_gib:g} GiB"]
         if self.gpus:
-            parts.append(_count(self.gpus, f"{self.gpu_model} GPU"))
+            parts.append(count(self.gpus, f"{self.gpu_model} GPU"))
         return ", ".join(parts)
 
 
@@ -229,19 +229,15 @@ def _shortfalls(
     """What one experiment asks for beyond what an instance of this type has."""
     problems = []
     if cpus is not None and cpus > itype.vcpus:
-        problems.append(f"--cpus {cpus:g} requested, {_count(itype.vcpus, 'vCPU')} available")
+        problems.append(f"--cpus {cpus:g} requested, {count(itype.vcpus, 'vCPU')} available")
     if gpus is not None and gpus > itype.gpus:
-        problems.append(f"--gpus {gpus} requested, {_count(itype.gpus, 'GPU')} available")
+        problems.append(f"--gpus {gpus} requested, {count(itype.gpus, 'GPU')} available")
     available = int(itype.memory_gib * 2**30)
     if memory_bytes is not None and memory_bytes > available:
         problems.append(
             f"--memory {format_bytes(memory_bytes)} requested, {format_bytes(available)} available"
         )
     return problems
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 _UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from gridctl.agent.datastore import CreateResult, Version
-from gridctl.agent.units import format_bytes
+from gridctl.agent.units import count, format_bytes
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.plan import RunPlan
 from gridctl.cli.sweep import format_value
@@ -265,16 +265,12 @@ def datastores_table(found: list[tuple[str, list[Version]]]):
     return table
 
 
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" if n == 1 else f"{n} {what}s"
-
-
 def teardown_summary(doomed: Teardown) -> str:
     """One line: environment X with 2 runs, 1 datastore (3 versions) and 1.2 MB in s3://B."""
     versions = sum(len(v) for _, v in doomed.datastores)
     return (
-        f"environment {doomed.environment} with {_count(len(doomed.runs), 'run')},"
-        f" {_count(len(doomed.datastores), 'datastore')} ({_count(versions, 'version')}) and"
+        f"environment {doomed.environment} with {count(len(doomed.runs), 'run')},"
+        f" {count(len(doomed.datastores), 'datastore')} ({count(versions, 'version')}) and"
         f" {format_bytes(doomed.bytes)} in s3://{doomed.bucket}"
     )
 
@@ -283,15 +279,15 @@ def teardown_listing(doomed: Teardown) -> str:
     """Every run and datastore that goes, one per line, for the whole team."""
     lines = [f"gridctl down destroys environment {doomed.environment} and deletes, for everyone:"]
     lines += [
-        f"  run {r.name}: {r.status}, {_count(len(r.experiments), 'experiment')}"
+        f"  run {r.name}: {r.status}, {count(len(r.experiments), 'experiment')}"
         for r in doomed.runs
     ]
     lines += [
-        f"  datastore {name}: {_count(len(versions), 'version')} ({', '.join(map(str, versions))})"
+        f"  datastore {name}: {count(len(versions), 'version')} ({', '.join(map(str, versions))})"
         for name, versions in doomed.datastores
     ]
     lines.append(
-        f"  {format_bytes(doomed.bytes)} in {_count(doomed.objects, 'object')}"
+        f"  {format_bytes(doomed.bytes)} in {count(doomed.objects, 'object')}"
         f" in s3://{doomed.bucket} (artifacts, logs, bundles, datastores, Terraform state)"
     )
     return "\n".join(lines)
