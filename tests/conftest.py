@@ -43,11 +43,14 @@ class Gridctl:
         self.cwd = cwd
         self.env = {**os.environ, "GRIDCTL_HOME": str(home)}
 
-    def __call__(self, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None, **kwargs
+    ) -> subprocess.CompletedProcess:
+        """``env`` replaces the fixture's environment for this call: another user's shell."""
         return subprocess.run(
             [GRIDCTL, *args],
             cwd=self.cwd,
-            env=self.env,
+            env=self.env if env is None else env,
             capture_output=True,
             text=True,
             timeout=timeout,

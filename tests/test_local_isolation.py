@@ -37,16 +37,6 @@ mount dir given as ``--mount PATH``; then holds until the file named by the firs
 exists, reads its scratch file back and lists the mount dir again."""
 
 
-def from_shell(gridctl, env: dict[str, str], *args: str):
-    """``gridctl ARGS`` as typed in a shell whose environment is ``env``."""
-    saved = gridctl.env
-    gridctl.env = env
-    try:
-        return gridctl(*args)
-    finally:
-        gridctl.env = saved
-
-
 def record_of(gridctl, experiment: str, tmp_path: Path) -> dict:
     dest = tmp_path / "records"
     assert gridctl("artifacts", experiment, "--dest", str(dest)).returncode == 0
@@ -74,11 +64,11 @@ def test_each_experiment_gets_its_submitters_environment_and_nothing_else(gridct
     go = tmp_path / "go"
     # The first run's shell starts the agent: its variables must not reach later runs.
     first = dict(gridctl.env, LEAKED_FROM_A="yes", CUDA_VISIBLE_DEVICES="7")
-    result = from_shell(gridctl, first, "run", "--name", "first", "hold.py", str(go))
+    result = gridctl("run", "--name", "first", "hold.py", str(go), env=first)
     assert result.returncode == 0, result.stderr
     gridctl.wait_until(lambda: running(gridctl, "first", 1))
     clean = {k: v for k, v in gridctl.env.items() if k != "CUDA_VISIBLE_DEVICES"}
-    result = from_shell(gridctl, clean, "run", "--name", "second", "hold.py", str(go))
+    result = gridctl("run", "--name", "second", "hold.py", str(go), env=clean)
     assert result.returncode == 0, result.stderr
     gridctl.wait_until(lambda: running(gridctl, "second", 1))
     go.touch()
@@ -148,13 +138,13 @@ def test_cpus_pin_cores_and_set_thread_counts_unless_the_user_did(gridctl, hold,
         pytest.skip("two pinned experiments side by side need two cores")
     env = dict(gridctl.env, OMP_NUM_THREADS="3")
     env.pop("MKL_NUM_THREADS", None)
-    result = from_shell(
-        gridctl, env, "run", "--name", "pinned", "--cpus", "1", "hold.py", str(go),
-        "--trial", "[1, 2]",
+    result = gridctl(
+        "run", "--name", "pinned", "--cpus", "1", "hold.py", str(go), "--trial", "[1, 2]",
+        env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     free = {k: v for k, v in gridctl.env.items() if not k.endswith("_NUM_THREADS")}
-    assert from_shell(gridctl, free, "run", "--name", "free", "hold.py", str(go)).returncode == 0
+    assert gridctl("run", "--name", "free", "hold.py", str(go), env=free).returncode == 0
     gridctl.wait_until(lambda: running(gridctl, "pinned", 2))
     go.touch()
     gridctl.wait_until(lambda: ended(gridctl, "pinned") and ended(gridctl, "free"))
