@@ -18,7 +18,7 @@ import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -109,19 +109,23 @@ def scan(root: Path, *, cache_dir: Path | None = None) -> Bundle:
     )
 
 
-def _outside_downloads(root_real: str, paths: Iterable[str]) -> list[str]:
-    """The paths not below a folder marked as gridctl's download folder."""
-    marked: dict[str, bool] = {}
-
-    def inside(folder: str) -> bool:
-        if not folder:
-            return False
-        if folder not in marked:
-            here = os.path.isfile(os.path.join(root_real, folder, DOWNLOADS_MARKER))
-            marked[folder] = here or inside(posixpath.dirname(folder))
-        return marked[folder]
-
-    return [path for path in paths if not inside(posixpath.dirname(path))]
+def _outside_downloads(root_real: str, paths: Sequence[str]) -> Sequence[str]:
+    """The paths not below a folder marked as gridctl's download folder (each folder of
+    the tree is looked at once; a tree without any marked folder is returned as it is)."""
+    folders: set[str] = set()
+    for path in paths:
+        folder = posixpath.dirname(path)
+        while folder and folder not in folders:
+            folders.add(folder)
+            folder = posixpath.dirname(folder)
+    marked = tuple(
+        f"{folder}/"
+        for folder in folders
+        if os.path.isfile(os.path.join(root_real, folder, DOWNLOADS_MARKER))
+    )
+    if not marked:
+        return paths
+    return [path for path in paths if not path.startswith(marked)]
 
 
 def mark_downloads(dest: Path) -> None:

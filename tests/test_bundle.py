@@ -210,3 +210,16 @@ def test_missing_root_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GridctlError) as caught:
         scan(tmp_path / "nope")
     assert "nope" in caught.value.message and "\n" not in caught.value.message
+
+
+def test_folders_marked_as_downloads_are_never_bundled(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / "results").mkdir(parents=True)
+    (root / "train.py").write_text("print(1)\n")
+    (root / "results" / "keep.txt").write_text("mine\n")
+    bundles.mark_downloads(root / "results" / "nested")
+    (root / "results" / "nested" / "run-exp0").mkdir()
+    (root / "results" / "nested" / "run-exp0" / "model.bin").write_text("m")
+    # Even with its marker ignored, a marked folder holding only folders stays out.
+    (root / ".gitignore").write_text(".gridctl-artifacts\n")
+    assert [e.path for e in scan(root).entries] == [".gitignore", "results/keep.txt", "train.py"]
