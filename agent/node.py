@@ -52,8 +52,6 @@ RUN_TAG = "gridctl:run"
 EXPERIMENT_TAG = "gridctl:experiment"
 BUCKET_TAG = "gridctl:bucket"
 GROUP_TAG = "aws:autoscaling:groupName"
-CONTROL_INTERVAL = 2.0
-"""Seconds between looks for a stop request in the bucket."""
 _TICK = 0.2
 TERMINATED_REASON = "instance terminated"
 LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
@@ -69,8 +67,15 @@ class NodeError(RuntimeError):
 class NodeSettings:
     root: Path
     runner: RunnerSettings
-    heartbeat_interval: float = 10.0
-    log_interval: float = 5.0
+    # Each look at the bucket is a billed request; these defaults cost at most 840 requests
+    # per experiment-hour (README, "Before your first real run"). Spot notices come from
+    # the metadata service, which is free, and keep their one-second interval.
+    heartbeat_interval: float = 30.0
+    """Seconds between status writes that tell the CLI the agent lives (one PUT each)."""
+    log_interval: float = 10.0
+    """Seconds between log uploads while the log grows (one PUT each)."""
+    control_interval: float = 10.0
+    """Seconds between looks for ``gridctl stop``/``interrupt`` requests (one LIST each)."""
     spot_interval: float = 1.0
     endpoint_url: str | None = None
 
@@ -82,6 +87,7 @@ class NodeSettings:
             runner=runner,
             heartbeat_interval=float(env.get("GRIDCTL_HEARTBEAT_INTERVAL", cls.heartbeat_interval)),
             log_interval=float(env.get("GRIDCTL_LOG_INTERVAL", cls.log_interval)),
+            control_interval=float(env.get("GRIDCTL_CONTROL_INTERVAL", cls.control_interval)),
             spot_interval=float(env.get("GRIDCTL_SPOT_INTERVAL", cls.spot_interval)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )
@@ -352,13 +358,17 @@ def read_interrupt(store: S3Store, keys: Keys) -> Notice | None:
 
 
 def watch_controls(
-    runner: ExperimentRunner, keys: Keys, broadcast: Broadcast, done: threading.Event
+    runner: ExperimentRunner,
+    keys: Keys,
+    broadcast: Broadcast,
+    interval: float,
+    done: threading.Event,
 ) -> None:
     """Turn a stop object in the bucket into a stop request, and an interrupt object into
     an interruption of the whole machine (as a reclaim would be)."""
     store = runner.store
     assert isinstance(store, S3Store)
-    while not done.wait(CONTROL_INTERVAL):
+    while not done.wait(interval):
         try:
             requests = set(store.list(keys.control))  # one request per look, not one per kind
             if keys.stop in requests:
@@ -616,7 +626,8 @@ class Node:
         done = threading.Event()
         helpers = [
             threading.Thread(
-                target=watch_controls, args=(runner, recorder.keys, self.broadcast, done),
+                target=watch_controls,
+                args=(runner, recorder.keys, self.broadcast, self.settings.control_interval, done),
                 name=f"controls-{job.spec.name}", daemon=True,
             ),
             threading.Thread(
