@@ -46,8 +46,9 @@ def test_datastores_and_scratch_on_aws(
     assert cloud("artifacts", "reader", "--dest", str(dest)).returncode == 0
     for i in range(2):
         seen = json.loads((dest / f"reader-exp{i}" / "out" / "seen.json").read_text())
-        # On a (simulated) node every absolute path lives under GRIDCTL_NODE_ROOT.
-        assert seen["datastore_dir"].endswith("/opt/gridctl/datastores/corpus/v2")
+        # On a (simulated) node every absolute path lives under GRIDCTL_NODE_ROOT; the
+        # cache is on the scratch space, beside the experiments' own folders.
+        assert seen["datastore_dir"].endswith("/scratch/.gridctl-datastores/corpus/v2")
         assert seen["files"]["shards/0.txt"] == "changed\n"
         assert seen["files"]["shards/4.txt"] == "shard 4\n" * 100
         assert len(seen["files"]) == 5
