@@ -6,8 +6,9 @@ is checked.
 Only the node agent formats a disk, and only one that is unformatted, unmounted and has no
 partitions: the scratch disk is also exactly the size the run asked for, the instance store
 is the one the EC2 NVMe controller names so. Nothing else on the machine can be mistaken
-for either. Where no such disk exists (a simulated node) the scratch space stays a
-directory and the cache stays on the root disk.
+for either. A disk already mounted where the agent mounts it is the agent's own from before
+a restart, and is kept as it is. Where no such disk exists (a simulated node) the scratch
+space stays a directory and the cache stays on the root disk.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,40 +71,46 @@ def shortfall(path: Path, size_gb: int) -> str | None:
     return f"--scratch_size {size_gb} GB: only {free / GIB:.1f} GB free at {path}"
 
 
-def _blank(device: dict[str, Any]) -> bool:
-    return not device.get("fstype") and not device.get("mountpoint") and not device.get("children")
+Device = dict[str, Any]
+"""One entry of ``lsblk --json`` output."""
 
 
-def _path(device: dict[str, Any]) -> str:
+def scratch_disk(size_gb: int, loops: tuple[str, ...] = ()) -> Callable[[Device], bool]:
+    """Whether a device is a disk of exactly ``size_gb`` GiB (or one of the ``loops``)."""
+
+    def fits(device: Device) -> bool:
+        kind, size = device.get("type"), int(device.get("size") or 0)
+        return (kind == "disk" or (kind == "loop" and _path(device) in loops)) and (
+            size == size_gb * GIB
+        )
+
+    return fits
+
+
+def instance_store(device: Device) -> bool:
+    return (
+        device.get("type") == "disk" and (device.get("model") or "").strip() == INSTANCE_STORE_MODEL
+    )
+
+
+def pick(
+    listing: dict[str, Any], fits: Callable[[Device], bool], path: Path
+) -> tuple[str, bool] | None:
+    """The unpartitioned device ``fits`` accepts that is mounted at ``path`` already (by
+    this agent, before it restarted), as (device, True); else the first blank one, as
+    (device, False); None when there is neither."""
+    devices = [d for d in listing.get("blockdevices", []) if fits(d) and not d.get("children")]
+    for device in devices:
+        if device.get("mountpoint") == str(path):
+            return _path(device), True
+    for device in devices:
+        if not device.get("fstype") and not device.get("mountpoint"):
+            return _path(device), False
+    return None
+
+
+def _path(device: Device) -> str:
     return device.get("path") or f"/dev/{device['name']}"
-
-
-def scratch_device(
-    listing: dict[str, Any], size_gb: int, loops: tuple[str, ...] = ()
-) -> str | None:
-    """In ``lsblk --json`` output, the blank disk of exactly ``size_gb`` GiB (or one of
-    the ``loops`` of that size)."""
-    for device in listing.get("blockdevices", []):
-        kind = device.get("type")
-        if (
-            (kind == "disk" or (kind == "loop" and _path(device) in loops))
-            and _blank(device)
-            and int(device.get("size") or 0) == size_gb * GIB
-        ):
-            return _path(device)
-    return None
-
-
-def instance_store_device(listing: dict[str, Any]) -> str | None:
-    """In ``lsblk --json`` output, the first blank NVMe instance store disk."""
-    for device in listing.get("blockdevices", []):
-        if (
-            device.get("type") == "disk"
-            and (device.get("model") or "").strip() == INSTANCE_STORE_MODEL
-            and _blank(device)
-        ):
-            return _path(device)
-    return None
 
 
 _COLUMNS = "NAME,PATH,SIZE,TYPE,FSTYPE,MOUNTPOINT,MODEL"
@@ -119,28 +127,32 @@ def _lsblk() -> dict[str, Any]:
     return json.loads(listing.stdout)
 
 
-def _format_and_mount(device: str, path: Path) -> None:
-    """ext4 with no blocks reserved for root: the agent's own data disk, where the 5%
-    reserve would only make N GiB of disk hold less than the run asked for."""
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", device], check=True, capture_output=True)
-    subprocess.run(["mount", device, str(path)], check=True, capture_output=True)
+def _mount(fits: Callable[[Device], bool], path: Path) -> str | None:
+    """Format and mount the device ``fits`` accepts at ``path``, unless it is there
+    already; the device, or None when this machine has none."""
+    found = pick(_lsblk(), fits, path)
+    if found is None:
+        return None
+    device, mounted = found
+    if not mounted:
+        # No blocks reserved for root: on the agent's own data disk the 5% reserve would
+        # only make N GiB of disk hold less than the run asked for.
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-m", "0", device], check=True, capture_output=True
+        )
+        subprocess.run(["mount", device, str(path)], check=True, capture_output=True)
+    return device
 
 
 def mount_volume(path: Path, size_gb: int) -> str | None:
-    """Format and mount the scratch disk at ``path``; the device, or None when this
-    machine has none (the scratch space is then a plain directory)."""
+    """The scratch disk at ``path``; the device, or None when this machine has none (the
+    scratch space is then a plain directory)."""
     loops = tuple(filter(None, os.environ.get(LOOP_DEVICES, "").split(",")))
-    device = scratch_device(_lsblk(), size_gb, loops)
-    if device is not None:
-        _format_and_mount(device, path)
-    return device
+    return _mount(scratch_disk(size_gb, loops), path)
 
 
 def mount_instance_store(path: Path) -> str | None:
-    """Format and mount the instance store at ``path``; the device, or None when this
-    instance type has none."""
-    device = instance_store_device(_lsblk())
-    if device is not None:
-        _format_and_mount(device, path)
-    return device
+    """The instance store at ``path``; the device, or None when this instance type has
+    none."""
+    return _mount(instance_store, path)

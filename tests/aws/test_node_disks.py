@@ -18,8 +18,9 @@ from gridctl.agent.scratch import (
     DATASTORE_CACHE,
     LOOP_DEVICES,
     Disks,
-    instance_store_device,
-    scratch_device,
+    instance_store,
+    pick,
+    scratch_disk,
 )
 from gridctl.agent.spec import ExperimentSpec, Scratch
 from gridctl.agent.units import GIB
@@ -97,6 +98,23 @@ def test_a_run_with_scratch_space_runs_on_the_disk_the_node_formats(cloud, proje
     assert 0.9 * GIB < seen["size"] < GIB  # the disk itself, less what ext4 keeps for itself
 
 
+def test_an_agent_restarted_on_its_node_keeps_the_disk_it_mounted(cloud, project, tmp_path):  # noqa: F811
+    deploy_fill(cloud, project, Scratch(1, "/scratch"))
+    with loop_disk(tmp_path / "scratch.img", 1) as device:
+        # What the agent did before it restarted: the disk formatted, mounted, written to.
+        path = cloud.root / "scratch"
+        path.mkdir()
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", device], check=True)
+        subprocess.run(["mount", device, str(path)], check=True)
+        (path / "kept").write_text("from the earlier attempt")
+        code, output = cloud.run_agent(**{LOOP_DEVICES: device})
+        assert f"scratch disk {device} mounted at {path}" in output, output
+        status = cloud.status()
+        assert status["status"] == "succeeded", f"{status['reason']}\n{_log(cloud).decode()}"
+        assert (path / "kept").read_text() == "from the earlier attempt"
+        assert code == 0, output
+
+
 def test_scratch_space_without_a_disk_must_be_free_where_it_is(cloud, project):  # noqa: F811
     deploy_fill(cloud, project, Scratch(10**8, "/scratch"))
     code, output = cloud.run_agent()
@@ -126,21 +144,28 @@ LOOP = {"name": "loop3", "path": "/dev/loop3", "size": 10 * GIB, "type": "loop",
 
 
 def test_the_instance_store_is_the_blank_nvme_instance_storage_disk():
-    assert instance_store_device(_lsblk(ROOT, SCRATCH, STORE)) == "/dev/nvme2n1"
-    assert instance_store_device(_lsblk(ROOT, SCRATCH)) is None
-    assert instance_store_device(_lsblk({**STORE, "mountpoint": "/data"})) is None
-    assert instance_store_device(_lsblk({**STORE, "fstype": "xfs"})) is None
-    assert instance_store_device(_lsblk({**STORE, "children": [{"name": "p1"}]})) is None
+    here = Path("/opt/gridctl/instance-store")
+    assert pick(_lsblk(ROOT, SCRATCH, STORE), instance_store, here) == ("/dev/nvme2n1", False)
+    assert pick(_lsblk(ROOT, SCRATCH), instance_store, here) is None
+    assert pick(_lsblk({**STORE, "mountpoint": "/data"}), instance_store, here) is None
+    assert pick(_lsblk({**STORE, "fstype": "xfs"}), instance_store, here) is None
+    assert pick(_lsblk({**STORE, "children": [{"name": "p1"}]}), instance_store, here) is None
+    # Mounted there by the agent before it restarted: kept as it is.
+    mounted = {**STORE, "fstype": "ext4", "mountpoint": str(here)}
+    assert pick(_lsblk(mounted), instance_store, here) == ("/dev/nvme2n1", True)
 
 
 def test_the_scratch_disk_is_a_blank_disk_of_exactly_the_size_asked():
-    assert scratch_device(_lsblk(ROOT, STORE, SCRATCH), 10) == "/dev/nvme1n1"
-    assert scratch_device(_lsblk(ROOT, SCRATCH), 11) is None
-    assert scratch_device(_lsblk({**SCRATCH, "mountpoint": "/x"}), 10) is None
+    here = Path("/scratch")
+    assert pick(_lsblk(ROOT, STORE, SCRATCH), scratch_disk(10), here) == ("/dev/nvme1n1", False)
+    assert pick(_lsblk(ROOT, SCRATCH), scratch_disk(11), here) is None
+    assert pick(_lsblk({**SCRATCH, "mountpoint": "/x"}), scratch_disk(10), here) is None
+    mounted = {**SCRATCH, "fstype": "ext4", "mountpoint": "/scratch"}
+    assert pick(_lsblk(SCRATCH, mounted), scratch_disk(10), here) == ("/dev/nvme1n1", True)
     # A loop device counts only where the tests name it.
-    assert scratch_device(_lsblk(LOOP), 10) is None
-    assert scratch_device(_lsblk(LOOP), 10, ("/dev/loop4",)) is None
-    assert scratch_device(_lsblk(LOOP), 10, ("/dev/loop3",)) == "/dev/loop3"
+    assert pick(_lsblk(LOOP), scratch_disk(10), here) is None
+    assert pick(_lsblk(LOOP), scratch_disk(10, ("/dev/loop4",)), here) is None
+    assert pick(_lsblk(LOOP), scratch_disk(10, ("/dev/loop3",)), here) == ("/dev/loop3", False)
 
 
 def test_the_datastore_cache_prefers_the_instance_store_then_the_scratch_space():
