@@ -103,6 +103,7 @@ class NodeSettings:
 
     @property
     def instance_store(self) -> Path:
+        """Where the instance store is mounted when the instance has one."""
         return self.root / "opt" / "gridctl" / "instance-store"
 
 
