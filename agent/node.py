@@ -30,7 +30,7 @@ from gridctl.agent.resources import Capacity
 from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.s3store import S3Store, boto_config
 from gridctl.agent.scheduler import Allocation, Request, request_for, schedule
-from gridctl.agent.scratch import mount_volume
+from gridctl.agent.scratch import Disks, mount_instance_store, mount_volume
 from gridctl.agent.spec import (
     ACTIVE_STATES,
     Attempt,
@@ -92,9 +92,10 @@ class NodeSettings:
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )
 
-    def workspace(self, experiment: str) -> Workspace:
+    def workspace(self, experiment: str, disks: Disks | None = None) -> Workspace:
         """Every path under the node root, so several simulated nodes share a machine."""
         opt = self.root / "opt" / "gridctl"
+        disks = disks or Disks()
         return Workspace(
             exec_dir=opt / "work" / experiment,
             scratch_dir=self.root / "scratch" / experiment,
@@ -102,8 +103,14 @@ class NodeSettings:
             bundle_cache=opt / "cache",
             notice_file=opt / "notices" / f"{experiment}.json",
             mount_root=self.root,
-            datastore_cache=opt / "datastores",
+            datastore_cache=disks.datastore_cache(opt / "datastores"),
+            scratch_disk=disks.scratch_disk is not None,
         )
+
+    @property
+    def instance_store(self) -> Path:
+        """Where the instance store is mounted when the instance has one."""
+        return self.root / "opt" / "gridctl" / "instance-store"
 
 
 @dataclass(frozen=True)
@@ -442,6 +449,7 @@ class Node:
     settings: NodeSettings
     requirements: Requirements = field(default_factory=Requirements)
     broadcast: Broadcast = field(default_factory=Broadcast)
+    disks: Disks = field(default_factory=Disks)
 
     def serve(self) -> int:
         """Run the machine's experiments, then hand the instance back: 0 once every one has
@@ -463,6 +471,8 @@ class Node:
         scratch = next((job.spec.scratch for job in jobs if job.spec.scratch), None)
         if scratch is not None:
             self.mount_scratch(scratch)
+        if any(job.spec.datastore for job in jobs):
+            self.mount_instance_store()
         outcomes = self.run_all(jobs, machine)
         if None in outcomes:
             self.scale_to_zero()
@@ -476,6 +486,7 @@ class Node:
     def mount_scratch(self, scratch: Scratch) -> None:
         """The launch template's scratch disk, once for all the machine's experiments."""
         path = self.settings.root / scratch.mount_path.lstrip("/")
+        self.disks.scratch = path
         try:
             device = mount_volume(path, scratch.size_gb)
         except (OSError, subprocess.CalledProcessError) as exc:
@@ -484,7 +495,20 @@ class Node:
         if device is None:
             say(f"no {scratch.size_gb} GiB scratch disk on this machine: {path} is a directory")
         else:
+            self.disks.scratch_disk = device
             say(f"scratch disk {device} mounted at {path}")
+
+    def mount_instance_store(self) -> None:
+        """The instance's NVMe instance store, where it has one, for the datastore cache."""
+        path = self.settings.instance_store
+        try:
+            device = mount_instance_store(path)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            say(f"cannot mount the instance store at {path}: {exc}")
+            return
+        if device is not None:
+            self.disks.instance_store = path
+            say(f"instance store {device} mounted at {path}")
 
     def locate(self) -> tuple[S3Store, MachineSpec]:
         missing = [t for t in (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG) if not self.tags.get(t)]
@@ -617,7 +641,7 @@ class Node:
         recorder = job.recorder
         # The node's own environment (the agent's service) is the script's base here.
         runner = ExperimentRunner(
-            job.spec, recorder.store, self.settings.workspace(job.spec.name), recorder,
+            job.spec, recorder.store, self.settings.workspace(job.spec.name, self.disks), recorder,
             gpu_ids=allocation.gpu_ids, cpu_ids=allocation.cpu_ids, base_env=os.environ,
             settings=self.settings.runner, before_launch=self.requirements,
             resume_count=recorder.record.resumes,
