@@ -146,6 +146,8 @@ class RunInputs:
     outputs: Mapping[str, object]
     groups: tuple[ExperimentInputs, ...]
     scratch_size: int = 0
+    max_lifetime_hours: int = 168
+    """Hours after which a node fails what it still runs and scales its group to zero."""
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -178,6 +180,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "instance_profile_name": literal(str(env["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),
         "scratch_size": inputs.scratch_size,
+        "max_lifetime_hours": inputs.max_lifetime_hours,
         "tags": {"gridctl:environment": literal(inputs.environment)},
     }
     return {
