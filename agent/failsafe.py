@@ -71,7 +71,8 @@ def tail(log: Path, lines: int = TAIL_LINES) -> str:
         text = log.read_text(errors="replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
 
 
 def failed_record(
