@@ -64,7 +64,7 @@ scale_to_zero() {
 # group goes to zero. Without the wheel, scaling to zero is all that is possible.
 fail_node() {
   local reason=$1 log=$2 since instance
-  since=$(date +%s)
+  since=$(date +%s.%N)
   say "failing this node: $reason"
   # Stopped first, so that it cannot overwrite the records (a no-op once it has gone).
   systemctl stop gridctl-agent.service 2>/dev/null || true
