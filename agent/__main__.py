@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from gridctl.agent.daemon import Home, serve
-from gridctl.agent.node import NodeSettings, serve_node
 from gridctl.agent.runner import RunnerSettings
 
 
@@ -39,13 +37,35 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the experiment named by this instance's tags (read over IMDSv2), "
         "then scale its Auto Scaling group to zero. Env: GRIDCTL_NODE_ROOT, "
         "GRIDCTL_HEARTBEAT_INTERVAL, GRIDCTL_LOG_INTERVAL, GRIDCTL_CONTROL_INTERVAL, "
-        "AWS_ENDPOINT_URL, AWS_EC2_METADATA_SERVICE_ENDPOINT.",
+        "GRIDCTL_TAGS_TIMEOUT, AWS_ENDPOINT_URL, AWS_EC2_METADATA_SERVICE_ENDPOINT.",
     )
     _runner_options(node)
+    failed = commands.add_parser(
+        "failed",
+        help="record this node's unended experiments failed (the boot script's last resort)",
+        description="Record every experiment of MACHINE that had not ended by --since "
+        "failed with REASON and the tail of --log, which becomes its log when it has none. "
+        "Standard library and the AWS CLI only, for a node whose agent could not be installed.",
+    )
+    failed.add_argument("reason", help="why the node failed")
+    failed.add_argument("--bucket", required=True)
+    failed.add_argument("--run", required=True)
+    failed.add_argument("--machine", required=True, help="the instance's gridctl:experiment")
+    failed.add_argument("--instance", required=True, help="this instance's id")
+    failed.add_argument("--since", type=float, required=True, help="when the failure came")
+    failed.add_argument("--log", type=Path, required=True, help="the log to quote and keep")
     args = parser.parse_args(argv)
+    if args.command == "failed":
+        from gridctl.agent import failsafe
+
+        return failsafe.main(args)
     settings = RunnerSettings(grace_period=args.grace_period, sync_interval=args.sync_interval)
     if args.command == "node":
+        from gridctl.agent.node import NodeSettings, serve_node
+
         return serve_node(NodeSettings.from_env(settings))
+    from gridctl.agent.daemon import Home, serve
+
     return serve(Home(args.home), settings)
 
 

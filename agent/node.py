@@ -57,6 +57,7 @@ TERMINATED_REASON = "instance terminated"
 LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
 STALE_BEATS = 3
 """Heartbeats a node may miss before a replacement takes its experiment over."""
+NEEDED_TAGS = (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG)
 
 
 class NodeError(RuntimeError):
@@ -78,6 +79,8 @@ class NodeSettings:
     """Seconds between looks for ``gridctl stop``/``interrupt`` requests (one LIST each)."""
     spot_interval: float = 1.0
     endpoint_url: str | None = None
+    tags_timeout: float = 180.0
+    """Seconds to wait for the instance's tags to show in IMDS, which lags behind a boot."""
 
     @classmethod
     def from_env(cls, runner: RunnerSettings) -> NodeSettings:
@@ -90,6 +93,7 @@ class NodeSettings:
             control_interval=float(env.get("GRIDCTL_CONTROL_INTERVAL", cls.control_interval)),
             spot_interval=float(env.get("GRIDCTL_SPOT_INTERVAL", cls.spot_interval)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            tags_timeout=float(env.get("GRIDCTL_TAGS_TIMEOUT", cls.tags_timeout)),
         )
 
     def workspace(self, experiment: str, disks: Disks | None = None) -> Workspace:
@@ -511,7 +515,7 @@ class Node:
             say(f"instance store {device} mounted at {path}")
 
     def locate(self) -> tuple[S3Store, MachineSpec]:
-        missing = [t for t in (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG) if not self.tags.get(t)]
+        missing = [t for t in NEEDED_TAGS if not self.tags.get(t)]
         if missing:
             raise NodeError(
                 f"instance {self.identity.instance_id} lacks the tags {', '.join(missing)} "
@@ -720,6 +724,23 @@ class Node:
         return True
 
 
+def read_tags(imds: IMDSClient, timeout: float) -> dict[str, str]:
+    """The instance's tags once the gridctl ones are there: right after a boot IMDS may not
+    have them yet (the listing 404s or lacks keys), so look again with backoff for up to
+    ``timeout`` seconds; then what there is (``Node.locate`` says what is missing)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.25
+    while True:
+        tags = imds.tags()
+        left = deadline - time.monotonic()
+        if all(tags.get(t) for t in NEEDED_TAGS) or left <= 0:
+            return tags
+        if delay == 0.25:
+            say("this instance's gridctl tags are not in its metadata yet: waiting for them")
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 10.0)
+
+
 def serve_node(settings: NodeSettings) -> int:
     """Run this instance's experiments: 0 once they have ended, whatever their outcome."""
     terminated = threading.Event()
@@ -730,7 +751,7 @@ def serve_node(settings: NodeSettings) -> int:
     )
     try:
         imds = IMDSClient()
-        node = Node(imds.identity(), imds.tags(), settings)
+        node = Node(imds.identity(), read_tags(imds, settings.tags_timeout), settings)
     except IMDSError as exc:
         say(f"cannot read the instance metadata: {exc}")
         return 1

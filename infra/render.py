@@ -148,6 +148,8 @@ class RunInputs:
     scratch_size: int = 0
     disk_size: int | None = None
     """GiB of each instance's root disk; None keeps the module's default."""
+    max_lifetime_hours: int = 168
+    """Hours after which a node fails what it still runs and scales its group to zero."""
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -181,6 +183,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "agent_wheel_key": literal(inputs.agent_wheel_key),
         "scratch_size": inputs.scratch_size,
         **({"root_volume_size": inputs.disk_size} if inputs.disk_size is not None else {}),
+        "max_lifetime_hours": inputs.max_lifetime_hours,
         "tags": {"gridctl:environment": literal(inputs.environment)},
     }
     return {

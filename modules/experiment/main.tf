@@ -11,9 +11,12 @@ locals {
 
   # No secrets go in here (user data is readable by anyone who can describe the instance).
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {
-    bucket          = var.bucket
-    region          = var.region
-    agent_wheel_key = var.agent_wheel_key
+    bucket             = var.bucket
+    region             = var.region
+    agent_wheel_key    = var.agent_wheel_key
+    run                = var.run
+    experiment         = var.experiment
+    max_lifetime_hours = var.max_lifetime_hours
   })
 }
 
@@ -28,6 +31,8 @@ resource "aws_launch_template" "this" {
   # With spot the mixed instances policy's overrides choose the type.
   instance_type = var.use_spot ? null : var.instance_types[0]
   user_data     = base64encode(local.user_data)
+  # A node that shuts itself down (a last resort) ends, and so stops costing.
+  instance_initiated_shutdown_behavior = "terminate"
 
   iam_instance_profile {
     name = var.instance_profile_name

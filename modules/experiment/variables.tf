@@ -190,6 +190,18 @@ variable "agent_wheel_key" {
   }
 }
 
+variable "max_lifetime_hours" {
+  description = "Hours after boot at which a node records its unfinished experiments failed (the reason names this limit) and scales its group to zero, whatever the agent is doing: a guard against a node that hangs. A whole number from 1 to 8760 (a year)."
+  type        = number
+  default     = 168
+  nullable    = false
+
+  validation {
+    condition     = var.max_lifetime_hours >= 1 && var.max_lifetime_hours <= 8760 && floor(var.max_lifetime_hours) == var.max_lifetime_hours
+    error_message = "The max_lifetime_hours must be a whole number of hours from 1 to 8760."
+  }
+}
+
 variable "tags" {
   description = "Tags added to the launch template, the group and (propagated at launch) its instances and volumes. The gridctl:* tags and Name are set by the module and cannot be overridden."
   type        = map(string)

@@ -2,7 +2,7 @@
 (golden file, shellcheck) and a real apply/destroy of both modules against moto.
 
 Terraform's output goes to ``terraform.log`` in each working directory; failures quote it.
-Set ``GRIDCTL_UPDATE_GOLDEN=1`` to rewrite ``golden/user-data.sh`` after a deliberate change.
+Set ``UPDATE_GOLDEN=1`` to rewrite ``golden/user-data.sh`` after a deliberate change.
 """
 
 from __future__ import annotations
@@ -33,9 +33,20 @@ GOLDEN_VALUES = {
     "bucket": "gridctl-demo-123456789012-us-east-1",
     "region": REGION,
     "agent_wheel_key": WHEEL_KEY,
+    "run": "swift-otter-7",
+    "experiment": "swift-otter-7-exp0",
+    "max_lifetime_hours": "168",
 }
-# What the user data may know: nothing secret (SPEC 6: the node learns the rest itself).
-USER_DATA_INPUTS = {"bucket", "region", "agent_wheel_key"}
+# What the user data may know: nothing secret (SPEC 6: the node learns the rest itself; the
+# run and machine are there so that a failed boot can still say which experiments failed).
+USER_DATA_INPUTS = {
+    "bucket",
+    "region",
+    "agent_wheel_key",
+    "run",
+    "experiment",
+    "max_lifetime_hours",
+}
 SERVICES = ("s3", "ec2", "iam", "sts", "autoscaling")
 TF_TIMEOUT = 600
 
@@ -289,7 +300,7 @@ def test_user_data_placeholders_match_the_templatefile_arguments():
 
 def test_user_data_matches_the_golden_file():
     rendered = render_user_data(GOLDEN_VALUES)
-    if os.environ.get("GRIDCTL_UPDATE_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(rendered)
     assert rendered == GOLDEN.read_text()
 
@@ -318,6 +329,8 @@ def test_user_data_is_shellcheck_clean_and_holds_no_secret():
     assert "python3 -m venv" in rendered
     assert "-m gridctl.agent node" in rendered
     assert "/var/log/gridctl-agent.log" in rendered
+    assert "KillMode=mixed" in rendered
+    assert "OnBootSec=${max_lifetime_hours}h" in rendered
 
 
 def test_template_renderer_handles_escapes():
@@ -523,14 +536,13 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         assert data["MetadataOptions"]["HttpEndpoint"] == "enabled"
         assert data["IamInstanceProfile"]["Name"] == env_a["instance_profile_name"]
         assert data["ImageId"] == ami
+        assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
         assert "InstanceType" not in data  # spot: the overrides choose
         assert data["NetworkInterfaces"][0]["Groups"] == [env_a["security_group_id"]]
         root = data["BlockDeviceMappings"][0]
         assert root["DeviceName"] == "/dev/sda1"
         assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
-        expected_user_data = render_user_data(
-            {"bucket": bucket, "region": REGION, "agent_wheel_key": WHEEL_KEY}
-        )
+        expected_user_data = render_user_data({**GOLDEN_VALUES, "bucket": bucket})
         assert base64.b64decode(data["UserData"]).decode() == expected_user_data
 
         # The group: all spot over both types, capacity rebalancing, tags propagated.
@@ -675,6 +687,7 @@ def test_modules_refuse_bad_inputs_at_plan(aws_env, moto, tmp_path):
                 "instance_profile_name": "p",
                 "root_volume_size": 4,
                 "agent_wheel_key": "wheels/not-a-wheel.tar.gz",
+                "max_lifetime_hours": 0,
             },
         },
         "The name must be 1 to 24 characters",
@@ -685,6 +698,7 @@ def test_modules_refuse_bad_inputs_at_plan(aws_env, moto, tmp_path):
         "The node_count must be a whole number of at least 1",
         "The root_volume_size must be a whole number of GiB from 8 to 16384",
         "The agent_wheel_key must be an S3 key",
+        "The max_lifetime_hours must be a whole number of hours from 1 to 8760",
     )
     plan_fails(
         "bad-network",

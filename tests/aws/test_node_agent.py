@@ -31,6 +31,7 @@ import psutil
 import pytest
 
 from gridctl.agent import s3store
+from gridctl.agent.imds import TAGS_PATH
 from gridctl.agent.s3store import S3Store
 from gridctl.agent.spec import ExperimentSpec, MachineSpec
 from gridctl.cli.bundle import scan, upload
@@ -405,6 +406,29 @@ def test_a_failing_script_fails_with_its_exit_code(cloud, project):
     status = cloud.status()
     assert (status["status"], status["exit_code"], status["reason"]) == ("failed", 3, "exit code 3")
     assert b"diverged" in _log(cloud)
+    assert cloud.desired_capacity() == 0
+
+
+def test_the_agent_waits_for_tags_that_reach_the_metadata_late(cloud, project):
+    """Right after a boot IMDS may not list the instance's tags yet."""
+    cloud.deploy({"train.py": TRAIN}, ("python", "train.py"), project)
+    tags, cloud.imds.tags = dict(cloud.imds.tags), {"Name": EXPERIMENT}
+    with started(cloud, GRIDCTL_TAGS_TIMEOUT="120") as agent:
+        wait_for(lambda: cloud.imds.count(TAGS_PATH) >= 3)
+        cloud.imds.tags = tags
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    assert "gridctl tags are not in its metadata yet" in output
+    assert cloud.status()["status"] == "succeeded"
+
+
+def test_tags_that_never_come_end_the_node_after_the_tags_timeout(cloud, project):
+    cloud.deploy({"train.py": TRAIN}, ("python", "train.py"), project)
+    cloud.imds.tags = {"Name": EXPERIMENT}
+    code, output = cloud.run_agent(GRIDCTL_TAGS_TIMEOUT="1")
+    assert code == 1, output
+    assert "lacks the tags gridctl:bucket, gridctl:run, gridctl:experiment" in output
+    assert cloud.imds.count(TAGS_PATH) >= 2
     assert cloud.desired_capacity() == 0
 
 
