@@ -452,7 +452,7 @@ def test_the_maximum_lifetime_fails_what_runs_and_scales_to_zero(node: Node, pro
     assert booted.returncode == 0, booted.stderr + node.explain()
     wait_for(node, lambda: "step 5" in node.cli("logs", EXPERIMENT).stdout)
 
-    # OnFailure= while systemd restarts the agent (older systemd fires it on every failure).
+    # OnFailure= while systemd restarts the agent (some versions fire it on every failure).
     assert node.systemctl("start", "gridctl-failed.service").returncode == 0
     assert node.shown()["status"] == "running" and not node.agent_ended()
     assert "gridctl-agent.service is active: systemd is restarting it" in node.boot_log.read_text()

@@ -184,8 +184,8 @@ boot() {
   say "gridctl-agent.service started (log: $agent_log)"
 }
 
-# OnFailure= of systemd before 253 fires on every failure of the agent, also on those it
-# restarts after: the node fails only once the agent is down for good.
+# Depending on its version, systemd may fire OnFailure= also on a failure it restarts the
+# agent after: the node fails only once the agent is down for good.
 agent_failed() {
   local state
   state=$(systemctl show --property=ActiveState --value gridctl-agent.service)
