@@ -106,6 +106,21 @@ resource "aws_route_table_association" "this" {
   route_table_id = aws_route_table.this[0].id
 }
 
+# S3 through a gateway endpoint: free, and the nodes' bundle, datastore and artifact traffic
+# stays off the internet gateway. Only in the VPC created here: a VPC of the user's own may
+# have an S3 endpoint (with its own policy) already, and a second one on the same route
+# tables would clash with it.
+resource "aws_vpc_endpoint" "s3" {
+  count = local.create_vpc ? 1 : 0
+
+  vpc_id            = aws_vpc.this[0].id
+  service_name      = "com.amazonaws.${local.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = [aws_route_table.this[0].id]
+
+  tags = merge(local.tags, { Name = "gridctl-${var.name}-s3" })
+}
+
 # Given subnets must lie in the given VPC: otherwise every run would fail late, when its Auto
 # Scaling group combines them with the security group below.
 data "aws_subnet" "given" {
