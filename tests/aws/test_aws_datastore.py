@@ -55,7 +55,7 @@ def test_datastores_and_scratch_on_aws(
         assert seen["scratch"].endswith(f"/scratch/reader-exp{i}")  # its own folder
     # The scratch volume is part of each machine's launch template, deleted with it.
     ec2 = client(aws_env, "ec2")
-    template = ec2.describe_launch_templates(LaunchTemplateNames=["gridctl-reader-exp0"])
+    template = ec2.describe_launch_templates(LaunchTemplateNames=["gridctl-default-reader-exp0"])
     version = ec2.describe_launch_template_versions(
         LaunchTemplateId=template["LaunchTemplates"][0]["LaunchTemplateId"], Versions=["$Latest"]
     )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
@@ -82,4 +82,4 @@ def test_datastores_and_scratch_on_aws(
     # Bad input starts nothing.
     unknown = cloud("run", "--name", "nope", "--datastore_name", "missing", "read.py")
     assert unknown.returncode == 2 and "unknown datastore 'missing'" in unknown.stderr
-    assert "gridctl-nope-exp0" not in groups(aws_env)
+    assert "gridctl-default-nope-exp0" not in groups(aws_env)
