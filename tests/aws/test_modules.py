@@ -329,7 +329,7 @@ def test_user_data_is_shellcheck_clean_and_holds_no_secret():
     # What it must do: install the wheel from the bucket and start the node agent.
     assert 'aws s3 cp --only-show-errors "s3://$bucket/$wheel_key"' in rendered
     assert f'readonly wheel_key="{WHEEL_KEY}"' in rendered
-    assert "python3 -m venv" in rendered
+    assert '"$python" -m venv' in rendered and "python3.10" in rendered
     assert "-m gridctl.agent node" in rendered
     assert "/var/log/gridctl-agent.log" in rendered
 

@@ -33,7 +33,21 @@ on_exit() {
 trap on_exit EXIT
 
 mkdir -p "$root/wheels"
-python3 -m venv "$root/venv"
+# The newest Python of 3.10 or later (gridctl's minimum): Amazon Linux 2's own python3 is
+# 3.7, and its Deep Learning AMI (V100 and M60 types) adds python3.10 beside it.
+python=""
+for candidate in python3.13 python3.12 python3.11 python3.10 python3; do
+  if command -v "$candidate" >/dev/null \
+    && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    python="$candidate"
+    break
+  fi
+done
+if [[ -z "$python" ]]; then
+  echo "gridctl: this AMI has no python3 of version 3.10 or newer" >&2
+  exit 1
+fi
+"$python" -m venv "$root/venv"
 wheel="$root/wheels/$(basename "$wheel_key")"
 aws s3 cp --only-show-errors "s3://$bucket/$wheel_key" "$wheel"
 "$root/venv/bin/python" -m pip install --quiet --no-input "$wheel"
