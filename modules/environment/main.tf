@@ -142,7 +142,7 @@ data "aws_subnet" "given" {
 
 resource "aws_security_group" "this" {
   #checkov:skip=CKV2_AWS_5:Attached by the launch templates of modules/experiment, which per-run Terraform roots apply separately.
-  #checkov:skip=CKV_AWS_382:Nodes must reach PyPI (pip install), S3 and the EC2/Auto Scaling APIs, and there are neither VPC endpoints nor a NAT gateway with a fixed address to narrow it to; egress only, no ingress.
+  #checkov:skip=CKV_AWS_382:Nodes must reach PyPI (pip install), S3 and the EC2/Auto Scaling APIs; only S3 has a (gateway) endpoint, and there is no NAT gateway with a fixed address to narrow the rest to; egress only, no ingress.
 
   name        = "gridctl-${var.name}"
   description = "gridctl ${var.name} nodes: no inbound rule (nodes pull their work from S3); all outbound for pip, S3 and AWS APIs"
