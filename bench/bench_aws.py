@@ -58,7 +58,7 @@ def _bare_apply(home: Path, run: str, env: dict[str, str]) -> float:
     shutil.copytree(runs_dir / run, copy)
     (copy / "terraform.log").unlink(missing_ok=True)
     # The same groups must not exist twice: rename them for the copy.
-    text = (copy / "main.tf.json").read_text().replace(f"gridctl-{run}-", f"bare-{run}-")
+    text = (copy / "main.tf.json").read_text().replace(f"gridctl-default-{run}-", f"bare-{run}-")
     (copy / "main.tf.json").write_text(text)
     bare_env = {**env, "TF_DATA_DIR": str(runs_dir / ".data"), "TF_WORKSPACE": f"{run}-bare"}
     return _timed(

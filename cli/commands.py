@@ -22,6 +22,7 @@ from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.plan import RunOptions, RunPlan, plan_run
 from gridctl.cli.settings import default_cloud
+from gridctl.infra import amis, terraform
 
 POLL = 0.2
 
@@ -103,6 +104,8 @@ def plan(
         run_exists=lambda name: any(backend_for(home, c).run_exists(name) for c in visible),
         confirm=confirm,
     )
+    if result.cloud == "aws" and not dry_run:
+        terraform.check_version()  # before anything is uploaded
     if not dry_run or result.cloud in visible:
         backend = backend_for(home, result.cloud)
         backend.check_plan(result)
@@ -112,6 +115,9 @@ def plan(
                     backend.store, result.datastore_name, result.datastore_version
                 )
             result = dataclasses.replace(result, datastore_version=manifest.version)
+    elif result.cloud == "aws" and result.instance_type is not None:
+        # No environment yet, so no AMI of the user's own: runs would boot the default ones.
+        amis.image_for(result.instance_type.name, result.instance_type.gpu_model, None)
     return result
 
 

@@ -175,8 +175,9 @@ def equivalent_types(itype: InstanceType, limit: int = 3) -> tuple[InstanceType,
     return tuple(sorted(same, key=lambda t: (t.vcpus, t.memory_gib, t.name))[:limit])
 
 
-# GPUs of the families the default AMI (AWS's Deep Learning Base GPU AMI) supports; p2 (K80),
-# g3 (M60) and p3 (V100) types are left out of automatic picks but can still be named.
+# Current GPU families, which the default OSS-driver AMI supports (infra/amis.py). p2 (K80),
+# g3 (M60) and p3 (V100) need an AMI of the user's own: they are left out of automatic
+# picks but can still be named.
 _PICKABLE_GPU_MODELS = frozenset({"T4", "A10G", "L4", "A100", "H100"})
 
 

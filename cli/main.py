@@ -561,7 +561,9 @@ def up(
     cloud: str = typer.Option("aws", help="only aws"),
     region: str | None = typer.Option(None, help="default: AWS_REGION or us-east-1"),
     name: str = typer.Option("default", help="environment name"),
-    ami: str | None = typer.Option(None, help="default: the region's Deep Learning Base GPU AMI"),
+    ami: str | None = typer.Option(
+        None, help="AMI for every type (default: the Deep Learning Base AMI for the run's GPUs)"
+    ),
     vpc_id: str | None = typer.Option(None, "--vpc-id", "--vpc_id", help="use an existing VPC"),
     subnet_ids: str | None = typer.Option(
         None, "--subnet-ids", "--subnet_ids", help="comma-separated subnets of --vpc-id"

@@ -15,16 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gridctl.infra import render, terraform
+from gridctl.infra import amis, render, terraform
 from gridctl.infra.aws import Account, endpoint_url
 from gridctl.infra.errors import InfraError
 
 ENV_STATE_KEY = "gridctl/environment.tfstate"
 RUNS_STATE_KEY = "gridctl/runs.tfstate"
 INPUTS_KEY = "gridctl/environment.json"
-DLAMI_PARAMETER = (
-    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
-)
 
 Step = Callable[[str], None]
 """Told the name of each step as it starts (the CLI shows them)."""
@@ -47,11 +44,20 @@ class EnvironmentRecord:
         return render.EnvironmentInputs(
             name=self.name,
             bucket=self.bucket,
-            ami_id=self.inputs["ami_id"],
+            ami_id=self.inputs.get("ami_id"),
             vpc_id=self.inputs.get("vpc_id"),
             subnet_ids=tuple(self.inputs.get("subnet_ids", ())),
             deny_insecure_transport=self.inputs.get("deny_insecure_transport", True),
         )
+
+    @property
+    def own_image(self) -> amis.Image | None:
+        """The AMI given to ``up --ami`` (an environment made before AMIs were picked per
+        instance type recorded the default one here too), else None."""
+        ami = self.inputs.get("ami_id")
+        if ami is None:
+            return None
+        return amis.Image(ami, self.inputs.get("root_device_name", amis.DEFAULT_ROOT_DEVICE))
 
     @property
     def target(self) -> render.Target:
@@ -104,15 +110,18 @@ def _workdir(home: Path, record: EnvironmentRecord) -> terraform.Workdir:
     )
 
 
-def default_ami(account: Account) -> str:
+def root_device_name(account: Account, ami: str) -> str:
+    """The AMI's root device, which the launch templates size and encrypt; refuses an AMI
+    this account cannot see in the region before anything is made."""
     import botocore.exceptions
 
     try:
-        return account.client("ssm").get_parameter(Name=DLAMI_PARAMETER)["Parameter"]["Value"]
-    except botocore.exceptions.ClientError:
-        raise InfraError(
-            f"could not look up the Deep Learning Base GPU AMI in {account.region}; pass --ami"
-        ) from None
+        images = account.client("ec2").describe_images(ImageIds=[ami])["Images"]
+    except botocore.exceptions.ClientError as exc:
+        raise InfraError(f"--ami {ami}: {exc}") from None
+    if not images:
+        raise InfraError(f"--ami {ami}: no such AMI in {account.region}")
+    return images[0].get("RootDeviceName") or amis.DEFAULT_ROOT_DEVICE
 
 
 def _bucket_exists(account: Account, bucket: str) -> bool:
@@ -164,7 +173,7 @@ def up(
     """``deny_insecure_transport=False`` drops the bucket's TLS-only policy: only for
     emulators (moto) that treat a conditional deny as unconditional."""
     step("checking credentials, region and Terraform")
-    terraform.terraform_binary()
+    terraform.check_version()
     account.check_region()
     bucket = bucket_name(name, account.account_id, account.region)
     record = EnvironmentRecord(name, account.region, account.profile, bucket)
@@ -172,13 +181,11 @@ def up(
     # A teammate's `up` keeps what the creator chose unless told otherwise.
     chosen = _read_inputs(account, bucket) if joining else {}
     if ami:
-        chosen["ami_id"] = ami
+        chosen.update(ami_id=ami, root_device_name=root_device_name(account, ami))
     if vpc_id:
         chosen.update(vpc_id=vpc_id, subnet_ids=list(subnet_ids))
     if not deny_insecure_transport:
         chosen["deny_insecure_transport"] = False
-    if "ami_id" not in chosen:
-        chosen["ami_id"] = default_ami(account)
     record = EnvironmentRecord(name, account.region, account.profile, bucket, inputs=chosen)
     inputs = record.environment_inputs
     workdir = _workdir(home, record)

@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-PROVIDER_VERSION = ">= 5.0"
+from gridctl.infra.amis import OSS_DRIVER, Image
+
+# The S3 backend's use_lockfile (state locking without DynamoDB) needs Terraform 1.10.
+TERRAFORM_VERSION = ">= 1.10"
+# One major version: a new major of the provider may change what the modules mean.
+PROVIDER_VERSION = "~> 5.0"
 # Every service the provider and our modules talk to, pointed at AWS_ENDPOINT_URL when set.
 SERVICES = ("autoscaling", "ec2", "iam", "s3", "sts", "ssm", "dynamodb")
 
@@ -75,7 +80,8 @@ def s3_backend(target: Target, bucket: str, key: str) -> dict:
 
 def terraform_block(backend: dict | None) -> dict:
     block: dict = {
-        "required_providers": {"aws": {"source": "hashicorp/aws", "version": PROVIDER_VERSION}}
+        "required_version": TERRAFORM_VERSION,
+        "required_providers": {"aws": {"source": "hashicorp/aws", "version": PROVIDER_VERSION}},
     }
     if backend is not None:
         block["backend"] = backend
@@ -86,7 +92,7 @@ def terraform_block(backend: dict | None) -> dict:
 class EnvironmentInputs:
     name: str
     bucket: str
-    ami_id: str
+    ami_id: str | None
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
     deny_insecure_transport: bool = True
@@ -101,6 +107,7 @@ ENVIRONMENT_OUTPUTS = (
     "node_role_arn",
     "ami_id",
     "region",
+    "node_public_ip",
 )
 
 
@@ -109,11 +116,12 @@ def environment_root(target: Target, inputs: EnvironmentInputs, backend: dict | 
         "source": str(modules_dir() / "environment"),
         "name": literal(inputs.name),
         "bucket_name": literal(inputs.bucket),
-        "ami_id": literal(inputs.ami_id),
         "force_destroy": True,
         "deny_insecure_transport": inputs.deny_insecure_transport,
         "tags": {"gridctl:environment": literal(inputs.name)},
     }
+    if inputs.ami_id:
+        module["ami_id"] = literal(inputs.ami_id)
     if inputs.vpc_id:
         module["vpc_id"] = literal(inputs.vpc_id)
         module["subnet_ids"] = [literal(s) for s in inputs.subnet_ids]
@@ -139,6 +147,9 @@ class ExperimentInputs:
 
 @dataclass(frozen=True)
 class RunInputs:
+    """``auto_resume`` turns on a spot group's capacity rebalancing, which ends instances
+    early: only a run that resumes gains from that."""
+
     environment: str
     run: str
     use_spot: bool
@@ -150,6 +161,8 @@ class RunInputs:
     """GiB of each instance's root disk; None keeps the module's default."""
     max_lifetime_hours: int = 168
     """Hours after which a node fails what it still runs and scales its group to zero."""
+    auto_resume: bool = False
+    image: Image = OSS_DRIVER
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -175,8 +188,12 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "run": literal(inputs.run),
         "bucket": literal(str(env["bucket_name"])),
         "region": literal(target.region),
-        "ami_id": literal(str(env["ami_id"])),
+        "ami_id": literal(inputs.image.image_id),
+        "root_device_name": literal(inputs.image.root_device_name),
         "use_spot": inputs.use_spot,
+        "capacity_rebalance": inputs.auto_resume,
+        # null: the subnet decides. Environments made before this output: public, as then.
+        "associate_public_ip_address": True if env.get("node_public_ip", True) else None,
         "subnet_ids": [literal(s) for s in env["subnet_ids"]],  # type: ignore[union-attr]
         "security_group_id": literal(str(env["security_group_id"])),
         "instance_profile_name": literal(str(env["instance_profile_name"])),

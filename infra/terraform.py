@@ -9,6 +9,8 @@ the CLI turns into a progress display.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import shutil
@@ -19,9 +21,12 @@ from pathlib import Path
 
 from gridctl.infra.errors import InfraError
 
+# The S3 backend's use_lockfile, which locks run and environment state, came in 1.10.
+MINIMUM_VERSION = (1, 10)
+INSTALL = "https://developer.hashicorp.com/terraform/install"
 MISSING = (
-    "terraform was not found on PATH: install Terraform 1.5 or newer"
-    " (https://developer.hashicorp.com/terraform/install)"
+    f"terraform was not found on PATH: install Terraform"
+    f" {'.'.join(map(str, MINIMUM_VERSION))} or newer ({INSTALL})"
 )
 _ERROR = re.compile(r"^(?:│\s*)?Error: (.*)$")
 _DETAIL = re.compile(r"^(?:│\s*)(\S.*)$")
@@ -47,6 +52,31 @@ def terraform_binary() -> str:
     if found is None:
         raise InfraError(MISSING)
     return found
+
+
+@functools.cache
+def check_version() -> str:
+    """The version of the ``terraform`` on PATH; refuses one older than MINIMUM_VERSION.
+    Asked once per process (each call starts Terraform)."""
+    binary = terraform_binary()
+    needed = ".".join(map(str, MINIMUM_VERSION))
+    try:
+        out = subprocess.run(
+            [binary, "version", "-json"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        version = str(json.loads(out)["terraform_version"])
+        found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+        raise InfraError(
+            f"cannot tell the version of {binary} ('terraform version -json' failed):"
+            f" gridctl needs Terraform {needed} or newer ({INSTALL})"
+        ) from None
+    if len(found) < 2 or found < MINIMUM_VERSION:
+        raise InfraError(
+            f"terraform {version} ({binary}) is too old: gridctl needs Terraform {needed} or"
+            f" newer, for state locking in S3 ({INSTALL})"
+        )
+    return version
 
 
 def summarize_error(output: str) -> str:

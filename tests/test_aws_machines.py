@@ -1,5 +1,6 @@
 """Which experiments share an instance on AWS: Grid's rule, packed by the node's scheduler."""
 
+import re
 from pathlib import Path
 
 from gridctl.cli.backends.aws import machines_for
@@ -50,3 +51,12 @@ def test_all_gpus_or_none_means_one_experiment_per_machine():
         plan("m5.2xlarge", 2, gpus=0),
     ):
         assert layout(p) == [("r-exp0", ("r-exp0",)), ("r-exp1", ("r-exp1",))]
+
+
+def test_group_names_are_scoped_by_environment_and_fit_aws_limits():
+    from gridctl.cli.backends.aws import group_name
+
+    assert group_name("team-a", "r-exp0") != group_name("team-b", "r-exp0")
+    # The longest: a 24-character environment, a 40-character run, a machine index of 4.
+    longest = group_name("e" * 24, "r" * 40 + "-machine9999")
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", longest)  # the module's name validation

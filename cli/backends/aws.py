@@ -23,9 +23,9 @@ from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSp
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
-from gridctl.cli.machines import equivalent_types
+from gridctl.cli.machines import InstanceType, equivalent_types
 from gridctl.cli.plan import RunPlan
-from gridctl.infra import environment, render, runs
+from gridctl.infra import amis, environment, render, runs
 from gridctl.infra.aws import endpoint_url
 from gridctl.infra.errors import InfraError
 from gridctl.infra.wheel import build_agent_wheel
@@ -34,8 +34,17 @@ STOP_WAIT = 60.0
 POLL = 2.0
 
 
-def group_name(machine: str) -> str:
-    return f"gridctl-{machine}"
+def group_name(environment: str, machine: str) -> str:
+    """The machine's Auto Scaling group and launch template: unique per environment, so two
+    environments in one account and region may each have a run of the same name. At most
+    8 + 24 + 1 + 52 (a 40-character run, ``-machine`` and an index) of the 128 allowed."""
+    return f"gridctl-{environment}-{machine}"
+
+
+def _groups(run: dict) -> dict[str, str]:
+    """Each machine's group, as recorded at submission (runs recorded before groups were
+    scoped by environment have ``gridctl-<machine>``)."""
+    return run.get("groups") or {m: f"gridctl-{m}" for m in run["machines"]}
 
 
 def machines_for(plan: RunPlan) -> list[MachineSpec]:
@@ -82,6 +91,7 @@ class AwsBackend:
 
     def check_plan(self, plan: RunPlan) -> None:
         assert plan.instance_type is not None
+        self._image(plan.instance_type)
         offered = self.account.client("ec2").describe_instance_type_offerings(
             LocationType="region",
             Filters=[{"Name": "instance-type", "Values": [plan.instance_type.name]}],
@@ -94,18 +104,26 @@ class AwsBackend:
     def run_exists(self, name: str) -> bool:
         return self.store.exists(f"runs/{name}/run.json")
 
+    def _image(self, itype: InstanceType) -> amis.Image:
+        return amis.image_for(itype.name, itype.gpu_model, self.record.own_image)
+
     def _inputs(self, run: dict) -> render.RunInputs:
+        groups = _groups(run)
+        # Runs recorded before the AMI was picked per instance type used the environment's.
+        image = amis.Image(**run["image"]) if "image" in run else self.record.own_image
         return render.RunInputs(
             environment=self.record.name,
             run=run["name"],
             use_spot=run["use_spot"],
+            auto_resume=run.get("auto_resume", False),
             agent_wheel_key=run["agent_wheel_key"],
             outputs=self.record.outputs,
             scratch_size=run["scratch_size"] or 0,
             disk_size=run.get("disk_size"),  # None for runs recorded before it was an option
+            image=image or amis.OSS_DRIVER,
             groups=tuple(
                 render.ExperimentInputs(
-                    name=group_name(machine),
+                    name=groups[machine],
                     experiment=machine,
                     instance_types=tuple(run["instance_types"]),
                 )
@@ -138,6 +156,8 @@ class AwsBackend:
             "agent_wheel_key": wheel.key,
             "experiments": [e.name for e in plan.experiments],
             "machines": {m.name: list(m.experiments) for m in machines},
+            "groups": {m.name: group_name(self.record.name, m.name) for m in machines},
+            "image": dataclasses.asdict(self._image(plan.instance_type)),
         }
         for e in plan.experiments:
             spec = plan.spec(e, bundle_key, dict(plan.environment))
@@ -273,31 +293,33 @@ class AwsBackend:
 
     # -- stopping ---------------------------------------------------------------------
 
-    def _scale_to_zero(self, machines: Sequence[str]) -> None:
+    def _scale_to_zero(self, groups: Sequence[str]) -> None:
         import botocore.exceptions
 
         autoscaling = self.account.client("autoscaling")
-        for name in machines:
+        for name in groups:
             try:
                 autoscaling.update_auto_scaling_group(
-                    AutoScalingGroupName=group_name(name), MinSize=0, DesiredCapacity=0
+                    AutoScalingGroupName=name, MinSize=0, DesiredCapacity=0
                 )
             except botocore.exceptions.ClientError as exc:
                 if "not found" not in str(exc).lower():
                     raise
 
-    def _idle_machines(self, stopping: Sequence[ExperimentStatus]) -> list[str]:
-        """The machines of ``stopping`` on which no other experiment is left to run."""
+    def _idle_groups(self, stopping: Sequence[ExperimentStatus]) -> list[str]:
+        """The groups of the machines of ``stopping`` on which no other experiment is left
+        to run."""
         names = {e.name for e in stopping}
         idle: list[str] = []
         for run in sorted({e.run for e in stopping}):
             record = self._run_record(run) or {"machines": {}}
+            groups = _groups(record)
             for machine, members in record["machines"].items():
                 others = [m for m in members if m not in names]
                 if len(others) < len(members) and not any(
                     e.status in ACTIVE_STATES for e in self.experiments(others)
                 ):
-                    idle.append(machine)
+                    idle.append(groups[machine])
         return idle
 
     def stop(self, names: Sequence[str]) -> list[ExperimentStatus]:
@@ -312,7 +334,7 @@ class AwsBackend:
             time.sleep(POLL)
             pending = [e for e in self.experiments([e.name for e in pending])]
             pending = [e for e in pending if e.status in ACTIVE_STATES]
-        self._scale_to_zero(self._idle_machines(targets))
+        self._scale_to_zero(self._idle_groups(targets))
         for e in self.experiments([e.name for e in targets]):
             if e.status in ACTIVE_STATES:
                 self._write_status(e.run, e.name, "stopped", "stopped by user")

@@ -39,8 +39,18 @@ output "node_role_arn" {
 }
 
 output "ami_id" {
-  description = "ID of the AMI every node of this environment boots (the `ami_id` input, passed through)."
+  description = "AMI every node of this environment boots (the `ami_id` input, passed through); null when each run picks the Deep Learning Base AMI for its instance type."
   value       = try(var.ami_id, null)
+}
+
+output "node_public_ip" {
+  description = "Whether the nodes' launch templates must ask for a public IPv4 address: true in the VPC the module created (public subnets, no NAT gateway); false in a given VPC, where each subnet's own setting applies (the experiment module's `associate_public_ip_address` = null)."
+  value       = try(local.create_vpc, false)
+}
+
+output "s3_vpc_endpoint_id" {
+  description = "ID of the S3 gateway endpoint of the VPC the module created (S3 traffic stays off the internet gateway); null in a given VPC, where the module adds none."
+  value       = try(aws_vpc_endpoint.s3[0].id, null)
 }
 
 output "region" {

@@ -91,12 +91,13 @@ variable "az_count" {
 }
 
 variable "ami_id" {
-  description = "ID of the AMI (`ami-...`) every node of this environment boots, normally the region's AWS Deep Learning Base GPU AMI. It needs bash, python3 with venv and the AWS CLI. Only passed through to the `ami_id` output, so that every run uses the environment's AMI."
+  description = "AMI every node of this environment boots, for every instance type: an AMI ID (`ami-...`) or `resolve:ssm:<parameter>`. It needs bash, python3 (3.10 or newer) with venv and the AWS CLI. null (the default) lets each run pick the AWS Deep Learning Base AMI whose NVIDIA driver supports its instance type, resolved at launch. Only passed through to the `ami_id` output, so that every run uses the environment's AMI."
   type        = string
+  default     = null
 
   validation {
-    condition     = can(regex("^ami-[0-9a-f]{8,17}$", var.ami_id))
-    error_message = "The ami_id must be an AMI ID such as \"ami-0123456789abcdef0\"."
+    condition     = var.ami_id == null || can(regex("^(ami-[0-9a-f]{8,17}|resolve:ssm:/?[A-Za-z0-9_.:/-]+)$", var.ami_id))
+    error_message = "The ami_id must be null, an AMI ID such as \"ami-0123456789abcdef0\" or an SSM parameter reference such as \"resolve:ssm:/my/ami-id\"."
   }
 }
 

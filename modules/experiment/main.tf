@@ -40,7 +40,7 @@ resource "aws_launch_template" "this" {
 
   network_interfaces {
     device_index                = 0
-    associate_public_ip_address = true
+    associate_public_ip_address = var.associate_public_ip_address
     delete_on_termination       = true
     security_groups             = [var.security_group_id]
   }
@@ -102,8 +102,11 @@ resource "aws_autoscaling_group" "this" {
   desired_capacity    = var.node_count
   vpc_zone_identifier = var.subnet_ids
 
-  # Spot: AWS starts a replacement as soon as an instance is at elevated risk of interruption.
-  capacity_rebalance = var.use_spot
+  # Spot with auto-resume: AWS starts a replacement as soon as an instance is at elevated risk
+  # of interruption, then ends the old one, which the agent handles as an interruption. A run
+  # that cannot resume would only lose its experiment to that, so it keeps its instance until
+  # a real reclaim.
+  capacity_rebalance = var.use_spot && var.capacity_rebalance
   # gridctl does not wait for instances to be healthy: the agent reports its own progress.
   wait_for_capacity_timeout = "0"
 
@@ -123,7 +126,7 @@ resource "aws_autoscaling_group" "this" {
       instances_distribution {
         on_demand_base_capacity                  = 0
         on_demand_percentage_above_base_capacity = 0
-        spot_allocation_strategy                 = "capacity-optimized"
+        spot_allocation_strategy                 = "price-capacity-optimized"
       }
 
       launch_template {

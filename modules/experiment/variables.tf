@@ -1,5 +1,5 @@
 variable "name" {
-  description = "Name of the Auto Scaling group and of its launch template: 1 to 128 letters, digits, hyphens, underscores or dots (normally `gridctl-` and the `experiment`). Must be unique in the account and region."
+  description = "Name of the Auto Scaling group and of its launch template: 1 to 128 letters, digits, hyphens, underscores or dots (gridctl uses `gridctl-<environment>-<experiment>`, so that two environments in one account and region never share a group). Must be unique in the account and region."
   type        = string
 
   validation {
@@ -59,12 +59,12 @@ variable "region" {
 }
 
 variable "ami_id" {
-  description = "ID of the AMI the nodes boot (the environment module's `ami_id` output). It needs bash, python3 with venv and the AWS CLI, as the AWS Deep Learning AMIs have."
+  description = "AMI the nodes boot: an AMI ID (`ami-...`), or `resolve:ssm:<parameter>` naming a public or own SSM parameter that holds one, which EC2 resolves at every launch (so nodes get the AMI current then, such as the latest AWS Deep Learning Base AMI). It needs bash, python3 (3.10 or newer) with venv and the AWS CLI, as the AWS Deep Learning Base AMIs have; set `root_device_name` to match it."
   type        = string
 
   validation {
-    condition     = can(regex("^ami-[0-9a-f]{8,17}$", var.ami_id))
-    error_message = "The ami_id must be an AMI ID such as \"ami-0123456789abcdef0\"."
+    condition     = can(regex("^(ami-[0-9a-f]{8,17}|resolve:ssm:/?[A-Za-z0-9_.:/-]+)$", var.ami_id))
+    error_message = "The ami_id must be an AMI ID such as \"ami-0123456789abcdef0\" or an SSM parameter reference such as \"resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id\"."
   }
 }
 
@@ -84,10 +84,23 @@ variable "instance_types" {
 }
 
 variable "use_spot" {
-  description = "Whether the group runs only spot instances (a mixed instances policy with 0% on demand, capacity-optimized, capacity rebalancing on) instead of on-demand instances of the first type."
+  description = "Whether the group runs only spot instances (a mixed instances policy with 0% on demand and the price-capacity-optimized allocation strategy) instead of on-demand instances of the first type."
   type        = bool
   default     = false
   nullable    = false
+}
+
+variable "capacity_rebalance" {
+  description = "Whether a spot group rebalances capacity: on a rebalance recommendation AWS launches a replacement and then terminates the old instance, which the agent handles as an interruption. Set it only for runs whose experiments resume on the replacement (`gridctl run --auto_resume`); otherwise the experiment would end `interrupted` for an interruption that might never have come. Ignored when `use_spot` is false."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "associate_public_ip_address" {
+  description = "Whether the nodes' network interface gets a public IPv4 address: true where the subnets have no other way out (gridctl's own VPC: public subnets and no NAT gateway), null to follow each subnet's own setting (a VPC of your own, with or without a NAT gateway), false for none."
+  type        = bool
+  default     = true
 }
 
 variable "node_count" {
@@ -169,7 +182,7 @@ variable "scratch_device_name" {
 }
 
 variable "root_device_name" {
-  description = "Device name of the AMI's root volume, which the root volume settings apply to: \"/dev/sda1\" for Ubuntu-based AMIs (such as the Deep Learning Base GPU AMI on Ubuntu), \"/dev/xvda\" for Amazon Linux."
+  description = "Device name of the AMI's root volume, which the root volume settings apply to: \"/dev/sda1\" for Ubuntu-based AMIs (such as the Deep Learning Base OSS Nvidia Driver GPU AMI on Ubuntu 22.04), \"/dev/xvda\" for Amazon Linux (such as the Deep Learning Base Proprietary Nvidia Driver AMI on Amazon Linux 2). A name the AMI does not have adds an empty volume instead of sizing the root volume."
   type        = string
   default     = "/dev/sda1"
   nullable    = false

@@ -66,7 +66,7 @@ def test_datastores_and_scratch_on_aws(
         assert seen["scratch"].endswith(f"/scratch/reader-exp{i}")  # its own folder
     # The scratch volume is part of each machine's launch template, deleted with it, and
     # so is the root disk of the size asked for.
-    disks = launch_disks(aws_env, "gridctl-reader-exp0")
+    disks = launch_disks(aws_env, "gridctl-default-reader-exp0")
     assert disks["/dev/sdf"]["VolumeSize"] == 1
     assert disks["/dev/sdf"]["VolumeType"] == "gp3"
     assert disks["/dev/sdf"]["Encrypted"] is True
@@ -78,7 +78,7 @@ def test_datastores_and_scratch_on_aws(
     del record["disk_size"]
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
     assert cloud("delete", "reader-exp1", timeout=600).returncode == 0
-    assert launch_disks(aws_env, "gridctl-reader-exp0")["/dev/sda1"]["VolumeSize"] == 100
+    assert launch_disks(aws_env, "gridctl-default-reader-exp0")["/dev/sda1"]["VolumeSize"] == 100
 
     # A version in use is not deleted unless forced.
     (project / "wait.py").write_text("import time\ntime.sleep(600)\n")
@@ -97,4 +97,4 @@ def test_datastores_and_scratch_on_aws(
     # Bad input starts nothing.
     unknown = cloud("run", "--name", "nope", "--datastore_name", "missing", "read.py")
     assert unknown.returncode == 2 and "unknown datastore 'missing'" in unknown.stderr
-    assert "gridctl-nope-exp0" not in groups(aws_env)
+    assert "gridctl-default-nope-exp0" not in groups(aws_env)

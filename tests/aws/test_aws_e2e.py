@@ -82,7 +82,7 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert cloud("logs", "spot-exp1").stdout.rstrip().endswith("trained 0.2")
     # Every group ends at zero and no instance is left running.
     nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
-    assert groups(aws_env) == {"gridctl-spot-exp0": 0, "gridctl-spot-exp1": 0}
+    assert groups(aws_env) == {"gridctl-default-spot-exp0": 0, "gridctl-default-spot-exp1": 0}
     assert running_instances(aws_env) == []
 
     # A teammate's fresh GRIDCTL_HOME joins the environment and sees the run.
@@ -106,8 +106,8 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert exp0 == exp1 != exp2
     nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
     assert {g: n for g, n in groups(aws_env).items() if "shared" in g} == {
-        "gridctl-shared-machine0": 0,
-        "gridctl-shared-exp2": 0,
+        "gridctl-default-shared-machine0": 0,
+        "gridctl-default-shared-exp2": 0,
     }
     gpus = tmp_path / "gpus"
     assert cloud("artifacts", "shared", "--dest", str(gpus)).returncode == 0
@@ -118,7 +118,7 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     deleted = cloud("delete", "shared-exp1", "shared-exp2", timeout=600)
     assert deleted.returncode == 0, deleted.stderr
     assert [e["name"] for e in cloud.status("shared")["experiments"]] == ["shared-exp0"]
-    assert {g for g in groups(aws_env) if "shared" in g} == {"gridctl-shared-machine0"}
+    assert {g for g in groups(aws_env) if "shared" in g} == {"gridctl-default-shared-machine0"}
     s3 = client(aws_env, "s3")
     bucket = first_bucket(aws_env)
     assert not [k for k in keys_of(s3, bucket) if "shared-exp1" in k or "shared-exp2" in k]
@@ -136,7 +136,7 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     stopped = cloud("stop", "slow", "--output", "json", timeout=300)
     assert stopped.returncode == 0, stopped.stderr
     assert [e["status"] for e in json.loads(stopped.stdout)] == ["stopped"]
-    assert groups(aws_env)["gridctl-slow-exp0"] == 0
+    assert groups(aws_env)["gridctl-default-slow-exp0"] == 0
     rest, _ = follower.communicate(timeout=120)
     assert follower.returncode == 0
     assert rest.rstrip().endswith("got SIGTERM")
@@ -146,7 +146,7 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
 
     # delete removes the run's objects and resources.
     assert cloud("delete", "slow", timeout=600).returncode == 0
-    assert "gridctl-slow-exp0" not in groups(aws_env)
+    assert "gridctl-default-slow-exp0" not in groups(aws_env)
     assert not [k for k in keys_of(s3, bucket) if "slow" in k]
 
     # Ctrl-C in the middle of provisioning leaves a run that delete cleans up.

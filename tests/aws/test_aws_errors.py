@@ -70,3 +70,34 @@ def test_down_without_an_environment(bare):
 
 def test_vpc_without_subnets(bare):
     assert "--subnet-ids" in one_line_exit_2(bare("up", "--vpc-id", "vpc-123"))
+
+
+@pytest.fixture
+def old_terraform(bare, tmp_path) -> Gridctl:
+    """A ``terraform`` first on PATH that says it is 1.9.8, before use_lockfile existed."""
+    fake = tmp_path / "old-bin" / "terraform"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho \'{"terraform_version":"1.9.8","platform":"linux_amd64"}\'\n')
+    fake.chmod(0o755)
+    bare.env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    bare.env["PATH"] = f"{fake.parent}:{bare.env['PATH']}"
+    return bare
+
+
+@pytest.mark.parametrize(
+    "command", [("up", "--ami", "ami-12345678"), ("run", "--cloud", "aws", "train.py")]
+)
+def test_terraform_too_old(old_terraform, command):
+    message = one_line_exit_2(old_terraform(*command))
+    assert "terraform 1.9.8" in message and "Terraform 1.10 or newer" in message
+
+
+@pytest.mark.parametrize(
+    "instance_type", ["p2.xlarge", "8_k80_12gb", "p3.2xlarge", "8_v100_32gb", "g3s.xlarge"]
+)
+def test_types_no_deep_learning_ami_supports_are_refused(bare, instance_type):
+    result = bare("run", "--cloud", "aws", "--dry-run", "--instance_type", instance_type,
+                  "train.py")  # fmt: skip
+    message = one_line_exit_2(result)
+    assert "has no default AMI" in message
+    assert "gridctl up --ami" in message

@@ -101,5 +101,5 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
 
     # Every group ends at zero and no instance is left running.
     nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
-    assert groups(aws_env) == {f"gridctl-spot-exp{i}": 0 for i in range(3)}
+    assert groups(aws_env) == {f"gridctl-default-spot-exp{i}": 0 for i in range(3)}
     assert running_instances(aws_env) == []

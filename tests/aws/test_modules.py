@@ -48,6 +48,10 @@ USER_DATA_INPUTS = {
     "max_lifetime_hours",
 }
 SERVICES = ("s3", "ec2", "iam", "sts", "autoscaling")
+RESOLVED_AMI = (
+    "resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
+    "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
 TF_TIMEOUT = 600
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform")
@@ -151,7 +155,7 @@ def write_root(workdir: Path, moto: str, modules: dict, outputs: dict | None = N
     workdir.mkdir(parents=True, exist_ok=True)
     root = {
         "terraform": {
-            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}}
+            "required_providers": {"aws": {"source": "hashicorp/aws", "version": "~> 5.0"}}
         },
         "provider": provider(moto),
         "module": modules,
@@ -159,6 +163,16 @@ def write_root(workdir: Path, moto: str, modules: dict, outputs: dict | None = N
     if outputs:
         root["output"] = {name: {"value": value} for name, value in outputs.items()}
     (workdir / "main.tf.json").write_text(json.dumps(root, indent=2))
+
+
+# What a filesystem mirror of the provider (this machine's test setup) always draws.
+_MIRROR_WARNING = "Warning: Incomplete lock file information for providers"
+
+
+def warnings(output: str) -> list[str]:
+    """Terraform's and the provider's warnings in ``output`` (deprecations among them)."""
+    found = re.findall(r"Warning: .*", output)
+    return [w for w in found if w != _MIRROR_WARNING]
 
 
 def as_list(value: str | list[str]) -> list[str]:
@@ -266,8 +280,8 @@ def test_module_layout():
             assert re.search(r"^  description\s+=", block, re.M), f"{module}: {name} undescribed"
             assert re.search(r"^  value\s+=\s+try\(", block, re.M), f"{module}: {name} not try()"
         versions = (folder / "versions.tf").read_text()
-        assert 'required_version = ">= 1.5"' in versions
-        assert 'version = ">= 5.0"' in versions
+        assert 'required_version = ">= 1.10"' in versions  # the S3 backend's use_lockfile
+        assert 'version = "~> 5.0"' in versions
 
 
 def test_checkov_passes_and_every_skip_has_a_reason():
@@ -326,7 +340,7 @@ def test_user_data_is_shellcheck_clean_and_holds_no_secret():
     # What it must do: install the wheel from the bucket and start the node agent.
     assert 'aws s3 cp --only-show-errors "s3://$bucket/$wheel_key"' in rendered
     assert f'readonly wheel_key="{WHEEL_KEY}"' in rendered
-    assert "python3 -m venv" in rendered
+    assert '"$python" -m venv' in rendered and "python3.10" in rendered
     assert "-m gridctl.agent node" in rendered
     assert "/var/log/gridctl-agent.log" in rendered
     assert "KillMode=mixed" in rendered
@@ -391,6 +405,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
                 "experiment": "swift-otter-7-exp0",
                 "instance_types": ["g4dn.xlarge", "g5.xlarge"],
                 "use_spot": True,
+                "capacity_rebalance": True,
                 "tags": {"team": "tests"},
                 **wiring,
             },
@@ -404,6 +419,9 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
                 "instance_types": ["c5.large", "c5.xlarge"],
                 "node_count": 2,
                 **wiring,
+                # The default AMI: EC2 resolves the public parameter at each launch.
+                "ami_id": RESOLVED_AMI,
+                "root_device_name": "/dev/xvda",
             },
         },
         {
@@ -433,7 +451,10 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
     roots = [created, existing]
     for root in roots:  # one after the other: the shared plugin cache is not safe to race
         root.init()
+    starts = [len(root.text()) for root in roots]
     both(roots, "apply", "-auto-approve", "-input=false", "-no-color")
+    for root, start in zip(roots, starts, strict=True):  # deprecations included
+        assert not warnings(root.text()[start:]), root.report()
 
     # `gridctl up` is idempotent: a second plan finds nothing to change. (Only the
     # environment of the first root: moto echoes a launch template's own tags back as a
@@ -483,6 +504,18 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         assert len(subnets) == 2
         assert len({s["AvailabilityZone"] for s in subnets}) == 2
         assert all(s["MapPublicIpOnLaunch"] and s["VpcId"] == vpc["VpcId"] for s in subnets)
+        assert env_a["node_public_ip"] is True
+        # S3 traffic goes through a gateway endpoint on the subnets' route table.
+        (endpoint,) = ec2.describe_vpc_endpoints(VpcEndpointIds=[env_a["s3_vpc_endpoint_id"]])[
+            "VpcEndpoints"
+        ]
+        assert endpoint["VpcEndpointType"] == "Gateway"
+        assert endpoint["ServiceName"] == f"com.amazonaws.{REGION}.s3"
+        assert endpoint["VpcId"] == vpc["VpcId"]
+        tables = ec2.describe_route_tables(
+            Filters=[{"Name": "association.subnet-id", "Values": env_a["subnet_ids"]}]
+        )["RouteTables"]
+        assert {t["RouteTableId"] for t in tables} == set(endpoint["RouteTableIds"])
         group = ec2.describe_security_groups(GroupIds=[env_a["security_group_id"]])
         group = group["SecurityGroups"][0]
         assert group["IpPermissions"] == []
@@ -555,7 +588,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         distribution = mixed["InstancesDistribution"]
         assert distribution["OnDemandPercentageAboveBaseCapacity"] == 0
         assert distribution["OnDemandBaseCapacity"] == 0
-        assert distribution["SpotAllocationStrategy"] == "capacity-optimized"
+        assert distribution["SpotAllocationStrategy"] == "price-capacity-optimized"
         assert group["CapacityRebalance"] is True
         assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 1, 1)
         assert set(group["VPCZoneIdentifier"].split(",")) == set(env_a["subnet_ids"])
@@ -586,6 +619,8 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
             LaunchTemplateId=on_demand["launch_template_id"], Versions=["$Latest"]
         )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
         assert data["InstanceType"] == "c5.large"
+        assert data["ImageId"] == RESOLVED_AMI
+        assert data["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"
         assert data["MetadataOptions"]["HttpTokens"] == "required"
         (group,) = asg.describe_auto_scaling_groups(
             AutoScalingGroupNames=[on_demand["autoscaling_group_name"]]
@@ -601,16 +636,25 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
             ]
         )["Reservations"]
         types = [i["InstanceType"] for r in reservations for i in r["Instances"]]
-        assert types == ["c5.large", "c5.large"]
+        assert types == ["c5.large", "c5.large"]  # launched from a resolve:ssm: template
 
     with explained(existing):
         # The existing network is used as given; the module created no network of its own.
         assert env_b["vpc_id"] == given_vpc
         assert env_b["subnet_ids"] == given_subnets
+        # In the user's VPC: no S3 endpoint of ours, and the subnets decide on public IPs.
+        assert env_b["s3_vpc_endpoint_id"] is None and env_b["node_public_ip"] is False
+        assert (
+            ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [given_vpc]}])[
+                "VpcEndpoints"
+            ]
+            == []
+        )
         group = ec2.describe_security_groups(GroupIds=[env_b["security_group_id"]])
         assert group["SecurityGroups"][0]["VpcId"] == given_vpc
         assert group["SecurityGroups"][0]["IpPermissions"] == []
         network = ("aws_vpc", "aws_subnet", "aws_internet_gateway", "aws_route_table")
+        network += ("aws_vpc_endpoint",)
         assert not [r for r in existing.state() if r.split(".")[2].startswith(network)]
         tagged = ec2.describe_vpcs(
             Filters=[{"Name": "tag:gridctl:environment", "Values": ["moto-b"]}]

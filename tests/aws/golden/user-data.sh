@@ -39,6 +39,19 @@ say() {
   printf '%s gridctl boot: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"
 }
 
+# The newest Python of 3.10 or later (gridctl's minimum): an AMI's own python3 may be older.
+newest_python() {
+  local candidate
+  for candidate in python3.13 python3.12 python3.11 python3.10 python3; do
+    if command -v "$candidate" >/dev/null &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
 metadata() {
   local token
   token=$(curl -fsS -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" \
@@ -61,19 +74,20 @@ scale_to_zero() {
 
 # Every experiment of this machine that had not ended when the failure came is recorded
 # failed with REASON and the tail of LOG, and LOG becomes its log when it has none, by the
-# agent's own code run from the wheel with the system python3 (no venv needed); then the
+# agent's own code run from the wheel with the system's Python (no venv needed); then the
 # group goes to zero. Without the wheel, scaling to zero is all that is possible.
 fail_node() {
-  local reason=$1 log=$2 since instance
+  local reason=$1 log=$2 since instance python
   since=$(date +%s.%N)
+  python=$(newest_python) || python=python3
   say "failing this node: $reason"
   # Stopped first, so that it cannot overwrite the records (a no-op once it has gone).
   systemctl stop gridctl-agent.service 2>/dev/null || true
   instance=$(metadata instance-id) || { say "cannot read this instance's id"; return 1; }
   if [[ -f "$wheel" ]]; then
     rm -rf "$opt/failsafe"
-    if ! python3 -m zipfile -e "$wheel" "$opt/failsafe" ||
-      ! PYTHONPATH="$opt/failsafe" python3 -m gridctl.agent failed --bucket "$bucket" \
+    if ! "$python" -m zipfile -e "$wheel" "$opt/failsafe" ||
+      ! PYTHONPATH="$opt/failsafe" "$python" -m gridctl.agent failed --bucket "$bucket" \
         --run "$run" --machine "$machine" --instance "$instance" --since "$since" \
         --log "$log" "$reason"; then
       say "cannot record the failure in s3://$bucket"
@@ -178,7 +192,9 @@ boot() {
   systemctl start gridctl-lifetime.timer
   # The wheel first, so that a failure from here on can be recorded by the agent's code.
   aws s3 cp --only-show-errors "s3://$bucket/$wheel_key" "$wheel"
-  python3 -m venv "$opt/venv"
+  local python
+  python=$(newest_python) || { say "this AMI has no python3 of version 3.10 or newer"; return 1; }
+  "$python" -m venv "$opt/venv"
   "$opt/venv/bin/python" -m pip install --quiet --no-input "$wheel"
   systemctl enable --now gridctl-agent.service
   say "gridctl-agent.service started (log: $agent_log)"
