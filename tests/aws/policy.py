@@ -112,10 +112,6 @@ class Grant:
             }
         return {"Statement": [narrowed]}
 
-    def __str__(self) -> str:
-        prefix = f" s3:prefix {self.prefix}" if self.prefix is not None else ""
-        return f"{self.sid}: {self.action} {self.resource}{prefix}"
-
 
 def grants(policy: Mapping) -> list[tuple[Grant, Mapping]]:
     """Every allow of the policy, one (action, resource, prefix) at a time."""
