@@ -146,6 +146,8 @@ class RunInputs:
     outputs: Mapping[str, object]
     groups: tuple[ExperimentInputs, ...]
     scratch_size: int = 0
+    disk_size: int | None = None
+    """GiB of each instance's root disk; None keeps the module's default."""
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -178,6 +180,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "instance_profile_name": literal(str(env["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),
         "scratch_size": inputs.scratch_size,
+        **({"root_volume_size": inputs.disk_size} if inputs.disk_size is not None else {}),
         "tags": {"gridctl:environment": literal(inputs.environment)},
     }
     return {

@@ -102,6 +102,7 @@ class AwsBackend:
             agent_wheel_key=run["agent_wheel_key"],
             outputs=self.record.outputs,
             scratch_size=run["scratch_size"] or 0,
+            disk_size=run.get("disk_size"),  # None for runs recorded before it was an option
             groups=tuple(
                 render.ExperimentInputs(
                     name=group_name(machine),
@@ -132,6 +133,7 @@ class AwsBackend:
             "use_spot": plan.use_spot,
             "auto_resume": plan.auto_resume,
             "scratch_size": plan.scratch_size,
+            "disk_size": plan.disk_size,
             "instance_types": types,
             "agent_wheel_key": wheel.key,
             "experiments": [e.name for e in plan.experiments],

@@ -31,6 +31,13 @@ NODE_ACCESS_KEY = "ASIAGRIDCTLNODEROLE"
 """The agents' key (an instance role's, on AWS): their requests are told apart from the
 user's (the CLI's) and the simulator's own by it."""
 NODE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": NODE_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": "testing"}
+INTERVALS = {
+    "GRIDCTL_HEARTBEAT_INTERVAL": "10",
+    "GRIDCTL_LOG_INTERVAL": "5",
+    "GRIDCTL_CONTROL_INTERVAL": "2",
+}
+"""Simulated agents look at the bucket more often than real ones, whose defaults are chosen
+for the S3 request bill, so that tests do not wait on them; a test's own env wins."""
 
 T = TypeVar("T")
 
@@ -229,6 +236,7 @@ class NodeSimulator:
         root.mkdir(parents=True, exist_ok=True)
         log = root / "agent.log"
         env = {
+            **INTERVALS,
             **self.env,
             **NODE_CREDENTIALS,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url,
