@@ -714,9 +714,8 @@ class Node:
             if group is None:
                 say(f"{instance_id} is in no Auto Scaling group: nothing to scale")
                 return True
-            client.update_auto_scaling_group(
-                AutoScalingGroupName=group, MinSize=0, DesiredCapacity=0
-            )
+            # The group's min size is 0 already; the node role grants no UpdateAutoScalingGroup.
+            client.set_desired_capacity(AutoScalingGroupName=group, DesiredCapacity=0)
         except Exception as exc:  # noqa: BLE001 - reported, and the exit status shows it
             say(f"cannot scale the Auto Scaling group to zero: {exc}")
             return False

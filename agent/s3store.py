@@ -19,6 +19,7 @@ MAX_ATTEMPTS = 8
 _DELETE_BATCH = 1000
 """The most keys one DeleteObjects call takes."""
 _MISSING = ("404", "NoSuchKey", "NotFound")
+_DENIED = ("403", "AccessDenied", "Forbidden")
 _NO_BUCKET = "NoSuchBucket"
 
 
@@ -88,7 +89,7 @@ class S3Store:
         try:
             self.client.head_object(Bucket=self.bucket, Key=check_key(key))
         except self.client.exceptions.ClientError as exc:
-            if _missing(exc):
+            if self._absent(exc, key):
                 return False
             raise
         return True
@@ -123,7 +124,7 @@ class S3Store:
             self.client.download_file(self.bucket, check_key(key), str(partial))
             os.replace(partial, dest)
         except self.client.exceptions.ClientError as exc:
-            if _missing(exc):
+            if self._absent(exc, key):
                 raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
             raise
         finally:
@@ -139,7 +140,7 @@ class S3Store:
             with self._bucket_errors():
                 response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
         except self.client.exceptions.ClientError as exc:
-            if _missing(exc):
+            if self._absent(exc, key):
                 raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
             raise
         with response["Body"] as body:
@@ -173,6 +174,21 @@ class S3Store:
                 first = response["Errors"][0]
                 where = f"s3://{self.bucket}/{first['Key']}"
                 raise OSError(f"cannot delete {where}: {first['Message']}")
+
+    def _absent(self, exc: Exception, key: str) -> bool:
+        """Whether a failed read means the key does not exist. S3 answers 403 instead of 404
+        for a missing key when the caller may not list the bucket, which can include one that
+        may list only some prefixes (the node role): a listing of the key itself then tells
+        missing from denied, where that listing is allowed."""
+        if _missing(exc):
+            return True
+        if _code(exc) not in _DENIED:
+            return False
+        try:
+            found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except self.client.exceptions.ClientError:
+            return False  # cannot tell: the denial stands
+        return not any(item["Key"] == key for item in found.get("Contents", ()))
 
     @contextlib.contextmanager
     def _bucket_errors(self) -> Iterator[None]:

@@ -265,7 +265,7 @@ resource "aws_s3_bucket_policy" "this" {
 }
 
 ################################################################################
-# Node role: the bucket, and scaling/terminating only this environment's groups
+# Node role: what the agent and the boot script call, and nothing else
 ################################################################################
 
 data "aws_iam_policy_document" "assume" {
@@ -282,65 +282,75 @@ data "aws_iam_policy_document" "assume" {
 
 resource "aws_iam_role" "this" {
   name               = local.iam_name
-  description        = "gridctl ${var.name} nodes: read/write the environment bucket, scale down and terminate only their own environment's groups and instances"
+  description        = "gridctl ${var.name} nodes: read their inputs and write their run in the bucket, scale down their own environment's groups"
   assume_role_policy = data.aws_iam_policy_document.assume.json
 
   tags = local.tags
 }
 
+# What each statement grants is exactly what the agent (agent/) and the boot script
+# (modules/experiment/user-data.sh.tftpl) call; tests/aws/test_node_role.py records every
+# request simulated nodes make and checks it against this document, both ways.
 data "aws_iam_policy_document" "node" {
+  # Code bundles and datastores in, a run's records, logs and artifacts in and out, the
+  # agent wheel for the boot script. Never the environment's record or any Terraform state
+  # (gridctl/*, env:/*), and never a write outside runs/.
   statement {
-    sid       = "BucketObjects"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-    resources = ["${aws_s3_bucket.this.arn}/*"]
+    sid     = "ReadNodeInputs"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${aws_s3_bucket.this.arn}/runs/*",
+      "${aws_s3_bucket.this.arn}/bundles/*",
+      "${aws_s3_bucket.this.arn}/datastores/*",
+      "${aws_s3_bucket.this.arn}/wheels/*",
+    ]
   }
 
   statement {
-    sid       = "BucketList"
+    sid       = "WriteRuns"
+    actions   = ["s3:PutObject", "s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.this.arn}/runs/*"]
+  }
+
+  # Listing a control folder or artifacts to restore (runs/), a datastore's versions.
+  statement {
+    sid       = "ListRunsAndDatastores"
     actions   = ["s3:ListBucket"]
     resources = [aws_s3_bucket.this.arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["runs/*", "datastores/*"]
+    }
   }
 
-  # The agent scales its own group to zero when its experiments end, and after
-  # `gridctl interrupt` ends its own instance while keeping the capacity (as a reclaim does).
+  # The agent (and the boot script when it fails) finds its group from its instance id.
+  # Describe calls support no resource-level permissions: "*" is the only valid resource.
   statement {
-    sid = "ScaleOwnEnvironmentGroups"
+    sid       = "FindOwnGroup"
+    actions   = ["autoscaling:DescribeAutoScalingInstances"]
+    resources = ["*"]
+  }
+
+  # Scaling its group to zero when its experiments end; after `gridctl interrupt`, ending
+  # its own instance while keeping the capacity (as a reclaim does). IAM cannot tie a group
+  # to the calling instance, nor pin the desired capacity to zero (SetDesiredCapacity has
+  # no condition key for it): the environment's groups are the narrowest scope, and
+  # without UpdateAutoScalingGroup their max_size (the experiment's node count) caps it.
+  statement {
+    sid = "ScaleEnvironmentGroups"
     actions = [
       "autoscaling:SetDesiredCapacity",
       "autoscaling:TerminateInstanceInAutoScalingGroup",
-      "autoscaling:UpdateAutoScalingGroup",
     ]
-    resources = ["${local.arn_prefix}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/*"]
+    resources = ["${local.arn_prefix}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/gridctl-*"]
 
     condition {
       test     = "StringEquals"
       variable = "aws:ResourceTag/gridctl:environment"
       values   = [var.name]
     }
-  }
-
-  statement {
-    sid       = "TerminateOwnEnvironmentInstances"
-    actions   = ["ec2:TerminateInstances"]
-    resources = ["${local.arn_prefix}:ec2:${local.region}:${local.account_id}:instance/*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "ec2:ResourceTag/gridctl:environment"
-      values   = [var.name]
-    }
-  }
-
-  # Describe calls support no resource-level permissions: "*" is the only valid resource.
-  statement {
-    sid = "Describe"
-    actions = [
-      "autoscaling:DescribeAutoScalingGroups",
-      "autoscaling:DescribeAutoScalingInstances",
-      "ec2:DescribeInstances",
-      "ec2:DescribeTags",
-    ]
-    resources = ["*"]
   }
 }
 

@@ -29,9 +29,10 @@ def moto_tls(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def moto_server(moto_tls: Path):
-    """One moto server per test process; each test starts from a reset server."""
-    server = start_moto(moto_tls)
+def moto_server(moto_tls: Path, tmp_path_factory):
+    """One moto server per test process; each test starts from a reset server. Its request
+    recorder is off unless a test starts it (``moto_server.record()``)."""
+    server = start_moto(moto_tls, tmp_path_factory.mktemp("moto") / "requests.jsonl")
     yield server
     server.stop()
 

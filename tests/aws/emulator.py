@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 
 MOTO_SERVER = str(Path(sys.executable).with_name("moto_server"))
 REGION = "us-east-1"
+_SPACE = re.compile(r"\s*")
 
 
 def free_port() -> int:
@@ -96,6 +99,8 @@ class Moto:
     url: str
     cert: Path
     process: subprocess.Popen
+    recording: Path | None = None
+    """Where moto's request recorder writes, once ``record`` has started it."""
 
     def _post(self, path: str) -> None:
         request = urllib.request.Request(f"{self.url}{path}", method="POST")
@@ -104,19 +109,41 @@ class Moto:
 
     def reset(self) -> None:
         self._post("/moto-api/reset")
+        if self.recording is not None:
+            self._post("/moto-api/recorder/stop-recording")
+
+    def record(self) -> None:
+        """Record every request from now on (headers, method, URL, body), from nothing."""
+        self._post("/moto-api/recorder/reset-recording")
+        self._post("/moto-api/recorder/start-recording")
+
+    def recorded(self) -> list[dict]:
+        """The requests recorded so far. Threads of the server append concurrently, so
+        entries are decoded one JSON value at a time rather than line by line."""
+        assert self.recording is not None, "start_moto(recording=...) was not given"
+        text = self.recording.read_text() if self.recording.exists() else ""
+        decoder, entries, at = json.JSONDecoder(), [], _SPACE.match(text).end()
+        while at < len(text):
+            entry, at = decoder.raw_decode(text, at)
+            entries.append(entry)
+            at = _SPACE.match(text, at).end()
+        return entries
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
 
 
-def start_moto(cert: Path) -> Moto:
+def start_moto(cert: Path, recording: Path | None = None) -> Moto:
+    """``recording``: the file moto's request recorder writes to (off until ``record``)."""
     port = free_port()
+    env = {**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)} if recording else None
     proc = subprocess.Popen(
         [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port), "-s",
          "-c", str(cert), "-k", str(cert.with_suffix(".key"))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )  # fmt: skip
     url = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(cert))
@@ -124,7 +151,7 @@ def start_moto(cert: Path) -> Moto:
     while True:
         try:
             urllib.request.urlopen(f"{url}/moto-api/", timeout=1, context=context)  # noqa: S310
-            return Moto(url, cert, proc)
+            return Moto(url, cert, proc, recording)
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()

@@ -27,6 +27,10 @@ EXPERIMENT_TAG = "gridctl:experiment"
 LIVE_STATES = ("pending", "running")
 AGENT_COMMAND = (sys.executable, "-m", "gridctl.agent", "node")
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+NODE_ACCESS_KEY = "ASIAGRIDCTLNODEROLE"
+"""The agents' key (an instance role's, on AWS): their requests are told apart from the
+user's (the CLI's) and the simulator's own by it."""
+NODE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": NODE_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": "testing"}
 INTERVALS = {
     "GRIDCTL_HEARTBEAT_INTERVAL": "10",
     "GRIDCTL_LOG_INTERVAL": "5",
@@ -234,7 +238,7 @@ class NodeSimulator:
         env = {
             **INTERVALS,
             **self.env,
-            **FAKE_CREDENTIALS,
+            **NODE_CREDENTIALS,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url,
             "GRIDCTL_NODE_ROOT": str(root),
             "AWS_ENDPOINT_URL": self.moto_url,

@@ -543,15 +543,13 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         assert actions and not [a for a in actions if "*" in a], actions
         unscoped = [s for s in statements if "*" in as_list(s["Resource"])]
         assert {a for s in unscoped for a in as_list(s["Action"])} == {
-            "autoscaling:DescribeAutoScalingGroups",
             "autoscaling:DescribeAutoScalingInstances",
-            "ec2:DescribeInstances",
-            "ec2:DescribeTags",
         }
         for statement in statements:  # scaling and terminating: this environment's only
-            if {"autoscaling:SetDesiredCapacity", "ec2:TerminateInstances"} & set(
-                as_list(statement["Action"])
-            ):
+            if {
+                "autoscaling:SetDesiredCapacity",
+                "autoscaling:TerminateInstanceInAutoScalingGroup",
+            } & set(as_list(statement["Action"])):
                 (condition,) = statement["Condition"]["StringEquals"].items()
                 assert condition[0].endswith("ResourceTag/gridctl:environment"), statement
                 assert as_list(condition[1]) == ["moto-a"], statement
