@@ -146,6 +146,8 @@ class RunInputs:
     outputs: Mapping[str, object]
     groups: tuple[ExperimentInputs, ...]
     scratch_size: int = 0
+    subnet_ids: tuple[str, ...] = ()
+    """The subnets to launch in; empty: all of the environment's."""
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -173,7 +175,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "region": literal(target.region),
         "ami_id": literal(str(env["ami_id"])),
         "use_spot": inputs.use_spot,
-        "subnet_ids": [literal(s) for s in env["subnet_ids"]],  # type: ignore[union-attr]
+        "subnet_ids": [literal(s) for s in inputs.subnet_ids or env["subnet_ids"]],  # type: ignore[union-attr]
         "security_group_id": literal(str(env["security_group_id"])),
         "instance_profile_name": literal(str(env["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),

@@ -25,7 +25,7 @@ from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_arti
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import equivalent_types
 from gridctl.cli.plan import RunPlan
-from gridctl.infra import environment, render, runs
+from gridctl.infra import environment, quotas, render, runs, zones
 from gridctl.infra.aws import endpoint_url
 from gridctl.infra.errors import InfraError
 from gridctl.infra.wheel import build_agent_wheel
@@ -36,6 +36,15 @@ POLL = 2.0
 
 def group_name(machine: str) -> str:
     return f"gridctl-{machine}"
+
+
+def instance_types(plan: RunPlan) -> list[str]:
+    """The requested type, and with spot the equivalent ones that add capacity pools."""
+    assert plan.instance_type is not None
+    types = [plan.instance_type.name]
+    if plan.use_spot:
+        types += [t.name for t in equivalent_types(plan.instance_type)]
+    return types
 
 
 def machines_for(plan: RunPlan) -> list[MachineSpec]:
@@ -80,16 +89,70 @@ class AwsBackend:
 
     # -- submission -------------------------------------------------------------------
 
-    def check_plan(self, plan: RunPlan) -> None:
-        assert plan.instance_type is not None
-        offered = self.account.client("ec2").describe_instance_type_offerings(
-            LocationType="region",
-            Filters=[{"Name": "instance-type", "Values": [plan.instance_type.name]}],
-        )["InstanceTypeOfferings"]
+    def check_plan(self, plan: RunPlan) -> list[str]:
+        """Refuse what would wait forever: a type no zone of the environment's subnets
+        offers, or a vCPU quota too small for one machine."""
+        self._launch_subnets(instance_types(plan))
+        return self._check_quota(plan)
+
+    def _launch_subnets(self, types: Sequence[str]) -> tuple[str, ...]:
+        """The environment's subnets in zones that offer one of ``types``. A subnet that no
+        longer exists is left for the apply to report (the run then fails, leaving nothing)."""
+        import botocore.exceptions
+
+        ec2 = self.account.client("ec2")
+        every = tuple(self.record.outputs["subnet_ids"])  # type: ignore[call-overload]
+        try:
+            subnets = zones.subnet_zones(ec2, every)
+        except botocore.exceptions.ClientError as exc:
+            if "InvalidSubnetID" in str(exc):
+                return every
+            raise
+        offered = zones.offered_zones(ec2, types)
+        usable = zones.launchable(subnets, offered)
+        if usable:
+            return usable
+        what = f"instance type {types[0]}"
+        if len(types) > 1:
+            what += f" (nor its spot alternatives {', '.join(types[1:])})"
+        region = self.record.region
         if not offered:
+            raise GridctlError(f"{what} is not offered in {region}")
+        raise GridctlError(
+            f"{what} is not offered in the zones of environment {self.record.name}'s subnets"
+            f" ({', '.join(sorted(set(subnets.values())))}); {region} offers it in"
+            f" {', '.join(sorted(offered))}: choose another --instance_type, or give"
+            " 'gridctl up' --vpc-id and --subnet-ids with a subnet there"
+        )
+
+    def _check_quota(self, plan: RunPlan) -> list[str]:
+        """The warnings to show: the quota runs fewer machines at once than the run has,
+        or it could not be read (then nothing is refused)."""
+        itype = plan.instance_type
+        assert itype is not None
+        quota = quotas.quota_for(itype.name, spot=plan.use_spot)
+        if quota is None:
+            return []
+        try:
+            vcpus = quotas.value(self.account, quota)
+        except quotas.QuotaUnknown as exc:
+            return [f"EC2 vCPU quota {quota.code} not checked: {exc}"]
+        fits = quotas.machines_within(vcpus, itype.vcpus)
+        wanted = len(machines_for(plan))
+        where = f"EC2 quota {quota.code} ({quota.name}) in {self.record.region}"
+        more = quota.increase_command(itype.vcpus * wanted)
+        if fits == 0:
             raise GridctlError(
-                f"instance type {plan.instance_type.name} is not offered in {self.record.region}"
+                f"the {where} is {vcpus:g} vCPUs, and one {itype.name} needs {itype.vcpus}:"
+                f" ask for more on the Service Quotas page of the AWS console, or run: {more}"
             )
+        if fits < wanted:
+            return [
+                f"the {where} is {vcpus:g} vCPUs: only {fits} of this run's {wanted} machines"
+                f" ({itype.name}, {itype.vcpus} vCPUs each) run at a time, the rest wait;"
+                f" for more run: {more}"
+            ]
+        return []
 
     def run_exists(self, name: str) -> bool:
         return self.store.exists(f"runs/{name}/run.json")
@@ -102,6 +165,7 @@ class AwsBackend:
             agent_wheel_key=run["agent_wheel_key"],
             outputs=self.record.outputs,
             scratch_size=run["scratch_size"] or 0,
+            subnet_ids=tuple(run.get("subnet_ids", ())),
             groups=tuple(
                 render.ExperimentInputs(
                     name=group_name(machine),
@@ -117,9 +181,9 @@ class AwsBackend:
         wheel = build_agent_wheel()
         if not self.store.exists(wheel.key):
             self.store.put_bytes(wheel.key, wheel.data)
-        types = [plan.instance_type.name]
-        if plan.use_spot:
-            types += [t.name for t in equivalent_types(plan.instance_type)]
+        types = instance_types(plan)
+        every = list(self.record.outputs["subnet_ids"])  # type: ignore[call-overload]
+        subnets = list(self._launch_subnets(types))
         machines = machines_for(plan)
         run = {
             "name": plan.name,
@@ -133,6 +197,7 @@ class AwsBackend:
             "auto_resume": plan.auto_resume,
             "scratch_size": plan.scratch_size,
             "instance_types": types,
+            "subnet_ids": [] if subnets == every else subnets,  # empty: all of them
             "agent_wheel_key": wheel.key,
             "experiments": [e.name for e in plan.experiments],
             "machines": {m.name: list(m.experiments) for m in machines},
