@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 
 from gridctl.agent import datastore as datastores
@@ -21,6 +23,7 @@ from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
 from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
 from gridctl.cli import bundle as bundles
+from gridctl.cli.backends import lost
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import equivalent_types
@@ -249,6 +252,8 @@ class AwsBackend:
             self.store.get_bytes(f"runs/{run}/{name}/spec.json").decode()
         )
         status = self._status(run, name) or {}
+        if lost.is_stale(status, time.time(), self._lost_after):
+            status = self._settle_lost(run, name, spec.auto_resume)
         return ExperimentStatus(
             name=name,
             run=run,
@@ -264,6 +269,54 @@ class AwsBackend:
             attempts=tuple(Attempt(**a) for a in status.get("attempts", ())),
             datastore=spec.datastore,
         )
+
+    @cached_property
+    def _lost_after(self) -> float:
+        return lost.lost_after(os.environ)
+
+    def _settle_lost(self, run: str, name: str, auto_resume: bool) -> dict:
+        """The experiment's record once its silent node is settled: failed with the agent's
+        own reason, its machine's group at zero unless another experiment still runs there.
+        With --auto_resume, an instance EC2 no longer runs was reclaimed with no notice: its
+        group is replacing it, and the replacement takes the experiment over.
+
+        The record is rewritten only if unchanged since read (a conditional write), so a
+        node that speaks again, or a teammate's CLI doing the same, is never overwritten."""
+        from gridctl.agent.node import LOST_REASON, NodeStatus
+
+        key = f"runs/{run}/{name}/status.json"
+        try:
+            data, etag = self.store.get_with_etag(key)
+        except FileNotFoundError:
+            return {}
+        record = json.loads(data)
+        if not lost.is_stale(record, time.time(), self._lost_after):
+            return record
+        instance = record.get("instance")
+        if auto_resume and lost.instance_gone(self._instance_state(instance)):
+            return {**record, "reason": f"{instance} was lost: waiting for its replacement"}
+        ended = NodeStatus.from_json(data)
+        ended.finish("failed", None, LOST_REASON, time.time())
+        record.update(json.loads(ended.to_json()))
+        if not self.store.put_if_unchanged(key, json.dumps(record).encode(), etag):
+            return self._status(run, name) or {}
+        self._scale_to_zero(self._idle_machines(self.experiments([name])))
+        return record
+
+    def _instance_state(self, instance_id: str | None) -> str | None:
+        """The instance's EC2 state, None when EC2 does not know it (any more)."""
+        import botocore.exceptions
+
+        if not instance_id:
+            return None
+        try:
+            found = self.account.client("ec2").describe_instances(InstanceIds=[instance_id])
+        except botocore.exceptions.ClientError as exc:
+            if "InvalidInstanceID" in str(exc):
+                return None
+            raise
+        states = [i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]]
+        return states[0] if states else None
 
     def _run_status(self, run: dict) -> RunStatus:
         return RunStatus(
