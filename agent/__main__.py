@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run this EC2 instance's experiment",
         description="Run the experiment named by this instance's tags (read over IMDSv2), "
         "then scale its Auto Scaling group to zero. Env: GRIDCTL_NODE_ROOT, "
-        "GRIDCTL_HEARTBEAT_INTERVAL, GRIDCTL_LOG_INTERVAL, AWS_ENDPOINT_URL, "
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT.",
+        "GRIDCTL_HEARTBEAT_INTERVAL, GRIDCTL_LOG_INTERVAL, GRIDCTL_CONTROL_INTERVAL, "
+        "AWS_ENDPOINT_URL, AWS_EC2_METADATA_SERVICE_ENDPOINT.",
     )
     _runner_options(node)
     args = parser.parse_args(argv)

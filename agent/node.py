@@ -30,7 +30,7 @@ from gridctl.agent.resources import Capacity
 from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.s3store import S3Store, boto_config
 from gridctl.agent.scheduler import Allocation, Request, request_for, schedule
-from gridctl.agent.scratch import mount_volume
+from gridctl.agent.scratch import Disks, mount_instance_store, mount_volume
 from gridctl.agent.spec import (
     ACTIVE_STATES,
     Attempt,
@@ -52,8 +52,6 @@ RUN_TAG = "gridctl:run"
 EXPERIMENT_TAG = "gridctl:experiment"
 BUCKET_TAG = "gridctl:bucket"
 GROUP_TAG = "aws:autoscaling:groupName"
-CONTROL_INTERVAL = 2.0
-"""Seconds between looks for a stop request in the bucket."""
 _TICK = 0.2
 TERMINATED_REASON = "instance terminated"
 LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
@@ -69,8 +67,15 @@ class NodeError(RuntimeError):
 class NodeSettings:
     root: Path
     runner: RunnerSettings
-    heartbeat_interval: float = 10.0
-    log_interval: float = 5.0
+    # Each look at the bucket is a billed request; these defaults cost at most 840 requests
+    # per experiment-hour (README, "Before your first real run"). Spot notices come from
+    # the metadata service, which is free, and keep their one-second interval.
+    heartbeat_interval: float = 30.0
+    """Seconds between status writes that tell the CLI the agent lives (one PUT each)."""
+    log_interval: float = 10.0
+    """Seconds between log uploads while the log grows (one PUT each)."""
+    control_interval: float = 10.0
+    """Seconds between looks for ``gridctl stop``/``interrupt`` requests (one LIST each)."""
     spot_interval: float = 1.0
     endpoint_url: str | None = None
 
@@ -82,13 +87,15 @@ class NodeSettings:
             runner=runner,
             heartbeat_interval=float(env.get("GRIDCTL_HEARTBEAT_INTERVAL", cls.heartbeat_interval)),
             log_interval=float(env.get("GRIDCTL_LOG_INTERVAL", cls.log_interval)),
+            control_interval=float(env.get("GRIDCTL_CONTROL_INTERVAL", cls.control_interval)),
             spot_interval=float(env.get("GRIDCTL_SPOT_INTERVAL", cls.spot_interval)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )
 
-    def workspace(self, experiment: str) -> Workspace:
+    def workspace(self, experiment: str, disks: Disks | None = None) -> Workspace:
         """Every path under the node root, so several simulated nodes share a machine."""
         opt = self.root / "opt" / "gridctl"
+        disks = disks or Disks()
         return Workspace(
             exec_dir=opt / "work" / experiment,
             scratch_dir=self.root / "scratch" / experiment,
@@ -96,8 +103,14 @@ class NodeSettings:
             bundle_cache=opt / "cache",
             notice_file=opt / "notices" / f"{experiment}.json",
             mount_root=self.root,
-            datastore_cache=opt / "datastores",
+            datastore_cache=disks.datastore_cache(opt / "datastores"),
+            scratch_disk=disks.scratch_disk is not None,
         )
+
+    @property
+    def instance_store(self) -> Path:
+        """Where the instance store is mounted when the instance has one."""
+        return self.root / "opt" / "gridctl" / "instance-store"
 
 
 @dataclass(frozen=True)
@@ -352,13 +365,17 @@ def read_interrupt(store: S3Store, keys: Keys) -> Notice | None:
 
 
 def watch_controls(
-    runner: ExperimentRunner, keys: Keys, broadcast: Broadcast, done: threading.Event
+    runner: ExperimentRunner,
+    keys: Keys,
+    broadcast: Broadcast,
+    interval: float,
+    done: threading.Event,
 ) -> None:
     """Turn a stop object in the bucket into a stop request, and an interrupt object into
     an interruption of the whole machine (as a reclaim would be)."""
     store = runner.store
     assert isinstance(store, S3Store)
-    while not done.wait(CONTROL_INTERVAL):
+    while not done.wait(interval):
         try:
             requests = set(store.list(keys.control))  # one request per look, not one per kind
             if keys.stop in requests:
@@ -432,6 +449,7 @@ class Node:
     settings: NodeSettings
     requirements: Requirements = field(default_factory=Requirements)
     broadcast: Broadcast = field(default_factory=Broadcast)
+    disks: Disks = field(default_factory=Disks)
 
     def serve(self) -> int:
         """Run the machine's experiments, then hand the instance back: 0 once every one has
@@ -453,6 +471,8 @@ class Node:
         scratch = next((job.spec.scratch for job in jobs if job.spec.scratch), None)
         if scratch is not None:
             self.mount_scratch(scratch)
+        if any(job.spec.datastore for job in jobs):
+            self.mount_instance_store()
         outcomes = self.run_all(jobs, machine)
         if None in outcomes:
             self.scale_to_zero()
@@ -466,6 +486,7 @@ class Node:
     def mount_scratch(self, scratch: Scratch) -> None:
         """The launch template's scratch disk, once for all the machine's experiments."""
         path = self.settings.root / scratch.mount_path.lstrip("/")
+        self.disks.scratch = path
         try:
             device = mount_volume(path, scratch.size_gb)
         except (OSError, subprocess.CalledProcessError) as exc:
@@ -474,7 +495,20 @@ class Node:
         if device is None:
             say(f"no {scratch.size_gb} GiB scratch disk on this machine: {path} is a directory")
         else:
+            self.disks.scratch_disk = device
             say(f"scratch disk {device} mounted at {path}")
+
+    def mount_instance_store(self) -> None:
+        """The instance's NVMe instance store, where it has one, for the datastore cache."""
+        path = self.settings.instance_store
+        try:
+            device = mount_instance_store(path)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            say(f"cannot mount the instance store at {path}: {exc}")
+            return
+        if device is not None:
+            self.disks.instance_store = path
+            say(f"instance store {device} mounted at {path}")
 
     def locate(self) -> tuple[S3Store, MachineSpec]:
         missing = [t for t in (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG) if not self.tags.get(t)]
@@ -607,7 +641,7 @@ class Node:
         recorder = job.recorder
         # The node's own environment (the agent's service) is the script's base here.
         runner = ExperimentRunner(
-            job.spec, recorder.store, self.settings.workspace(job.spec.name), recorder,
+            job.spec, recorder.store, self.settings.workspace(job.spec.name, self.disks), recorder,
             gpu_ids=allocation.gpu_ids, cpu_ids=allocation.cpu_ids, base_env=os.environ,
             settings=self.settings.runner, before_launch=self.requirements,
             resume_count=recorder.record.resumes,
@@ -616,7 +650,8 @@ class Node:
         done = threading.Event()
         helpers = [
             threading.Thread(
-                target=watch_controls, args=(runner, recorder.keys, self.broadcast, done),
+                target=watch_controls,
+                args=(runner, recorder.keys, self.broadcast, self.settings.control_interval, done),
                 name=f"controls-{job.spec.name}", daemon=True,
             ),
             threading.Thread(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.machines import parse_memory, resolve_instance_type
+from gridctl.cli.machines import check_disk_size, parse_memory, resolve_instance_type
 from gridctl.cli.names import validate_run_name
 
 STRATEGIES = ("grid_search", "random_search", "none")
@@ -53,7 +53,6 @@ _SETTINGS_KEYS = ("strategy", "trials", "seed")
 _UNSUPPORTED = {
     "compute.provider.cluster": "use --credential and --region for your own AWS account",
     "compute.train.actions": "run setup commands from your script",
-    "compute.train.disk_size": "instances get their image's default disk",
     "compute.train.scale_down_seconds": "instances stop as soon as their experiment ends",
     "compute.train.distributed": "each experiment runs on one node",
     "compute.train.dockerfile": "scripts run in the instance's Python environment",
@@ -84,6 +83,7 @@ class RunConfig:
     datastore_mount_dir: str | None = None
     scratch_size: int | None = None
     scratch_mount_path: str | None = None
+    disk_size: int | None = None
     framework: str | None = None
     strategy: str | None = None
     trials: int | None = None
@@ -189,6 +189,7 @@ class _Reader:
             ),
             scratch_size=scratch_size,
             scratch_mount_path=scratch_mount_path,
+            disk_size=self.disk_size(train.get("disk_size")),
             framework=self.string("compute.train.framework", train.get("framework")),
             strategy=self.choice(
                 "hyper_params.settings.strategy", settings.get("strategy"), STRATEGIES
@@ -291,6 +292,14 @@ class _Reader:
         text = str(value)
         parse_memory(text, label=f"{self.src}: compute.train.memory")
         return text
+
+    def disk_size(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        try:
+            return check_disk_size(value, label="compute.train.disk_size")
+        except GridctlError as exc:
+            raise GridctlError(f"{self.src}: {exc.message}") from None
 
     def scratch(self, value: Any) -> tuple[int | None, str | None]:
         key = "compute.train.scratch"

@@ -1,4 +1,5 @@
-"""AWS instance types, Grid's nicknames for them, and memory sizes as users write them.
+"""AWS instance types, Grid's nicknames for them, and memory and disk sizes as users write
+them.
 
 The catalogue is static so `--instance_type` can be checked (and a request checked
 against it) before anything talks to AWS.
@@ -238,6 +239,23 @@ def _shortfalls(
             f"--memory {format_bytes(memory_bytes)} requested, {format_bytes(available)} available"
         )
     return problems
+
+
+DEFAULT_DISK_SIZE = 100
+"""GiB of each instance's root disk when the run does not say (``--disk_size``)."""
+DISK_SIZES = range(8, 16385)
+"""Root disk sizes in whole GiB, as the experiment module checks them: Amazon's images
+need 8, gp3 stops at 16384."""
+
+
+def check_disk_size(value: object, *, label: str = "--disk_size") -> int:
+    """``value`` as a root disk size in GiB; a GridctlError naming ``label`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in DISK_SIZES:
+        raise GridctlError(
+            f"{label} must be a whole number of GiB from {DISK_SIZES[0]} to {DISK_SIZES[-1]},"
+            f" not {value!r}"
+        )
+    return value
 
 
 _UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}

@@ -143,6 +143,12 @@ def run(
     scratch_mount_path: str | None = typer.Option(
         None, "--scratch_mount_path", "--scratch-mount-path", help="default /scratch"
     ),
+    disk_size: int | None = typer.Option(
+        None,
+        "--disk_size",
+        "--disk-size",
+        help="root disk of each AWS instance in GiB [default: 100]",
+    ),
     framework: str | None = typer.Option(None, help="lightning, torch, tensorflow, ..."),
     credential: str | None = typer.Option(None, help="AWS profile to use"),
     localdir: Path | None = typer.Option(None, help="project root (default: current dir)"),
@@ -186,6 +192,7 @@ def run(
         datastore_mount_dir=datastore_mount_dir,
         scratch_size=scratch_size,
         scratch_mount_path=scratch_mount_path,
+        disk_size=disk_size,
         framework=framework,
         credential=credential,
         localdir=localdir,

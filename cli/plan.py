@@ -17,7 +17,9 @@ from gridctl.cli import sweep
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.machines import (
+    DEFAULT_DISK_SIZE,
     InstanceType,
+    check_disk_size,
     check_fits,
     parse_memory,
     pick_instance_type,
@@ -58,6 +60,7 @@ class RunOptions:
     datastore_mount_dir: str | None = None
     scratch_size: int | None = None
     scratch_mount_path: str | None = None
+    disk_size: int | None = None
     framework: str | None = None
     credential: str | None = None
     localdir: Path | None = None
@@ -103,6 +106,8 @@ class RunPlan:
     datastore_mount_dir: str = DEFAULT_DATASTORE_MOUNT_DIR
     scratch_size: int | None = None
     scratch_mount_path: str = DEFAULT_SCRATCH_MOUNT_PATH
+    disk_size: int | None = None
+    """GiB of each instance's root disk; None on a local run."""
     environment: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -201,7 +206,12 @@ def _validate_name(name: str | None, run_exists: Callable[[str], bool]) -> str:
 
 
 def _ignored_locally(
-    cloud: str, *, instance_name: str | None, use_spot: bool, credential: str | None
+    cloud: str,
+    *,
+    instance_name: str | None,
+    use_spot: bool,
+    credential: str | None,
+    disk_size: int | None,
 ) -> tuple[str, ...]:
     """A warning naming the options that choose AWS machines or credentials when the run is
     local; --instance_type is still checked against the request, so the command also works
@@ -212,6 +222,7 @@ def _ignored_locally(
             ("--instance_type", instance_name is not None),
             ("--use_spot", use_spot),
             ("--credential", credential is not None),
+            ("--disk_size", disk_size is not None),
         )
         if value
     ]
@@ -273,6 +284,9 @@ def plan_run(
     scratch_mount_path = _pick(
         options.scratch_mount_path, cfg.scratch_mount_path, DEFAULT_SCRATCH_MOUNT_PATH
     )
+    disk_size = _pick(options.disk_size, cfg.disk_size)
+    if disk_size is not None:
+        check_disk_size(disk_size)
     if datastore_version is not None and datastore_name is None:
         raise GridctlError("--datastore_version needs --datastore_name")
 
@@ -311,7 +325,11 @@ def plan_run(
     use_spot = bool(_pick(options.use_spot, cfg.use_spot, False))
     credential = _pick(options.credential, cfg.credential)
     ignored = _ignored_locally(
-        cloud, instance_name=instance_name, use_spot=use_spot, credential=credential
+        cloud,
+        instance_name=instance_name,
+        use_spot=use_spot,
+        credential=credential,
+        disk_size=disk_size,
     )
     return RunPlan(
         name=name,
@@ -334,6 +352,7 @@ def plan_run(
         datastore_mount_dir=_absolute("--datastore_mount_dir", datastore_mount_dir),
         scratch_size=scratch_size,
         scratch_mount_path=_absolute("--scratch_mount_path", scratch_mount_path),
+        disk_size=_pick(disk_size, DEFAULT_DISK_SIZE) if cloud == "aws" else None,
         environment=dict(cfg.environment),
         warnings=ignored + expansion.warnings,
         notes=tuple(notes),

@@ -67,6 +67,7 @@ def print_json(data: object) -> None:
 def plan_json(plan: RunPlan) -> dict:
     return {
         "run": plan.name,
+        "disk_size": plan.disk_size,
         "experiments": [
             {"name": e.name, "params": e.params, "argv": list(e.argv)} for e in plan.experiments
         ],

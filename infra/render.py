@@ -148,6 +148,8 @@ class RunInputs:
     scratch_size: int = 0
     subnet_ids: tuple[str, ...] = ()
     """The subnets to launch in; empty: all of the environment's."""
+    disk_size: int | None = None
+    """GiB of each instance's root disk; None keeps the module's default."""
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -180,6 +182,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "instance_profile_name": literal(str(env["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),
         "scratch_size": inputs.scratch_size,
+        **({"root_volume_size": inputs.disk_size} if inputs.disk_size is not None else {}),
         "tags": {"gridctl:environment": literal(inputs.environment)},
     }
     return {

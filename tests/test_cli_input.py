@@ -159,6 +159,7 @@ def test_run_help_documents_the_literal_escape(gridctl):
             ["--use-spot", "--credential", "research"],
             "--use_spot, --credential only apply to AWS runs; local runs ignore them",
         ),
+        (["--disk_size", "200"], "--disk_size only applies to AWS runs; local runs ignore it"),
         (
             ["--instance_type", "g4dn.xlarge", "--use_spot", "--credential", "research"],
             "--instance_type, --use_spot, --credential only apply to AWS runs;"
@@ -227,3 +228,41 @@ def test_aws_request_no_type_fits_names_the_request(gridctl, script):
         "no current-generation instance type fits --gpus 64 per experiment;"
         " ask for less or name a type with --instance_type"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The root disk of AWS instances
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], 100),
+        (["--disk_size", "8"], 8),
+        (["--disk-size", "500"], 500),
+        (["--disk_size", "16384"], 16384),
+    ],
+)
+def test_the_root_disk_size_is_in_the_aws_plan(gridctl, script, args, expected):
+    planned = dry_run(gridctl, "--cloud", "aws", *args, script)
+    assert planned["disk_size"] == expected
+
+
+def test_a_local_plan_has_no_root_disk_size(gridctl, script):
+    assert dry_run(gridctl, "--cloud", "local", script)["disk_size"] is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("7", "--disk_size must be a whole number of GiB from 8 to 16384, not 7"),
+        ("16385", "--disk_size must be a whole number of GiB from 8 to 16384, not 16385"),
+        ("0", "--disk_size must be a whole number of GiB from 8 to 16384, not 0"),
+        ("-5", "--disk_size must be a whole number of GiB from 8 to 16384, not -5"),
+        ("1.5", "Invalid value for '--disk_size' / '--disk-size': Input should be a valid integer"),
+        ("big", "Invalid value for '--disk_size' / '--disk-size': Input should be a valid integer"),
+    ],
+)
+def test_a_root_disk_size_out_of_range_is_one_line(gridctl, script, value, expected):
+    result = gridctl("run", "--cloud", "aws", "--dry-run", "--disk_size", value, script)
+    assert expected in one_line_usage_error(result)

@@ -41,7 +41,7 @@ compute:
     environment:
       WANDB_PROJECT: "cifar"
       OMP_NUM_THREADS: 4
-    disk_size: null
+    disk_size: 200
     actions: null
 hyper_params:
   settings:
@@ -94,6 +94,7 @@ def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
         datastore_mount_dir="/opt/datastore",
         scratch_size=100,
         scratch_mount_path="/scratch",
+        disk_size=200,
         framework="lightning",
         strategy="random_search",
         trials=4,
@@ -212,6 +213,18 @@ def test_error_is_prefixed_with_the_file_name(tmp_path: Path) -> None:
         ),
         ("framework: [torch]", "compute.train.framework must be a non-empty string, not ['torch']"),
         ("nodes: -1", "compute.train.nodes must be a whole number >= 0, not -1"),
+        (
+            "disk_size: 4",
+            "compute.train.disk_size must be a whole number of GiB from 8 to 16384, not 4",
+        ),
+        (
+            "disk_size: 100G",
+            "compute.train.disk_size must be a whole number of GiB from 8 to 16384, not '100G'",
+        ),
+        (
+            "disk_size: 20.5",
+            "compute.train.disk_size must be a whole number of GiB from 8 to 16384, not 20.5",
+        ),
         (
             "environment: [A]",
             "compute.train.environment must be a mapping of NAME: value, not ['A']",
@@ -345,7 +358,6 @@ def test_wrong_types_elsewhere(tmp_path: Path, text: str, expected: str) -> None
             "actions: {on_image_build: [pip install tqdm]}",
             "compute.train.actions is not supported yet",
         ),
-        ("disk_size: 200", "compute.train.disk_size is not supported yet"),
         ("scale_down_seconds: 1800", "compute.train.scale_down_seconds is not supported yet"),
         ("distributed: true", "compute.train.distributed is not supported yet"),
         ("dockerfile: Dockerfile", "compute.train.dockerfile is not supported yet"),

@@ -201,6 +201,7 @@ def test_dry_run_prints_the_exact_experiments(gridctl, project):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "run": "dry",
+        "disk_size": None,  # no AWS instance, so no root disk to size
         "experiments": [
             {
                 "name": f"dry-exp{i}",

@@ -169,6 +169,7 @@ class AwsBackend:
             outputs=self.record.outputs,
             scratch_size=run["scratch_size"] or 0,
             subnet_ids=tuple(run.get("subnet_ids", ())),
+            disk_size=run.get("disk_size"),  # None for runs recorded before it was an option
             groups=tuple(
                 render.ExperimentInputs(
                     name=group_name(machine),
@@ -199,6 +200,7 @@ class AwsBackend:
             "use_spot": plan.use_spot,
             "auto_resume": plan.auto_resume,
             "scratch_size": plan.scratch_size,
+            "disk_size": plan.disk_size,
             "instance_types": types,
             "subnet_ids": [] if subnets == every else subnets,  # empty: all of them
             "agent_wheel_key": wheel.key,

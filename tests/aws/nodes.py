@@ -27,6 +27,13 @@ EXPERIMENT_TAG = "gridctl:experiment"
 LIVE_STATES = ("pending", "running")
 AGENT_COMMAND = (sys.executable, "-m", "gridctl.agent", "node")
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+INTERVALS = {
+    "GRIDCTL_HEARTBEAT_INTERVAL": "10",
+    "GRIDCTL_LOG_INTERVAL": "5",
+    "GRIDCTL_CONTROL_INTERVAL": "2",
+}
+"""Simulated agents look at the bucket more often than real ones, whose defaults are chosen
+for the S3 request bill, so that tests do not wait on them; a test's own env wins."""
 
 T = TypeVar("T")
 
@@ -225,6 +232,7 @@ class NodeSimulator:
         root.mkdir(parents=True, exist_ok=True)
         log = root / "agent.log"
         env = {
+            **INTERVALS,
             **self.env,
             **FAKE_CREDENTIALS,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url,

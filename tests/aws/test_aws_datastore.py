@@ -10,10 +10,20 @@ import pytest
 from conftest import Gridctl
 from scripts import DATASTORE_READER as READER
 
-from .cloud import client, groups
+from .cloud import client, first_bucket, groups
 from .nodes import NodeSimulator
 
 pytestmark = pytest.mark.e2e
+
+
+def launch_disks(aws_env, template_name: str) -> dict[str, dict]:
+    """The EBS settings of the latest version of a launch template, by device name."""
+    ec2 = client(aws_env, "ec2")
+    template = ec2.describe_launch_templates(LaunchTemplateNames=[template_name])
+    version = ec2.describe_launch_template_versions(
+        LaunchTemplateId=template["LaunchTemplates"][0]["LaunchTemplateId"], Versions=["$Latest"]
+    )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    return {m["DeviceName"]: m["Ebs"] for m in version["BlockDeviceMappings"]}
 
 
 def test_datastores_and_scratch_on_aws(
@@ -38,7 +48,7 @@ def test_datastores_and_scratch_on_aws(
     (project / "read.py").write_text(READER)
     run = cloud(
         "run", "--name", "reader", "--wait", "--datastore_name", "corpus",
-        "--scratch_size", "1", "read.py", "--seed", "[1, 2]", timeout=600,
+        "--scratch_size", "1", "--disk_size", "20", "read.py", "--seed", "[1, 2]", timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr + nodes.describe()
     assert "datastore corpus version 2 mounted read-only at /opt/datastore" in run.stderr
@@ -46,24 +56,29 @@ def test_datastores_and_scratch_on_aws(
     assert cloud("artifacts", "reader", "--dest", str(dest)).returncode == 0
     for i in range(2):
         seen = json.loads((dest / f"reader-exp{i}" / "out" / "seen.json").read_text())
-        # On a (simulated) node every absolute path lives under GRIDCTL_NODE_ROOT.
-        assert seen["datastore_dir"].endswith("/opt/gridctl/datastores/corpus/v2")
+        # On a (simulated) node every absolute path lives under GRIDCTL_NODE_ROOT; the
+        # cache is on the scratch space, beside the experiments' own folders.
+        assert seen["datastore_dir"].endswith("/scratch/.gridctl-datastores/corpus/v2")
         assert seen["files"]["shards/0.txt"] == "changed\n"
         assert seen["files"]["shards/4.txt"] == "shard 4\n" * 100
         assert len(seen["files"]) == 5
         assert seen["write"] == "refused"
         assert seen["scratch"].endswith(f"/scratch/reader-exp{i}")  # its own folder
-    # The scratch volume is part of each machine's launch template, deleted with it.
-    ec2 = client(aws_env, "ec2")
-    template = ec2.describe_launch_templates(LaunchTemplateNames=["gridctl-reader-exp0"])
-    version = ec2.describe_launch_template_versions(
-        LaunchTemplateId=template["LaunchTemplates"][0]["LaunchTemplateId"], Versions=["$Latest"]
-    )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
-    scratch = next(m for m in version["BlockDeviceMappings"] if m["DeviceName"] == "/dev/sdf")
-    assert scratch["Ebs"]["VolumeSize"] == 1
-    assert scratch["Ebs"]["VolumeType"] == "gp3"
-    assert scratch["Ebs"]["Encrypted"] is True
-    assert scratch["Ebs"]["DeleteOnTermination"] is True
+    # The scratch volume is part of each machine's launch template, deleted with it, and
+    # so is the root disk of the size asked for.
+    disks = launch_disks(aws_env, "gridctl-reader-exp0")
+    assert disks["/dev/sdf"]["VolumeSize"] == 1
+    assert disks["/dev/sdf"]["VolumeType"] == "gp3"
+    assert disks["/dev/sdf"]["Encrypted"] is True
+    assert disks["/dev/sdf"]["DeleteOnTermination"] is True
+    assert disks["/dev/sda1"]["VolumeSize"] == 20
+    # A run recorded before --disk_size existed keeps the module's default when it changes.
+    s3, bucket, key = client(aws_env, "s3"), first_bucket(aws_env), "runs/reader/run.json"
+    record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    del record["disk_size"]
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+    assert cloud("delete", "reader-exp1", timeout=600).returncode == 0
+    assert launch_disks(aws_env, "gridctl-reader-exp0")["/dev/sda1"]["VolumeSize"] == 100
 
     # A version in use is not deleted unless forced.
     (project / "wait.py").write_text("import time\ntime.sleep(600)\n")

@@ -232,6 +232,7 @@ class Cloud:
             "GRIDCTL_GRACE_PERIOD": "3",
             "GRIDCTL_HEARTBEAT_INTERVAL": "0.5",
             "GRIDCTL_LOG_INTERVAL": "0.5",
+            "GRIDCTL_CONTROL_INTERVAL": "1",
             **extra,
         }
 
@@ -906,3 +907,16 @@ def test_the_store_lists_and_deletes_folders(cloud, monkeypatch):
     assert list(store.list("runs")) == ["runs/ab/x/log"]
     store.delete_prefix("runs/ab/x/log")
     assert list(store.list("")) == []
+
+
+def test_an_agent_left_to_its_defaults_makes_few_billed_requests_per_hour(monkeypatch):
+    """S3 bills every PUT and LIST: what a node's heartbeat, log shipping and control polling
+    cost per experiment-hour is what the README promises, and each is still tunable."""
+    from gridctl.agent.node import NodeSettings
+    from gridctl.agent.runner import RunnerSettings
+
+    settings = NodeSettings.from_env(RunnerSettings())
+    looks = (settings.heartbeat_interval, settings.log_interval, settings.control_interval)
+    assert sum(3600 / interval for interval in looks) <= 840
+    monkeypatch.setenv("GRIDCTL_CONTROL_INTERVAL", "0.5")
+    assert NodeSettings.from_env(RunnerSettings()).control_interval == 0.5
