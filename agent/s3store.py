@@ -21,6 +21,8 @@ _DELETE_BATCH = 1000
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _DENIED = ("403", "AccessDenied", "Forbidden")
 _NO_BUCKET = "NoSuchBucket"
+_CHANGED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", *_MISSING)
+"""A conditional write lost: the object changed, is being changed, or is gone."""
 
 
 class BucketMissing(Exception):
@@ -145,6 +147,33 @@ class S3Store:
             raise
         with response["Body"] as body:
             return body.read()
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object and its ETag, for a later ``put_if_unchanged``; FileNotFoundError
+        for a missing key."""
+        try:
+            with self._bucket_errors():
+                response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+        except self.client.exceptions.ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
+            raise
+        with response["Body"] as body:
+            return body.read(), response["ETag"]
+
+    def put_if_unchanged(self, key: str, data: bytes, etag: str) -> bool:
+        """Write only over the version with ``etag`` (S3 conditional write): False when
+        someone else wrote the key in between."""
+        try:
+            with self._bucket_errors():
+                self.client.put_object(
+                    Bucket=self.bucket, Key=check_key(key), Body=data, IfMatch=etag
+                )
+        except self.client.exceptions.ClientError as exc:
+            if _code(exc) in _CHANGED:
+                return False
+            raise
+        return True
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys below the folder ``prefix`` (not keys that merely start with its text)."""

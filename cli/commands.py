@@ -108,7 +108,8 @@ def plan(
         terraform.check_version()  # before anything is uploaded
     if not dry_run or result.cloud in visible:
         backend = backend_for(home, result.cloud)
-        backend.check_plan(result)
+        warnings = backend.check_plan(result)
+        result = dataclasses.replace(result, warnings=(*result.warnings, *warnings))
         if result.datastore_name is not None:
             with _datastore_errors():
                 manifest = datastores.resolve(

@@ -362,7 +362,10 @@ def _follow_run(home: Path, run_name: str) -> None:
     " created_at, duration, cost, seed, strategy, description}; with RUN one object with those"
     " keys plus experiments: [{name, status, params, exit_code, resumes, started_at,"
     " finished_at, duration, instance, reason, attempts}]; with EXPERIMENT that experiment's"
-    " object with its run."
+    " object with its run. On AWS, an experiment whose node has not written its heartbeat"
+    " for GRIDCTL_LOST_AFTER seconds (default 600) is recorded failed and its machine's"
+    " group scaled to zero (with --auto_resume and the instance gone, its replacement takes"
+    " it over instead)."
 )
 def status(
     name: str | None = typer.Argument(None, metavar="[RUN_OR_EXPERIMENT]"),

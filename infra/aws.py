@@ -35,11 +35,15 @@ class Account:
         except botocore.exceptions.ProfileNotFound:
             raise InfraError(f"--credential {self.profile}: no such AWS profile") from None
 
-    def client(self, service: str):
+    def client(self, service: str, *, attempts: int = RETRIES["max_attempts"]):
+        """boto3 finds the endpoint itself (``AWS_ENDPOINT_URL``, and before it
+        ``AWS_ENDPOINT_URL_<SERVICE>``, which an explicit ``endpoint_url`` would override).
+        Fewer ``attempts`` suit checks that may be skipped when AWS does not answer."""
         from botocore.config import Config
 
-        config = Config(retries=RETRIES, s3={"addressing_style": "path"} if endpoint_url() else {})
-        return self.session.client(service, endpoint_url=endpoint_url(), config=config)
+        s3 = {"addressing_style": "path"} if endpoint_url() else {}
+        config = Config(retries={**RETRIES, "max_attempts": attempts}, s3=s3)
+        return self.session.client(service, config=config)
 
     def check_region(self) -> None:
         if endpoint_url():

@@ -157,6 +157,8 @@ class RunInputs:
     outputs: Mapping[str, object]
     groups: tuple[ExperimentInputs, ...]
     scratch_size: int = 0
+    subnet_ids: tuple[str, ...] = ()
+    """The subnets to launch in; empty: all of the environment's."""
     disk_size: int | None = None
     """GiB of each instance's root disk; None keeps the module's default."""
     max_lifetime_hours: int = 168
@@ -194,7 +196,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "capacity_rebalance": inputs.auto_resume,
         # null: the subnet decides. Environments made before this output: public, as then.
         "associate_public_ip_address": True if env.get("node_public_ip", True) else None,
-        "subnet_ids": [literal(s) for s in env["subnet_ids"]],  # type: ignore[union-attr]
+        "subnet_ids": [literal(s) for s in inputs.subnet_ids or env["subnet_ids"]],  # type: ignore[union-attr]
         "security_group_id": literal(str(env["security_group_id"])),
         "instance_profile_name": literal(str(env["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 
 from gridctl.agent import datastore as datastores
@@ -21,11 +23,12 @@ from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
 from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
 from gridctl.cli import bundle as bundles
+from gridctl.cli.backends import lost
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import InstanceType, equivalent_types
 from gridctl.cli.plan import RunPlan
-from gridctl.infra import amis, environment, render, runs
+from gridctl.infra import amis, environment, quotas, render, runs, zones
 from gridctl.infra.aws import endpoint_url
 from gridctl.infra.errors import InfraError
 from gridctl.infra.wheel import build_agent_wheel
@@ -45,6 +48,15 @@ def _groups(run: dict) -> dict[str, str]:
     """Each machine's group, as recorded at submission (runs recorded before groups were
     scoped by environment have ``gridctl-<machine>``)."""
     return run.get("groups") or {m: f"gridctl-{m}" for m in run["machines"]}
+
+
+def instance_types(plan: RunPlan) -> list[str]:
+    """The requested type, and with spot the equivalent ones that add capacity pools."""
+    assert plan.instance_type is not None
+    types = [plan.instance_type.name]
+    if plan.use_spot:
+        types += [t.name for t in equivalent_types(plan.instance_type)]
+    return types
 
 
 def machines_for(plan: RunPlan) -> list[MachineSpec]:
@@ -89,17 +101,72 @@ class AwsBackend:
 
     # -- submission -------------------------------------------------------------------
 
-    def check_plan(self, plan: RunPlan) -> None:
+    def check_plan(self, plan: RunPlan) -> list[str]:
+        """Refuse what would wait forever: a type no zone of the environment's subnets
+        offers, or a vCPU quota too small for one machine."""
         assert plan.instance_type is not None
         self._image(plan.instance_type)
-        offered = self.account.client("ec2").describe_instance_type_offerings(
-            LocationType="region",
-            Filters=[{"Name": "instance-type", "Values": [plan.instance_type.name]}],
-        )["InstanceTypeOfferings"]
+        self._launch_subnets(instance_types(plan))
+        return self._check_quota(plan)
+
+    def _launch_subnets(self, types: Sequence[str]) -> tuple[str, ...]:
+        """The environment's subnets in zones that offer one of ``types``. A subnet that no
+        longer exists is left for the apply to report (the run then fails, leaving nothing)."""
+        import botocore.exceptions
+
+        ec2 = self.account.client("ec2")
+        every = tuple(self.record.outputs["subnet_ids"])  # type: ignore[call-overload]
+        try:
+            subnets = zones.subnet_zones(ec2, every)
+        except botocore.exceptions.ClientError as exc:
+            if "InvalidSubnetID" in str(exc):
+                return every
+            raise
+        offered = zones.offered_zones(ec2, types)
+        usable = zones.launchable(subnets, offered)
+        if usable:
+            return usable
+        what = f"instance type {types[0]}"
+        if len(types) > 1:
+            what += f" (nor its spot alternatives {', '.join(types[1:])})"
+        region = self.record.region
         if not offered:
+            raise GridctlError(f"{what} is not offered in {region}")
+        raise GridctlError(
+            f"{what} is not offered in the zones of environment {self.record.name}'s subnets"
+            f" ({', '.join(sorted(set(subnets.values())))}); {region} offers it in"
+            f" {', '.join(sorted(offered))}: choose another --instance_type, or give"
+            " 'gridctl up' --vpc-id and --subnet-ids with a subnet there"
+        )
+
+    def _check_quota(self, plan: RunPlan) -> list[str]:
+        """The warnings to show: the quota runs fewer machines at once than the run has,
+        or it could not be read (then nothing is refused)."""
+        itype = plan.instance_type
+        assert itype is not None
+        quota = quotas.quota_for(itype.name, spot=plan.use_spot)
+        if quota is None:
+            return []
+        try:
+            vcpus = quotas.value(self.account, quota)
+        except quotas.QuotaUnknown as exc:
+            return [f"EC2 vCPU quota {quota.code} not checked: {exc}"]
+        fits = quotas.machines_within(vcpus, itype.vcpus)
+        wanted = len(machines_for(plan))
+        where = f"EC2 quota {quota.code} ({quota.name}) in {self.record.region}"
+        more = quota.increase_command(itype.vcpus * wanted)
+        if fits == 0:
             raise GridctlError(
-                f"instance type {plan.instance_type.name} is not offered in {self.record.region}"
+                f"the {where} is {vcpus:g} vCPUs, and one {itype.name} needs {itype.vcpus}:"
+                f" ask for more on the Service Quotas page of the AWS console, or run: {more}"
             )
+        if fits < wanted:
+            return [
+                f"the {where} is {vcpus:g} vCPUs: only {fits} of this run's {wanted} machines"
+                f" ({itype.name}, {itype.vcpus} vCPUs each) run at a time, the rest wait;"
+                f" for more run: {more}"
+            ]
+        return []
 
     def run_exists(self, name: str) -> bool:
         return self.store.exists(f"runs/{name}/run.json")
@@ -119,6 +186,7 @@ class AwsBackend:
             agent_wheel_key=run["agent_wheel_key"],
             outputs=self.record.outputs,
             scratch_size=run["scratch_size"] or 0,
+            subnet_ids=tuple(run.get("subnet_ids", ())),
             disk_size=run.get("disk_size"),  # None for runs recorded before it was an option
             image=image or amis.OSS_DRIVER,
             groups=tuple(
@@ -136,9 +204,9 @@ class AwsBackend:
         wheel = build_agent_wheel()
         if not self.store.exists(wheel.key):
             self.store.put_bytes(wheel.key, wheel.data)
-        types = [plan.instance_type.name]
-        if plan.use_spot:
-            types += [t.name for t in equivalent_types(plan.instance_type)]
+        types = instance_types(plan)
+        every = list(self.record.outputs["subnet_ids"])  # type: ignore[call-overload]
+        subnets = list(self._launch_subnets(types))
         machines = machines_for(plan)
         run = {
             "name": plan.name,
@@ -153,6 +221,7 @@ class AwsBackend:
             "scratch_size": plan.scratch_size,
             "disk_size": plan.disk_size,
             "instance_types": types,
+            "subnet_ids": [] if subnets == every else subnets,  # empty: all of them
             "agent_wheel_key": wheel.key,
             "experiments": [e.name for e in plan.experiments],
             "machines": {m.name: list(m.experiments) for m in machines},
@@ -206,6 +275,8 @@ class AwsBackend:
             self.store.get_bytes(f"runs/{run}/{name}/spec.json").decode()
         )
         status = self._status(run, name) or {}
+        if lost.is_stale(status, time.time(), self._lost_after):
+            status = self._settle_lost(run, name, spec.auto_resume)
         return ExperimentStatus(
             name=name,
             run=run,
@@ -221,6 +292,54 @@ class AwsBackend:
             attempts=tuple(Attempt(**a) for a in status.get("attempts", ())),
             datastore=spec.datastore,
         )
+
+    @cached_property
+    def _lost_after(self) -> float:
+        return lost.lost_after(os.environ)
+
+    def _settle_lost(self, run: str, name: str, auto_resume: bool) -> dict:
+        """The experiment's record once its silent node is settled: failed with the agent's
+        own reason, its machine's group at zero unless another experiment still runs there.
+        With --auto_resume, an instance EC2 no longer runs was reclaimed with no notice: its
+        group is replacing it, and the replacement takes the experiment over.
+
+        The record is rewritten only if unchanged since read (a conditional write), so a
+        node that speaks again, or a teammate's CLI doing the same, is never overwritten."""
+        from gridctl.agent.node import LOST_REASON, NodeStatus
+
+        key = f"runs/{run}/{name}/status.json"
+        try:
+            data, etag = self.store.get_with_etag(key)
+        except FileNotFoundError:
+            return {}
+        record = json.loads(data)
+        if not lost.is_stale(record, time.time(), self._lost_after):
+            return record
+        instance = record.get("instance")
+        if auto_resume and lost.instance_gone(self._instance_state(instance)):
+            return {**record, "reason": f"{instance} was lost: waiting for its replacement"}
+        ended = NodeStatus.from_json(data)
+        ended.finish("failed", None, LOST_REASON, time.time())
+        record.update(json.loads(ended.to_json()))
+        if not self.store.put_if_unchanged(key, json.dumps(record).encode(), etag):
+            return self._status(run, name) or {}
+        self._scale_to_zero(self._idle_groups(self.experiments([name])))
+        return record
+
+    def _instance_state(self, instance_id: str | None) -> str | None:
+        """The instance's EC2 state, None when EC2 does not know it (any more)."""
+        import botocore.exceptions
+
+        if not instance_id:
+            return None
+        try:
+            found = self.account.client("ec2").describe_instances(InstanceIds=[instance_id])
+        except botocore.exceptions.ClientError as exc:
+            if "InvalidInstanceID" in str(exc):
+                return None
+            raise
+        states = [i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]]
+        return states[0] if states else None
 
     def _run_status(self, run: dict) -> RunStatus:
         return RunStatus(

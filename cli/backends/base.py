@@ -99,8 +99,9 @@ class Backend(Protocol):
     name: str
     store: Store
 
-    def check_plan(self, plan: RunPlan) -> None:
-        """Refuse (GridctlError) what can never run here: resources, datastore."""
+    def check_plan(self, plan: RunPlan) -> list[str]:
+        """Refuse (GridctlError) what can never run here: resources, datastore; return
+        warnings about what will run, but not as asked."""
 
     def run_exists(self, name: str) -> bool: ...
 

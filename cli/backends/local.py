@@ -64,7 +64,7 @@ class LocalBackend:
             daemon.reconcile(self.home)
         return self._registry
 
-    def check_plan(self, plan: RunPlan) -> None:
+    def check_plan(self, plan: RunPlan) -> list[str]:
         cpus, gpus, memory = plan.resources.cpus, plan.resources.gpus, plan.resources.memory
         capacity = machine_capacity()
         if gpus > capacity.gpus:
@@ -88,6 +88,7 @@ class LocalBackend:
             problem = shortfall(scratch, plan.scratch_size)
             if problem:
                 raise GridctlError(problem)
+        return []
 
     def run_exists(self, name: str) -> bool:
         return self.registry.run_exists(name)

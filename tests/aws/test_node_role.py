@@ -144,7 +144,7 @@ def test_node_role_grants_what_nodes_call_and_nothing_else(
 
     # Every grant is used by some call, or is one the boot script alone needs.
     bucket_arn = f"arn:aws:s3:::{first_bucket(aws_env)}"
-    group = groups["gridctl-role-exp0"]
+    group = groups["gridctl-default-role-exp0"]
     boot = boot_script_calls(bucket_arn, "role", "role-exp0", group)
     assert all(allowed(policy, call) for call in boot), [str(c) for c in boot]
 
