@@ -290,13 +290,6 @@ def node(moto, moto_tls, tmp_path, wheelhouse, agent_wheel, monkeypatch) -> Iter
         imds.stop()
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    return path
-
-
 def unit_settings(text: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for line in text.splitlines():

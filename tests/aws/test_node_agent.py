@@ -336,13 +336,6 @@ def cloud(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cl
     imds.stop()
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    return path
-
-
 def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -111,6 +111,22 @@ on_exit() {
   exit "$status"
 }
 
+# A oneshot unit that runs the failure handler: NAME, DESCRIPTION, COMMAND.
+handler_unit() {
+  cat >"$units/$1" <<EOF
+[Unit]
+Description=$2
+
+[Service]
+Type=oneshot
+ExecStart=$3
+Environment=HOME=$home
+Environment=PATH=$path
+StandardOutput=append:$boot_log
+StandardError=append:$boot_log
+EOF
+}
+
 write_units() {
   cat >"$units/gridctl-agent.service" <<EOF
 [Unit]
@@ -141,30 +157,11 @@ RestartSec=10
 [Install]
 WantedBy=multi-user.target
 EOF
-  cat >"$units/gridctl-failed.service" <<EOF
-[Unit]
-Description=gridctl: record the agent's failure and scale this node's group to zero
-
-[Service]
-Type=oneshot
-ExecStart=$handler agent-failed $agent_log
-Environment=HOME=$home
-Environment=PATH=$path
-StandardOutput=append:$boot_log
-StandardError=append:$boot_log
-EOF
-  cat >"$units/gridctl-lifetime.service" <<EOF
-[Unit]
-Description=gridctl: end this node at its maximum lifetime
-
-[Service]
-Type=oneshot
-ExecStart=$handler fail "the node reached its maximum lifetime of $max_lifetime_hours hours" $agent_log
-Environment=HOME=$home
-Environment=PATH=$path
-StandardOutput=append:$boot_log
-StandardError=append:$boot_log
-EOF
+  handler_unit gridctl-failed.service \
+    "gridctl: record the agent's failure and scale this node's group to zero" \
+    "$handler agent-failed $agent_log"
+  handler_unit gridctl-lifetime.service "gridctl: end this node at its maximum lifetime" \
+    "$handler fail \"the node reached its maximum lifetime of $max_lifetime_hours hours\" $agent_log"
   cat >"$units/gridctl-lifetime.timer" <<EOF
 [Unit]
 Description=gridctl: maximum lifetime of this node ($max_lifetime_hours hours)
