@@ -25,7 +25,7 @@ from gridctl.agent.scratch import (
 from gridctl.agent.spec import ExperimentSpec, Scratch
 from gridctl.agent.units import GIB
 
-from .test_node_agent import EXPERIMENT, RUN, _log, cloud, project  # noqa: F401 - fixtures
+from .test_node_agent import EXPERIMENT, RUN, _log, cloud  # noqa: F401 - fixtures
 
 FILL = """\
 import json, os
