@@ -138,24 +138,19 @@ class S3Store:
 
     def get_bytes(self, key: str) -> bytes:
         """Raises FileNotFoundError for a missing key, like LocalStore."""
+        return self._read(key)[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object and its ETag, for a later ``put_if_unchanged``; FileNotFoundError
+        for a missing key."""
+        return self._read(key)
+
+    def _read(self, key: str) -> tuple[bytes, str]:
         try:
             with self._bucket_errors():
                 response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
         except self.client.exceptions.ClientError as exc:
             if self._absent(exc, key):
-                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
-            raise
-        with response["Body"] as body:
-            return body.read()
-
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        """The object and its ETag, for a later ``put_if_unchanged``; FileNotFoundError
-        for a missing key."""
-        try:
-            with self._bucket_errors():
-                response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
-        except self.client.exceptions.ClientError as exc:
-            if _missing(exc):
                 raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
             raise
         with response["Body"] as body:
