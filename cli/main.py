@@ -1,4 +1,4 @@
-"""The ``gridctl`` command: parses, calls one function in ``commands``, renders the result.
+"""The ``gridctl`` command: parses, calls one function in ``commands``, shows the result.
 
 Errors are caught once, in ``main``: a GridctlError or a usage error prints one line and
 exits 2 (1 when the work itself failed); nothing else reaches the user as a traceback.
@@ -163,7 +163,7 @@ def run(
     follow: bool = typer.Option(False, help="stream all logs until every experiment ends"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
     from gridctl.cli.plan import RunOptions
 
     if script.startswith("-"):
@@ -211,9 +211,9 @@ def run(
         )
     if dry_run:
         if output is Output.json:
-            render.print_json(render.plan_json(plan))
+            views.print_json(views.plan_json(plan))
         else:
-            _console().print(render.plan_table(plan))
+            _console().print(views.plan_table(plan))
         return
 
     backend = commands.backend_for(home, plan.cloud)
@@ -224,7 +224,7 @@ def run(
         submitted = commands.submit(plan, backend, bundle, progress, provisioning)
     if not (wait or follow):
         if output is Output.json:
-            render.print_json(render.plan_json(submitted.plan))
+            views.print_json(views.plan_json(submitted.plan))
         else:
             _console().print(
                 f"[bold]{plan.name}[/]: {len(plan.experiments)} experiment(s) submitted"
@@ -243,9 +243,9 @@ def run(
         )
         raise typer.Exit(130) from None
     if output is Output.json:
-        render.print_json(render.run_json(final, with_experiments=True))
+        views.print_json(views.run_json(final, with_experiments=True))
     else:
-        _console().print(render.run_table(final))
+        _console().print(views.run_table(final))
     if final.status != "succeeded":
         raise typer.Exit(EXIT_FAILED)
 
@@ -372,7 +372,7 @@ def status(
     watch: bool = typer.Option(False, help="refresh until the run(s) end; Ctrl-C to leave"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
     from gridctl.cli.backends.base import ExperimentStatus
 
     home = _home()
@@ -385,17 +385,17 @@ def status(
 
     def table(result):
         if isinstance(result, ExperimentStatus):
-            return render.experiment_table(result)
-        return render.run_table(result) if name else render.runs_table(result)
+            return views.experiment_table(result)
+        return views.run_table(result) if name else views.runs_table(result)
 
     result = snapshot()
     if output is Output.json:
         if isinstance(result, ExperimentStatus):
-            render.print_json({"run": result.run, **render.experiment_json(result)})
+            views.print_json({"run": result.run, **views.experiment_json(result)})
         elif name:
-            render.print_json(render.run_json(result, with_experiments=True))
+            views.print_json(views.run_json(result, with_experiments=True))
         else:
-            render.print_json([render.run_json(r, with_experiments=False) for r in result])
+            views.print_json([views.run_json(r, with_experiments=False) for r in result])
         return
     if not watch:
         _console().print(table(result))
@@ -443,13 +443,13 @@ def artifacts(
     match: str | None = typer.Option(None, help="only paths matching this regex"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     copied = commands.artifacts(home, names, dest, match)
     if output is Output.json:
-        render.print_json({"dest": str(dest), "files": [str(p) for p in copied]})
+        views.print_json({"dest": str(dest), "files": [str(p) for p in copied]})
     else:
         _console().print(f"{len(copied)} file(s) downloaded to {dest}/")
 
@@ -462,13 +462,13 @@ def stop(
     names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     stopped = commands.stop(home, names)
     if output is Output.json:
-        render.print_json([render.experiment_json(e) for e in stopped])
+        views.print_json([views.experiment_json(e) for e in stopped])
     else:
         for e in stopped:
             _console().print(f"{e.name}: {e.status}")
@@ -490,13 +490,13 @@ def interrupt(
     ),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     interrupted = commands.interrupt(home, names, window)
     if output is Output.json:
-        render.print_json([render.experiment_json(e) for e in interrupted])
+        views.print_json([views.experiment_json(e) for e in interrupted])
     else:
         for e in interrupted:
             _console().print(f"{e.name}: interruption sent ({window:g} s to save)")
@@ -507,13 +507,13 @@ def delete(
     names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     deleted = commands.delete(home, names)
     if output is Output.json:
-        render.print_json({"deleted": deleted})
+        views.print_json({"deleted": deleted})
     else:
         _console().print(f"deleted {len(deleted)} experiment(s)")
 
@@ -528,7 +528,7 @@ def bundle(
     output: Output = OUTPUT,
 ) -> None:
     from gridctl.agent.units import format_bytes
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     result = commands.scan(localdir, _home())
     for message in result.warnings:
@@ -536,12 +536,12 @@ def bundle(
     paths = [e.path for e in result.entries]
     if list_:
         if output is Output.json:
-            render.print_json(paths)
+            views.print_json(paths)
         else:
             sys.stdout.write("".join(p + "\n" for p in paths))
         return
     if output is Output.json:
-        render.print_json(
+        views.print_json(
             {
                 "files": len(paths),
                 "bytes": result.total_bytes,
@@ -597,17 +597,17 @@ def down(
     force: bool = typer.Option(False, help="stop and delete active runs first"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask: for scripts"),
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     doomed = commands.teardown(home, name=name, force=force)
     if not doomed.destroyed:
         if not (yes or sys.stdin.isatty()):
             raise GridctlError(
-                f"gridctl down would delete {render.teardown_summary(doomed)}; pass --yes to"
+                f"gridctl down would delete {views.teardown_summary(doomed)}; pass --yes to"
                 " confirm (there is no terminal to ask on)"
             )
-        sys.stdout.write(render.teardown_listing(doomed) + "\n")
+        sys.stdout.write(views.teardown_listing(doomed) + "\n")
         if not yes and not typer.confirm(
             f"Destroy environment {doomed.environment} and all of the above?", default=False
         ):
@@ -647,7 +647,7 @@ def datastore_create(
 ) -> None:
     from contextlib import nullcontext
 
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     bar = _progress_bar(f"datastore {name}") if sys.stderr.isatty() else nullcontext(None)
@@ -657,9 +657,9 @@ def datastore_create(
     for path in result.skipped:
         _warn(f"skipped {path}: not a regular file")
     if output is Output.json:
-        render.print_json(render.datastore_created_json(result))
+        views.print_json(views.datastore_created_json(result))
     else:
-        _console().print(render.datastore_created(result))
+        _console().print(views.datastore_created(result))
 
 
 @datastore_app.command(
@@ -668,15 +668,15 @@ def datastore_create(
     " status, created_at}]}].",
 )
 def datastore_list(cloud: str | None = CLOUD, output: Output = OUTPUT) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     found = commands.datastore_list(home, cloud)
     _notices(home)
     if output is Output.json:
-        render.print_json(render.datastores_json(found))
+        views.print_json(views.datastores_json(found))
     else:
-        _console().print(render.datastores_table(found))
+        _console().print(views.datastores_table(found))
 
 
 @datastore_app.command(
@@ -691,13 +691,13 @@ def datastore_delete(
     cloud: str | None = CLOUD,
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     deleted = commands.datastore_delete(home, name, version, force=force, cloud=cloud)
     _notices(home)
     if output is Output.json:
-        render.print_json({"name": name, "deleted_versions": deleted})
+        views.print_json({"name": name, "deleted_versions": deleted})
     else:
         _console().print(f"deleted {name} version(s) {', '.join(map(str, deleted))}")
 
