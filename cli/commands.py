@@ -20,7 +20,8 @@ from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import Backend, get_backend
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.plan import RunOptions, RunPlan, plan_run
+from gridctl.cli.options import RunOptions
+from gridctl.cli.plan import RunPlan, plan_run
 from gridctl.cli.settings import default_cloud
 from gridctl.infra import amis, terraform
 

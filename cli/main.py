@@ -6,12 +6,16 @@ exits 2 (1 when the work itself failed); nothing else reaches the user as a trac
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -91,113 +95,61 @@ Exit codes: 0 ok, 1 an experiment did not succeed (--wait/--follow), 2 bad input
 """
 
 
+def _with_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with one option per entry of ``RUN_OPTIONS`` in place of its ``flags``
+    parameter (Typer reads options from a real signature), which gets them as a mapping of
+    name to value, None for those not given."""
+    from gridctl.cli.options import RUN_OPTIONS
+
+    generated = [
+        inspect.Parameter(
+            entry.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=entry.type | None,
+            default=typer.Option(
+                None, *entry.flags, help=entry.help, envvar=entry.envvar, show_default=False
+            ),
+        )
+        for entry in RUN_OPTIONS
+    ]
+    signature = inspect.signature(command)
+    params = list(signature.parameters.values())
+    at = [p.name for p in params].index("flags")
+    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at + 1 :]]
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        flags = {entry.name: kwargs.pop(entry.name) for entry in RUN_OPTIONS}
+        command(**kwargs, flags=flags)
+
+    with_options.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*params[:at], *generated, *keyword]
+    )
+    return with_options
+
+
 @app.command(
     help=RUN_HELP,
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
 )
+@_with_run_options
 def run(
     ctx: typer.Context,
     script: str = typer.Argument(..., help="the script: .py runs with python, .sh with bash"),
     script_args: list[str] | None = typer.Argument(None, help="passed to the script as is"),
-    cloud: str | None = typer.Option(None, help="local or aws (default: local until up)"),
-    name: str | None = typer.Option(None, help="run name (default: generated)"),
-    description: str | None = typer.Option(None, help="free text kept with the run"),
-    config: Path | None = typer.Option(None, help="Grid-style YAML file"),
-    cpus: float | None = typer.Option(None, help="CPUs per experiment (default 1)"),
-    gpus: int | None = typer.Option(None, help="GPUs per experiment (default 0)"),
-    memory: str | None = typer.Option(None, help="memory per experiment, unit required: 10G"),
-    instance_type: str | None = typer.Option(
-        None, "--instance_type", "--instance-type", help="AWS type or Grid nickname (8_v100_32gb)"
-    ),
-    use_spot: bool | None = typer.Option(
-        None, "--use_spot", "--use-spot", help="spot instances", show_default=False
-    ),
-    auto_resume: bool | None = typer.Option(
-        None, "--auto_resume", "--auto-resume", help="resume after a spot interruption"
-    ),
-    sync_interval: float | None = typer.Option(
-        None,
-        "--sync_interval",
-        "--sync-interval",
-        envvar="GRIDCTL_SYNC_INTERVAL",
-        help="seconds between artifact syncs while the script runs [default: 60]: at most"
-        " this much work is lost when a machine dies with no notice",
-        show_default=False,
-    ),
-    strategy: str | None = typer.Option(None, help="grid_search, random_search or none"),
-    trials: int | None = typer.Option(None, help="combinations to pick with random_search"),
-    seed: int | None = typer.Option(None, help="seed for samples and picks"),
-    ignore_warnings: bool = typer.Option(
-        False, "--ignore_warnings", "--ignore-warnings", help="skip warnings and prompts"
-    ),
-    datastore_name: str | None = typer.Option(None, "--datastore_name", "--datastore-name"),
-    datastore_version: int | None = typer.Option(
-        None, "--datastore_version", "--datastore-version"
-    ),
-    datastore_mount_dir: str | None = typer.Option(
-        None, "--datastore_mount_dir", "--datastore-mount-dir", help="default /opt/datastore"
-    ),
-    scratch_size: int | None = typer.Option(
-        None, "--scratch_size", "--scratch-size", help="scratch space in GB"
-    ),
-    scratch_mount_path: str | None = typer.Option(
-        None, "--scratch_mount_path", "--scratch-mount-path", help="default /scratch"
-    ),
-    disk_size: int | None = typer.Option(
-        None,
-        "--disk_size",
-        "--disk-size",
-        help="root disk of each AWS instance in GiB [default: 100]",
-    ),
-    framework: str | None = typer.Option(None, help="lightning, torch, tensorflow, ..."),
-    credential: str | None = typer.Option(None, help="AWS profile to use"),
-    localdir: Path | None = typer.Option(None, help="project root (default: current dir)"),
-    dashes_to_underscores: bool = typer.Option(
-        False,
-        "--dashes_to_underscores",
-        "--dashes-to-underscores",
-        help="rewrite --a-b script flags to --a_b as Grid did",
-    ),
+    flags: dict[str, Any] | None = None,
     dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="print, start nothing"),
     wait: bool = typer.Option(False, help="block until every experiment ends"),
     follow: bool = typer.Option(False, help="stream all logs until every experiment ends"),
     output: Output = OUTPUT,
 ) -> None:
     from gridctl.cli import commands, views
-    from gridctl.cli.plan import RunOptions
+    from gridctl.cli.options import RunOptions
 
     if script.startswith("-"):
         raise _unknown_option(ctx, script)
     home = _home()
-    options = RunOptions(
-        script=script,
-        script_args=tuple(script_args or ()),
-        cloud=cloud,
-        name=name,
-        description=description,
-        config=config,
-        cpus=cpus,
-        gpus=gpus,
-        memory=memory,
-        instance_type=instance_type,
-        use_spot=use_spot,
-        auto_resume=auto_resume,
-        sync_interval=sync_interval,
-        strategy=strategy,
-        trials=trials,
-        seed=seed,
-        ignore_warnings=ignore_warnings,
-        datastore_name=datastore_name,
-        datastore_version=datastore_version,
-        datastore_mount_dir=datastore_mount_dir,
-        scratch_size=scratch_size,
-        scratch_mount_path=scratch_mount_path,
-        disk_size=disk_size,
-        framework=framework,
-        credential=credential,
-        localdir=localdir,
-        dashes_to_underscores=dashes_to_underscores,
-    )
+    options = RunOptions(script, tuple(script_args or ()), flags or {})
     plan = commands.plan(options, home, _confirm, dry_run=dry_run)
     _notices(home)
     for message in plan.warnings:
@@ -218,7 +170,7 @@ def run(
 
     backend = commands.backend_for(home, plan.cloud)
     bundle = commands.scan(plan.localdir, home)
-    for message in commands.bundle_warnings(bundle, ignore_warnings):
+    for message in commands.bundle_warnings(bundle, bool(options.flags["ignore_warnings"])):
         _warn(message)
     with _upload_progress(bundle) as progress, _provisioning(plan.cloud) as provisioning:
         submitted = commands.submit(plan, backend, bundle, progress, provisioning)

@@ -78,28 +78,30 @@ def error(path: Path) -> str:
 def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GRID_FILE))
     assert config == RunConfig(
-        name="cifar-sweep",
-        description="ResNet on CIFAR-10, Adam vs SGD",
-        cloud="aws",
+        values=dict(
+            name="cifar-sweep",
+            description="ResNet on CIFAR-10, Adam vs SGD",
+            cloud="aws",
+            credential="research",
+            cpus=3,
+            gpus=1,
+            instance_type="p3.2xlarge",
+            memory="60G",
+            use_spot=True,
+            auto_resume=True,
+            datastore_name="cifar10",
+            datastore_version=2,
+            datastore_mount_dir="/opt/datastore",
+            scratch_size=100,
+            scratch_mount_path="/scratch",
+            disk_size=200,
+            framework="lightning",
+            strategy="random_search",
+            trials=4,
+            seed=42,
+        ),
         region="eu-west-1",
-        credential="research",
-        cpus=3,
-        gpus=1,
-        instance_type="p3.2xlarge",
-        memory="60G",
-        use_spot=True,
-        auto_resume=True,
-        datastore_name="cifar10",
-        datastore_version=2,
-        datastore_mount_dir="/opt/datastore",
-        scratch_size=100,
-        scratch_mount_path="/scratch",
-        disk_size=200,
-        framework="lightning",
-        strategy="random_search",
-        trials=4,
-        seed=42,
-        environment={"WANDB_PROJECT": "cifar", "OMP_NUM_THREADS": "4"},
+        script_env={"WANDB_PROJECT": "cifar", "OMP_NUM_THREADS": "4"},
         params=(
             ("learning_rate", "uniform(0.001, 0.008, 20)"),
             ("optimizer", "['adam', 'sgd']"),
@@ -141,12 +143,17 @@ def test_nulls_mean_absent(tmp_path: Path) -> None:
 def test_local_vendor_and_aws_instance_name(tmp_path: Path) -> None:
     text = "compute: {provider: {vendor: local}, train: {instance: g4dn.xlarge, cpus: 0.5}}\n"
     config = load_config(write(tmp_path, text))
-    assert (config.cloud, config.instance_type, config.cpus) == ("local", "g4dn.xlarge", 0.5)
+    values = config.values
+    assert (values["cloud"], values["instance_type"], values["cpus"]) == (
+        "local",
+        "g4dn.xlarge",
+        0.5,
+    )
 
 
 def test_strategy_none_and_seed_zero(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "hyper_params: {settings: {strategy: none, seed: 0}}\n"))
-    assert (config.strategy, config.seed) == ("none", 0)
+    assert (config.values["strategy"], config.values["seed"]) == ("none", 0)
 
 
 @pytest.mark.parametrize(

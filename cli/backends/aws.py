@@ -229,7 +229,7 @@ class AwsBackend:
             "image": dataclasses.asdict(self._image(plan.instance_type)),
         }
         for e in plan.experiments:
-            spec = plan.spec(e, bundle_key, dict(plan.environment))
+            spec = plan.spec(e, bundle_key, dict(plan.script_env))
             self.store.put_bytes(f"runs/{plan.name}/{e.name}/spec.json", spec.to_json().encode())
         for machine in machines:
             self.store.put_bytes(machine.key, machine.to_json().encode())

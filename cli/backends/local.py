@@ -95,7 +95,7 @@ class LocalBackend:
 
     def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress=None) -> None:
         """Queue the experiments for the local scheduler (nothing to provision here)."""
-        env = {**os.environ, **plan.environment}
+        env = {**os.environ, **plan.script_env}
         argv0 = plan.experiments[0].argv[0]
         if argv0 in INTERPRETERS and resolve_interpreter(argv0, env.get("PATH")) is None:
             raise GridctlError(f"{argv0} is not on your PATH")
