@@ -12,6 +12,7 @@ import pytest
 
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import EXIT_USAGE, GridctlError
+from gridctl.cli.options import RUN_OPTIONS
 
 GRID_FILE = """\
 # Main compute configuration.
@@ -112,6 +113,12 @@ def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
             ("tag", "1e-5"),
         ),
     )
+
+
+def test_every_option_with_a_config_key_is_read_from_it(tmp_path: Path) -> None:
+    """The realistic file sets every key: each option that has one gets the file's value."""
+    configured = {entry.name for entry in RUN_OPTIONS if entry.config is not None}
+    assert set(load_config(write(tmp_path, GRID_FILE)).values) == configured
 
 
 @pytest.mark.parametrize("text", ["{}\n", "compute:\nhyper_params:\n", "compute: {train: {}}\n"])
