@@ -160,7 +160,7 @@ class _Reader:
             region=self.check(
                 checks.text, "compute.provider.region", found.get("compute.provider.region")
             ),
-            script_env=self.environment(found.get("compute.train.environment")),
+            script_env=self.script_env(found.get("compute.train.environment")),
             params=self.params(found.get("hyper_params.params")),
         )
 
@@ -210,7 +210,7 @@ class _Reader:
                 "remove it or set it to 1",
             )
 
-    def environment(self, value: Any) -> dict[str, str]:
+    def script_env(self, value: Any) -> dict[str, str]:
         key = "compute.train.environment"
         if value is None:
             return {}

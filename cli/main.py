@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import re
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -231,10 +230,6 @@ def _upload_progress(bundle):
     return _progress_bar("code bundle")
 
 
-TERRAFORM_PROGRESS = re.compile(r"^(\S+): (Creat|Destroy|Modif|Read)\w* complete")
-DONE = {"Creat": "created", "Destroy": "destroyed", "Modif": "modified", "Read": "read"}
-
-
 @contextmanager
 def _steps(title: str):
     """A spinner naming the current step and how many Terraform resources are done; when
@@ -252,11 +247,11 @@ def _steps(title: str):
             current[0] = name
             status.update(name)
 
-        def progress(line: str) -> None:
+        def progress(phase: str, resources: int, total: int | None) -> None:
+            # Counted here, not per Terraform command: a step may run several.
             nonlocal done
-            if TERRAFORM_PROGRESS.match(line):
-                done += 1
-                status.update(f"{current[0]} ({done} resources done)")
+            done += 1
+            status.update(f"{current[0]} ({done} resources done)")
 
         yield step, progress
 
@@ -268,10 +263,8 @@ def _step_lines(title: str):
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    def progress(output: str) -> None:
-        match = TERRAFORM_PROGRESS.match(output)
-        if match:
-            line(f"  {match.group(1)} {DONE[match.group(2)]}")
+    def progress(phase: str, done: int, total: int | None) -> None:
+        line(f"  {phase}")
 
     line(title)
     return (lambda name: line(f"{title}: {name}")), progress
@@ -665,7 +658,7 @@ def _progress_bar(what: str):
         with Progress(console=_console(stderr=True), transient=True) as progress:
             tasks: dict[str, int] = {}
 
-            def update(phase: str, done: int, total: int) -> None:
+            def update(phase: str, done: int, total: int | None) -> None:
                 if phase not in tasks:
                     tasks[phase] = progress.add_task(f"{phase} {what}", total=total)
                 progress.update(tasks[phase], completed=done)

@@ -87,7 +87,7 @@ class RunPlan:
     notes: tuple[str, ...] = ()
 
     def spec(self, e: PlannedExperiment, bundle_key: str, env: dict[str, str]) -> ExperimentSpec:
-        """What the agent gets for one experiment; ``env`` is the script's environment."""
+        """What the agent gets for one experiment; ``env`` is the script's environment variables."""
         datastore = None
         if self.datastore_name is not None:
             assert self.datastore_version is not None, "resolved by the backend first"
