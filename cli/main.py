@@ -248,7 +248,7 @@ def _steps(title: str):
             status.update(name)
 
         def progress(phase: str, resources: int, total: int | None) -> None:
-            # Counted here, not per Terraform command: a step may run several.
+            # Counted over the whole command: Terraform counts per run of terraform.
             nonlocal done
             done += 1
             status.update(f"{current[0]} ({done} resources done)")
