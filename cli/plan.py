@@ -1,7 +1,7 @@
 """From `gridctl run` options to a validated plan: the experiments, their argv and resources.
 
-Settings take this precedence: command-line flag > ``--config`` file > default. Planning
-starts nothing and touches no backend beyond asking whether a run name is taken.
+Settings take this precedence (``options.settle``): command-line flag > ``--config`` file >
+default. Planning starts nothing and touches no backend beyond asking whether a run name is taken.
 """
 
 from __future__ import annotations
