@@ -211,6 +211,10 @@ def _parse_patterns(data: bytes) -> tuple[_Pattern, ...]:
         line = line[:-1] if dir_only else line
         basename = b"/" not in line
         body = _brackets(line)
+        if body is not None and not basename and b"/" not in body:
+            # A bracket held the only "/" (which it never matches), yet it anchors the line.
+            bang = body[:1] if body.startswith(b"!") else b""
+            body = bang + b"/" + body[len(bang) :]
         for variant in () if body is None else _literal_prefix(body):
             compiled = _compile(_keep_trailing_whitespace(variant))
             if compiled is not None:
@@ -225,9 +229,10 @@ def _compile(line: bytes) -> tuple[re.Pattern[bytes], bool] | None:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # re's "possible nested set"
+            # re's "possible nested set" for a bracket of only ``[`` and ``!``/``^``.
+            warnings.simplefilter("ignore", FutureWarning)
             (pattern,) = GitIgnoreSpec.from_lines([line]).patterns
-    except (GitIgnorePatternError, re.error):
+    except GitIgnorePatternError:
         return None
     if pattern.include is None or pattern.regex is None:
         return None

@@ -142,6 +142,7 @@ QUIRKS = [
     ("x/ab**\n!x/abc/\n", ["x/abc/d", "x/abd", "x/ab"]),
     ("a\n!/a**\n", ["a/a", "b"]),
     ("f\n/d\n!/d\n", ["d/f", "d/g", "f"]),
+    ("[a/[ab]\n", ["a", "ab/a"]),
 ]
 
 
