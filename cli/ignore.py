@@ -193,7 +193,7 @@ class _Pattern:
     """False for a ``!`` line, which re-includes."""
     dir_only: bool
     basename: bool
-    """No ``/`` in the line (but a trailing one): git matches it against the name alone."""
+    """No ``/`` in the line but a trailing one: git matches it against the name alone."""
 
 
 def _parse_patterns(data: bytes) -> tuple[_Pattern, ...]:
@@ -382,7 +382,7 @@ def _bracket(pattern: bytes, i: int) -> tuple[frozenset[int] | None, int]:
             break
     matched = frozenset(range(1, 256)) - members if negated else frozenset(members)
     matched -= {0, ord("/")}
-    # A newline in a path is matched as a NUL (see _Rules.excluded).
+    # A newline in a path is matched as a NUL (see _Rules._decide).
     return matched | {0} if ord("\n") in matched else matched, i + 1
 
 
