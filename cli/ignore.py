@@ -32,7 +32,8 @@ one ``sub/`` entry.
 
 Two engines give identical answers: ``git ls-files`` run against a throwaway empty git
 directory (one process, fast on big trees), and a pure-Python walk used when git is missing,
-for the combined ``.dockerignore`` mode, and for trees holding nested repositories.
+for the combined ``.dockerignore`` mode, and for trees holding nested repositories. The walk
+matches with pathspec's gitignore patterns, plus a few named shims where pathspec and git part.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,51 +179,71 @@ def _empty_git_dir() -> str:
 
 
 # --- the pure-Python engine -----------------------------------------------------------------
+#
+# pathspec's GitIgnoreSpec translates each line; the shims below cover where it differs from
+# git, each for a case the differential test against ``git ls-files`` found.
 
 
 @dataclass(frozen=True)
 class _Pattern:
-    """One gitignore line, compiled to a regex over the whole root-relative path."""
+    """One ignore-file line as pathspec compiled it, matched against paths below its folder."""
 
-    negative: bool
+    regex: re.Pattern[bytes]
+    excludes: bool
+    """False for a ``!`` line, which re-includes."""
     dir_only: bool
-    regex: bytes
+    basename: bool
+    """No ``/`` in the line but a trailing one: git matches it against the name alone."""
 
 
-def _parse_patterns(data: bytes, base: bytes) -> list[_Pattern]:
-    """The patterns of an ignore file in folder ``base`` (``b""`` or ``b"a/b/"``), in order.
-
-    Patterns that can never match (unterminated ``[``, trailing ``\\``) are dropped.
-    """
+def _parse_patterns(data: bytes) -> tuple[_Pattern, ...]:
+    """The patterns of an ignore file, in order; lines that git never matches are dropped."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     patterns = []
     for raw in data.split(b"\n"):
-        if not raw or raw.startswith(b"#"):
-            continue
         line = _trim_trailing_spaces(raw[:-1] if raw.endswith(b"\r") else raw)
-        negative = line.startswith(b"!")
-        if negative:
-            line = line[1:]
+        if not line or line.startswith(b"#"):
+            continue
+        # The trailing "/" is ours to handle: with it pathspec's regex matches the folder
+        # only as the parent of a longer path, and we ask about each folder on its own.
         dir_only = line.endswith(b"/")
-        if dir_only:
-            line = line[:-1]
-        if b"/" in line:
-            if line.startswith(b"/"):
-                line = line[1:]
-            prefix = _literal_length(line)
-            rest = _translate(line[prefix:])
-            regex = None if rest is None else re.escape(base + line[:prefix]) + rest
-        else:
-            body = _translate(line, pathname=False)
-            regex = None if body is None else b"(?:.*/)?" + body
-        if line and regex is not None:
-            patterns.append(_Pattern(negative, dir_only, regex))
-    return patterns
+        line = line[:-1] if dir_only else line
+        basename = b"/" not in line
+        body = _brackets(line)
+        if body is not None and not basename and b"/" not in body:
+            # A bracket held the only "/" (which it never matches), yet it anchors the line.
+            bang = body[:1] if body.startswith(b"!") else b""
+            body = bang + b"/" + body[len(bang) :]
+        for variant in () if body is None else _literal_prefix(body):
+            compiled = _compile(_keep_trailing_whitespace(variant))
+            if compiled is not None:
+                patterns.append(_Pattern(*compiled, dir_only, basename))
+    return tuple(patterns)
+
+
+def _compile(line: bytes) -> tuple[re.Pattern[bytes], bool] | None:
+    """pathspec's regex for one line and whether it excludes; None when it never matches."""
+    from pathspec import GitIgnoreSpec
+    from pathspec.patterns.gitignore import GitIgnorePatternError
+
+    try:
+        with warnings.catch_warnings():
+            # re's "possible nested set" for a bracket of only ``[`` and ``!``/``^``.
+            warnings.simplefilter("ignore", FutureWarning)
+            (pattern,) = GitIgnoreSpec.from_lines([line]).patterns
+    except GitIgnorePatternError:
+        return None
+    if pattern.include is None or pattern.regex is None:
+        return None
+    return pattern.regex, pattern.include
 
 
 def _trim_trailing_spaces(line: bytes) -> bytes:
-    """git's rule: drop trailing spaces unless the first of them is escaped with ``\\``."""
+    """git's rule: drop trailing spaces unless the first of them is escaped with ``\\``.
+
+    Shim: pathspec strips them all, so ``a\\ `` followed by a space loses its escaped one.
+    """
     end = len(line)
     while end and line[end - 1 : end] == b" ":
         end -= 1
@@ -231,50 +253,43 @@ def _trim_trailing_spaces(line: bytes) -> bytes:
     return line[: end + 1] if backslashes % 2 else line[:end]
 
 
-def _literal_length(pattern: bytes) -> int:
-    """Bytes before the first glob-special byte; git compares these on their own."""
-    return next((i for i, c in enumerate(pattern) if c in b"*?[\\"), len(pattern))
+_LATIN1_WHITESPACE = bytes(c for c in range(256) if chr(c).isspace())
 
 
-def _translate(pattern: bytes, *, pathname: bool = True) -> bytes | None:
-    """git's ``wildmatch`` (``WM_PATHNAME`` when ``pathname``) as a regex; None: never matches."""
-    out = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == ord("\\"):
-            if i + 1 == n:
-                return None
-            out.append(re.escape(pattern[i + 1 : i + 2]))
-            i += 2
-        elif c == ord("?"):
-            out.append(b"[^/]")
-            i += 1
-        elif c == ord("*"):
-            j = i
-            while j < n and pattern[j] == ord("*"):
-                j += 1
-            starstar = (
-                pathname
-                and j - i > 1
-                and (i == 0 or pattern[i - 1] == ord("/"))
-                and (j == n or pattern[j : j + 1] == b"/" or pattern[j : j + 2] == b"\\/")
-            )
-            if starstar and pattern[j : j + 1] == b"/":
-                out.append(b"(?:.*/)?")
-                j += 1
-            else:
-                out.append(b".*" if starstar else b"[^/]*")
-            i = j
-        elif c == ord("["):
-            members, i = _bracket(pattern, i)
-            if members is None:
-                return None
-            out.append(_byte_class(members))
-        else:
-            out.append(re.escape(pattern[i : i + 1]))
-            i += 1
-    return b"".join(out)
+def _keep_trailing_whitespace(line: bytes) -> bytes:
+    """Shim: pathspec ``rstrip``s lines decoded as latin-1 (so also a tab, byte 0x85 of ``Å``
+    and 0xa0 of ``à``, or a space that stood before a trailing ``/``); git keeps them. A
+    one-byte bracket holds the last byte where pathspec cannot strip it."""
+    last = line[-1:]
+    if not last or last not in _LATIN1_WHITESPACE:
+        return line
+    escaped = (len(line) - 1 - len(line[:-1].rstrip(b"\\"))) % 2
+    return line[: -1 - escaped] + b"[" + last + b"]"
+
+
+def _literal_prefix(line: bytes) -> list[bytes]:
+    """Shim for git comparing the literal prefix of a pattern with a ``/`` on its own.
+
+    The rest is then matched alone, so ``**`` right after that prefix is a leading ``**``:
+    ``ab**/c`` means ``/abc`` or ``/ab*/**/c`` and ``x/ab**`` means ``/x/ab*`` or
+    ``/x/ab*/**``, where pathspec reads that ``**`` as ``*``.
+    """
+    bang = line[:1] if line.startswith(b"!") else b""
+    if b"/" not in line:
+        return [line]
+    body = line[len(bang) :].removeprefix(b"/")
+    prefix = body[: next((i for i, c in enumerate(body) if c in b"*?[\\"), len(body))]
+    rest = body[len(prefix) + 2 :]
+    if not prefix or prefix.endswith(b"/") or body[len(prefix) : len(prefix) + 2] != b"**":
+        return [line]
+    if not rest:
+        return [bang + b"/" + prefix + b"*", bang + b"/" + prefix + b"*/**"]
+    if rest == b"/" or not rest.startswith(b"/"):
+        return [line]
+    return [
+        *_literal_prefix(bang + b"/" + prefix + rest[1:]),
+        bang + b"/" + prefix + b"*/**" + rest,
+    ]
 
 
 _CLASSES: dict[bytes, frozenset[int]] = {
@@ -291,6 +306,30 @@ _CLASSES: dict[bytes, frozenset[int]] = {
     b"upper": frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
     b"xdigit": frozenset(b"0123456789abcdefABCDEF"),
 }
+
+
+def _brackets(line: bytes) -> bytes | None:
+    """Shim: each ``[...]`` spelled as the plain list of bytes git's wildmatch matches with it.
+
+    pathspec hands a bracket's text to ``re``, which has no ``[:alpha:]`` classes, reads
+    ``\\`` inside it as a literal, rejects ``[z-a]`` and lets ``[!a]`` match ``/``. None when
+    git never matches the pattern (a bracket never closed, an unknown class, an empty set).
+    """
+    out, i, n = bytearray(), 0, len(line)
+    while i < n:
+        if line[i] == ord("\\"):
+            out += line[i : i + 2]
+            i += 2
+        elif line[i] == ord("["):
+            members, i = _bracket(line, i)
+            spelled = _spelled(members) if members else None
+            if spelled is None:
+                return None
+            out += spelled
+        else:
+            out.append(line[i])
+            i += 1
+    return bytes(out)
 
 
 def _bracket(pattern: bytes, i: int) -> tuple[frozenset[int] | None, int]:
@@ -342,48 +381,69 @@ def _bracket(pattern: bytes, i: int) -> tuple[frozenset[int] | None, int]:
         if i < n and pattern[i] == ord("]"):
             break
     matched = frozenset(range(1, 256)) - members if negated else frozenset(members)
-    return matched - {0, ord("/")}, i + 1
+    matched -= {0, ord("/")}
+    # A newline in a path is matched as a NUL (see _Rules._decide).
+    return matched | {0} if ord("\n") in matched else matched, i + 1
 
 
-def _byte_class(members: frozenset[int]) -> bytes:
-    if not members:
-        return b"(?!)"
-    return b"[" + b"".join(b"\\x%02x" % c for c in sorted(members)) + b"]"
+def _spelled(members: frozenset[int]) -> bytes | None:
+    """A bracket that pathspec passes on as is and ``re`` reads as exactly ``members``: no
+    ranges, ``]`` first, ``-`` last, never ``!``/``^`` first (pathspec's negation) nor ``-``
+    after a byte it would join in a range. None for the one set it cannot spell: ``!^``."""
+    if len(members) == 1:
+        return b"\\" + bytes(members)
+    head = b"]" if ord("]") in members else b""
+    middle = bytes(sorted(members - set(b"]!^[-")))
+    bangs = bytes(sorted(members & set(b"!^")))
+    square, dash = b"[" * (ord("[") in members), b"-" * (ord("-") in members)
+    body = head + middle + bangs + square + dash if head or middle else dash + square + bangs
+    return None if body[:1] in (b"!", b"^") else b"[" + body + b"]"
 
 
 @dataclass(frozen=True)
 class _Rules:
-    """The patterns in effect in one folder, as one regex each for directories and files.
+    """The patterns in effect in one folder, highest precedence first (deeper ignore files
+    first, later lines first), so the first that matches is git's last matching pattern.
 
-    Alternatives are ordered highest precedence first, so the first that matches the whole
-    path (``lastindex``) is git's "last matching pattern".
+    Each is kept with where its ignore file's folder ends in a path (None: it matches names),
+    apart for files and folders. Where all of them match names alone, a verdict holds for
+    every entry of that name below the folder, so it is worked out once.
     """
 
-    patterns: tuple[_Pattern, ...]
-    dirs: tuple[re.Pattern[bytes] | None, tuple[bool, ...]]
-    files: tuple[re.Pattern[bytes] | None, tuple[bool, ...]]
+    files: tuple[tuple[int | None, _Pattern], ...] = ()
+    dirs: tuple[tuple[int | None, _Pattern], ...] = ()
+    verdicts: tuple[dict[bytes, bool] | None, dict[bytes, bool] | None] = (None, None)
+    """Per name, for files and for folders, where names alone decide."""
 
-    @classmethod
-    def of(cls, patterns: tuple[_Pattern, ...]) -> _Rules:
-        return cls(patterns, _compile(patterns), _compile(p for p in patterns if not p.dir_only))
+    def below(self, start: int, added: Sequence[_Pattern]) -> _Rules:
+        if not added:
+            return self
+        ordered = (*[(None if p.basename else start, p) for p in reversed(added)], *self.dirs)
+        files = tuple((at, p) for at, p in ordered if not p.dir_only)
+        files_named, dirs_named = (all(at is None for at, _ in k) for k in (files, ordered))
+        return _Rules(files, ordered, ({} if files_named else None, {} if dirs_named else None))
 
-    def below(self, added: Sequence[_Pattern]) -> _Rules:
-        return _Rules.of((*reversed(added), *self.patterns)) if added else self
+    def excluded(self, path: bytes, name: bytes, is_dir: bool) -> bool:
+        known = self.verdicts[is_dir]
+        if known is None:
+            return self._decide(path, name, is_dir)
+        verdict = known.get(name)
+        if verdict is None:
+            verdict = known[name] = self._decide(path, name, is_dir)
+        return verdict
 
-    def excluded(self, path: bytes, is_dir: bool) -> bool:
-        regex, negative = self.dirs if is_dir else self.files
-        if regex is None:
-            return False
-        match = regex.match(path)
-        return match is not None and not negative[match.lastindex - 1]
-
-
-def _compile(patterns: Iterable[_Pattern]) -> tuple[re.Pattern[bytes] | None, tuple[bool, ...]]:
-    chosen = list(patterns)
-    if not chosen:
-        return None, ()
-    body = b"|".join(b"(" + p.regex + b")" for p in chosen)
-    return re.compile(b"(?:" + body + b")\\Z", re.DOTALL), tuple(p.negative for p in chosen)
+    def _decide(self, path: bytes, name: bytes, is_dir: bool) -> bool:
+        if b"\n" in path:
+            # Shim: pathspec's ``.`` skips a newline and its ``$`` matches before one; no
+            # pattern holds a newline, so a NUL (never in a path) stands in for it.
+            path, name = path.replace(b"\n", b"\0"), name.replace(b"\n", b"\0")
+        for at, pattern in self.dirs if is_dir else self.files:
+            match = pattern.regex.search(name if at is None else path[at:])
+            # pathspec's regex also matches paths below a matching folder, marking that
+            # with its one group; git asks about each path on its own.
+            if match is not None and match.lastindex is None:
+                return pattern.excludes
+        return False
 
 
 def _read_ignore_file(path: bytes) -> bytes:
@@ -397,8 +457,9 @@ def _read_ignore_file(path: bytes) -> bytes:
 def _python_select(root: bytes, names: tuple[str, ...]) -> list[bytes]:
     """Walk ``root`` with os.scandir, stacking each folder's ignore files on its parent's."""
     encoded = [os.fsencode(n) for n in names]
+    parsed: dict[bytes, tuple[_Pattern, ...]] = {}
     found: list[bytes] = []
-    todo: list[tuple[bytes, bytes, _Rules]] = [(root, b"", _Rules.of(()))]
+    todo: list[tuple[bytes, bytes, _Rules]] = [(root, b"", _Rules())]
     while todo:
         folder, rel, rules = todo.pop()
         try:
@@ -411,20 +472,23 @@ def _python_select(root: bytes, names: tuple[str, ...]) -> list[bytes]:
         for name in encoded:
             entry = by_name.get(name)
             if entry is not None and entry.is_file(follow_symlinks=False):
-                added += _parse_patterns(_read_ignore_file(entry.path), rel)
-        rules = rules.below(added)
+                data = _read_ignore_file(entry.path)
+                if data not in parsed:
+                    parsed[data] = _parse_patterns(data)
+                added += parsed[data]
+        rules = rules.below(len(rel), added)
         for entry in entries:
             if entry.name == b".git":
                 continue
             path = rel + entry.name
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if not rules.excluded(path, True):
+                    if not rules.excluded(path, entry.name, True):
                         todo.append((entry.path, path + b"/", rules))
                     continue
                 wanted = entry.is_symlink() or entry.is_file(follow_symlinks=False)
             except OSError:
                 continue
-            if wanted and not rules.excluded(path, False):
+            if wanted and not rules.excluded(path, entry.name, False):
                 found.append(path)
     return found

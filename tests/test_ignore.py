@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.ignore import select_files
 
-# Names with glob characters, spaces and non-ASCII bytes; patterns reuse the tree's own names
-# (so that they often match and negations decide) mixed with wildcards and escapes.
+# Names with glob characters, whitespace, a newline and non-ASCII bytes; patterns reuse the
+# tree's own names (so that they often match and negations decide) mixed with wildcards,
+# brackets and escapes.
 NAMES = ["a", "b", "ab", "abc", "x.log", "a ", "Build", "a b", "#c", "!d", "f[1]", "g*"]
-NAMES += ["h\\i", "é"]
+NAMES += ["h\\i", "é", "voilà", "t\t", "n\nl"]
 WILDCARDS = ["*", "**", "?", "??", "*.log", "a*", "a**", "*b", "[ab]", "[!a]*", "[a-c]*", "[^b]"]
 WILDCARDS += ["[[:alpha:]]", "[[:upper:]]*", "a?c", "ab**", "**.log", "[]]", "[a", "\\[ab]", "g\\*"]
-WILDCARDS += ["f\\[1\\]", "h\\\\i", "a\\ b", "a\\ "]
+WILDCARDS += ["f\\[1\\]", "h\\\\i", "a\\ b", "a\\ ", "a[!b]*", "[\\]a]", "[c-a]", "[!c-a]*"]
 EXTRA_LINES = ["", "   ", "# a comment", "\\#c", "\\!d", "e\\ ", "e ", "foo   ", "!*.log", "\\"]
 
 
@@ -132,6 +133,16 @@ QUIRKS = [
     ("/a\n", ["a", "x/a"]),
     ("x/*\n", ["x/y", "x/z/w"]),
     ("foo//\n", ["foo/x"]),
+    ("x[!a]*\n[\\]]\n", ["x/yz", "xbc", "]", "\\"]),
+    ("[z-a]\n[!y-a]x\n", ["z", "a", "yx", "bx"]),
+    ("[[:punct:]]\n[[:foo:]]\n", ["!", "_", "a/b", "c"]),
+    ("a\n", ["a\n", "b\nc/a", "b"]),
+    ("voilà\nÅ\nt\t\n", ["voilà", "Å", "t\t", "t"]),
+    ("a /\nb\\  \n", ["a /x", "a/x", "b ", "b  ", "b"]),
+    ("x/ab**\n!x/abc/\n", ["x/abc/d", "x/abd", "x/ab"]),
+    ("a\n!/a**\n", ["a/a", "b"]),
+    ("f\n/d\n!/d\n", ["d/f", "d/g", "f"]),
+    ("[a/[ab]\n", ["a", "ab/a"]),
 ]
 
 
