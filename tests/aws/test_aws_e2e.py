@@ -66,9 +66,18 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
 
     # A 2-experiment spot sweep succeeds with artifacts and logs from the bucket.
     run = cloud(
-        "run", "--use_spot", "--name", "spot", "--wait", "--output", "json",
-        "train.py", "--lr", "[0.1, 0.2]", timeout=600,
-    )  # fmt: skip
+        "run",
+        "--use_spot",
+        "--name",
+        "spot",
+        "--wait",
+        "--output",
+        "json",
+        "train.py",
+        "--lr",
+        "[0.1, 0.2]",
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     final = json.loads(run.stdout)
     assert final["backend"] == "aws"
@@ -96,9 +105,21 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     # T4s each: exp0 and exp1 on one instance, exp2 on another), each with its own GPUs.
     (project / "gpus.py").write_text(textwrap.dedent(GPUS))
     shared = cloud(
-        "run", "--name", "shared", "--instance_type", "4_t4_16gb", "--gpus", "2", "--wait",
-        "--output", "json", "gpus.py", "--trial", "[1, 2, 3]", timeout=600,
-    )  # fmt: skip
+        "run",
+        "--name",
+        "shared",
+        "--instance_type",
+        "4_t4_16gb",
+        "--gpus",
+        "2",
+        "--wait",
+        "--output",
+        "json",
+        "gpus.py",
+        "--trial",
+        "[1, 2, 3]",
+        timeout=600,
+    )
     assert shared.returncode == 0, shared.stderr
     experiments = json.loads(shared.stdout)["experiments"]
     assert [e["status"] for e in experiments] == ["succeeded"] * 3

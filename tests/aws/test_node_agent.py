@@ -167,9 +167,15 @@ class Cloud:
         for index, name in enumerate(machine.experiments):
             command = argv + (("--index", str(index)) if len(machine.experiments) > 1 else ())
             spec = ExperimentSpec(
-                RUN, name, index, command, bundle.key, {"lr": 0.1}, gpus=gpus,
+                RUN,
+                name,
+                index,
+                command,
+                bundle.key,
+                {"lr": 0.1},
+                gpus=gpus,
                 auto_resume=auto_resume,
-            )  # fmt: skip
+            )
             self.store.put_bytes(f"runs/{RUN}/{name}/spec.json", spec.to_json().encode())
 
     def status(self, experiment: str = EXPERIMENT) -> dict:
@@ -330,9 +336,15 @@ def cloud(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cl
     root.mkdir()
     store = S3Store(BUCKET, REGION, moto)
     yield Cloud(
-        moto=moto, store=store, autoscaling=autoscaling, ec2=clients["ec2"],
-        instance_id=instance_id, imds=imds, root=root, ca_bundle=moto_tls,
-    )  # fmt: skip
+        moto=moto,
+        store=store,
+        autoscaling=autoscaling,
+        ec2=clients["ec2"],
+        instance_id=instance_id,
+        imds=imds,
+        root=root,
+        ca_bundle=moto_tls,
+    )
     imds.stop()
 
 
@@ -524,8 +536,10 @@ def test_sigterm_to_the_agent_records_an_interruption(cloud, project, auto_resum
     assert status["exit_code"] == 128 + signal.SIGTERM
     (attempt,) = status["attempts"]
     assert (attempt["instance"], attempt["status"], attempt["reason"]) == (
-        cloud.instance_id, "interrupted", "instance terminated",
-    )  # fmt: skip
+        cloud.instance_id,
+        "interrupted",
+        "instance terminated",
+    )
     assert b"gridctl: instance terminated" in _log(cloud)
     notice = json.loads((cloud.root / NOTICES / f"{EXPERIMENT}.json").read_text())
     assert (notice["kind"], notice["reason"]) == ("interruption", "instance terminated")
@@ -551,8 +565,10 @@ def test_a_spot_notice_interrupts_and_a_replacement_resumes_from_the_checkpoint(
     assert first["resumes"] == 0
     (interrupted,) = first["attempts"]
     assert (interrupted["instance"], interrupted["status"], interrupted["reason"]) == (
-        cloud.instance_id, "interrupted", first["reason"],
-    )  # fmt: skip
+        cloud.instance_id,
+        "interrupted",
+        first["reason"],
+    )
     # The script read the notice (GRIDCTL_NOTICE_FILE) and kept a copy as an artifact.
     notice = json.loads(cloud.artifact("notice.json"))
     assert notice["kind"] == "interruption"
@@ -579,8 +595,10 @@ def test_a_spot_notice_interrupts_and_a_replacement_resumes_from_the_checkpoint(
     assert status["attempts"][0] == interrupted
     resumed = status["attempts"][1]
     assert (resumed["instance"], resumed["status"], resumed["reason"]) == (
-        replacement, "succeeded", None,
-    )  # fmt: skip
+        replacement,
+        "succeeded",
+        None,
+    )
     assert interrupted["finished_at"] <= resumed["started_at"] <= resumed["finished_at"]
     assert resumed["finished_at"] == status["finished_at"]
     log = _log(cloud)
@@ -674,11 +692,14 @@ def test_a_script_that_ignores_sigterm_is_killed_in_time_and_resumes_from_its_la
     assert code == 0, output
     status = cloud.status()
     assert (status["status"], status["instance"], status["resumes"]) == (
-        "succeeded", replacement, 1,
-    )  # fmt: skip
+        "succeeded",
+        replacement,
+        1,
+    )
     assert [(a["instance"], a["status"]) for a in status["attempts"]] == [
-        (cloud.instance_id, "interrupted"), (replacement, "succeeded"),
-    ]  # fmt: skip
+        (cloud.instance_id, "interrupted"),
+        (replacement, "succeeded"),
+    ]
     assert resumed_from(_log(cloud)) == [killed_at]
     assert cloud.artifact("out/done.txt") == b"400"
     assert cloud.desired_capacity() == 0
@@ -694,8 +715,10 @@ def test_gridctl_interrupt_ends_the_instance_and_its_group_resumes_on_another(cl
     assert agent.returncode == 0, output
     status = cloud.status()
     assert (status["status"], status["exit_code"], status["reason"]) == (
-        "interrupted", 0, "interrupted by gridctl interrupt",
-    )  # fmt: skip
+        "interrupted",
+        0,
+        "interrupted by gridctl interrupt",
+    )
     notice = json.loads(cloud.artifact("notice.json"))
     assert (notice["kind"], notice["reason"]) == ("interruption", status["reason"])
     assert notice["deadline"] == notice["seen_at"] + 60
@@ -713,8 +736,10 @@ def test_gridctl_interrupt_ends_the_instance_and_its_group_resumes_on_another(cl
     assert code == 0, output
     status = cloud.status()
     assert (status["status"], status["instance"], status["resumes"]) == (
-        "succeeded", replacement, 1,
-    )  # fmt: skip
+        "succeeded",
+        replacement,
+        1,
+    )
     assert [a["reason"] for a in status["attempts"]] == ["interrupted by gridctl interrupt", None]
     assert resumed_from(_log(cloud)) == [saved]
     assert not cloud.store.exists(interrupt)  # served: it does not interrupt the resume
@@ -742,8 +767,10 @@ def test_a_replacement_waits_for_a_silent_node_then_resumes_its_experiment(cloud
     assert second.returncode == 0, output
     status = cloud.status()
     assert (status["status"], status["instance"], status["resumes"]) == (
-        "succeeded", replacement, 1,
-    )  # fmt: skip
+        "succeeded",
+        replacement,
+        1,
+    )
     lost, resumed = status["attempts"]
     assert (lost["instance"], lost["status"]) == (cloud.instance_id, "interrupted")
     assert lost["reason"].startswith(LOST_REASON)
@@ -771,8 +798,10 @@ def test_without_auto_resume_a_silent_node_fails_its_experiment(cloud, project):
     assert status["reason"].startswith(LOST_REASON)
     (attempt,) = status["attempts"]
     assert (attempt["instance"], attempt["status"], attempt["reason"]) == (
-        cloud.instance_id, "failed", status["reason"],
-    )  # fmt: skip
+        cloud.instance_id,
+        "failed",
+        status["reason"],
+    )
     assert status["resumes"] == 0
     assert not (root / WORK / EXPERIMENT).exists()
     assert cloud.desired_capacity() == 0

@@ -50,7 +50,7 @@ def deploy_fill(cloud, project: Path, scratch: Scratch) -> None:  # noqa: F811
 def _mounts(device: str) -> list[str]:
     found = subprocess.run(
         ["findmnt", "--json", "--source", device], capture_output=True, text=True
-    )  # fmt: skip
+    )
     if found.returncode != 0:
         return []
     return [fs["target"] for fs in json.loads(found.stdout)["filesystems"]]
@@ -64,7 +64,7 @@ def loop_disk(image: Path, size_gb: int) -> Iterator[str]:
         f.truncate(size_gb * GIB)
     attached = subprocess.run(
         ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
-    )  # fmt: skip
+    )
     if attached.returncode != 0:
         image.unlink()
         pytest.skip(f"this machine cannot make loop devices: {attached.stderr.strip()}")
@@ -91,7 +91,7 @@ def test_a_run_with_scratch_space_runs_on_the_disk_the_node_formats(cloud, proje
         assert code == 0, output
         superblock = subprocess.run(
             ["tune2fs", "-l", device], capture_output=True, text=True, check=True
-        ).stdout  # fmt: skip
+        ).stdout
         assert "Reserved block count:     0\n" in superblock  # all of it for the run
     seen = json.loads(cloud.store.get_bytes(f"runs/{RUN}/{EXPERIMENT}/artifacts/out/scratch.json"))
     assert seen["dir"] == str(cloud.root / "scratch" / EXPERIMENT)
@@ -131,16 +131,43 @@ def _lsblk(*devices: dict) -> dict:
     return {"blockdevices": list(devices)}
 
 
-ROOT = {"name": "nvme0n1", "path": "/dev/nvme0n1", "size": 100 * GIB, "type": "disk",
-        "fstype": None, "mountpoint": None, "model": "Amazon Elastic Block Store",
-        "children": [{"name": "nvme0n1p1", "type": "part", "mountpoint": "/"}]}  # fmt: skip
-SCRATCH = {"name": "nvme1n1", "path": "/dev/nvme1n1", "size": 10 * GIB, "type": "disk",
-           "fstype": None, "mountpoint": None, "model": "Amazon Elastic Block Store"}  # fmt: skip
-STORE = {"name": "nvme2n1", "path": "/dev/nvme2n1", "size": 900 * 10**9, "type": "disk",
-         "fstype": None, "mountpoint": None,
-         "model": "Amazon EC2 NVMe Instance Storage        "}  # fmt: skip
-LOOP = {"name": "loop3", "path": "/dev/loop3", "size": 10 * GIB, "type": "loop",
-        "fstype": None, "mountpoint": None, "model": None}  # fmt: skip
+ROOT = {
+    "name": "nvme0n1",
+    "path": "/dev/nvme0n1",
+    "size": 100 * GIB,
+    "type": "disk",
+    "fstype": None,
+    "mountpoint": None,
+    "model": "Amazon Elastic Block Store",
+    "children": [{"name": "nvme0n1p1", "type": "part", "mountpoint": "/"}],
+}
+SCRATCH = {
+    "name": "nvme1n1",
+    "path": "/dev/nvme1n1",
+    "size": 10 * GIB,
+    "type": "disk",
+    "fstype": None,
+    "mountpoint": None,
+    "model": "Amazon Elastic Block Store",
+}
+STORE = {
+    "name": "nvme2n1",
+    "path": "/dev/nvme2n1",
+    "size": 900 * 10**9,
+    "type": "disk",
+    "fstype": None,
+    "mountpoint": None,
+    "model": "Amazon EC2 NVMe Instance Storage        ",
+}
+LOOP = {
+    "name": "loop3",
+    "path": "/dev/loop3",
+    "size": 10 * GIB,
+    "type": "loop",
+    "fstype": None,
+    "mountpoint": None,
+    "model": None,
+}
 
 
 def test_the_instance_store_is_the_blank_nvme_instance_storage_disk():
