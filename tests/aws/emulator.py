@@ -141,8 +141,13 @@ class Moto:
         return entries
 
     def stop(self) -> None:
+        """SIGTERM, and SIGKILL if a loaded machine keeps moto from exiting in good time."""
         self.process.terminate()
-        self.process.wait(10)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def start_moto(cert: Path, recording: Path | None = None) -> Moto:
