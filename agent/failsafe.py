@@ -76,9 +76,13 @@ def tail(log: Path, lines: int = TAIL_LINES) -> str:
 
 
 def failed_record(
-    previous: bytes | None, spec: ExperimentSpec | None, instance: str, reason: str,
-    since: float, now: float,
-) -> NodeStatus | None:  # fmt: skip
+    previous: bytes | None,
+    spec: ExperimentSpec | None,
+    instance: str,
+    reason: str,
+    since: float,
+    now: float,
+) -> NodeStatus | None:
     """The record that ends the experiment ``failed``; None when it had ended before
     ``since`` (when the failure came) and waits for nothing more."""
     if previous is None:
@@ -125,9 +129,14 @@ def main(args: argparse.Namespace) -> int:
     """For ``__main__``: 0 when every unended experiment was recorded, 1 otherwise."""
     try:
         names = fail_machine(
-            Bucket(args.bucket), args.run, args.machine, args.instance, args.reason,
-            args.log, args.since,
-        )  # fmt: skip
+            Bucket(args.bucket),
+            args.run,
+            args.machine,
+            args.instance,
+            args.reason,
+            args.log,
+            args.since,
+        )
     except FailsafeError as exc:
         print(f"gridctl failsafe: {exc}", file=sys.stderr)
         return 1

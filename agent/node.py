@@ -230,7 +230,7 @@ class LogShipper:
         while not self._closed.wait(self.interval):
             try:
                 self.ship()
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
+            except Exception as exc:  # the next round tries again
                 say(f"cannot upload the log: {exc}")
 
 
@@ -262,7 +262,7 @@ class BucketRecorder:
         """The log goes up before the status: an ended experiment has all its files."""
         try:
             self.log.close()
-        except Exception as exc:  # noqa: BLE001 - a lost log must not leave the status open
+        except Exception as exc:  # a lost log must not leave the status open
             say(f"cannot upload the final log: {exc}")
         with self._lock:
             self._ended = True
@@ -288,9 +288,12 @@ def install_requirements(exec_dir: Path, log: BinaryIO) -> None:
     note(log, "pip install -r requirements.txt")
     log.flush()
     proc = subprocess.Popen(
-        command, cwd=exec_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        command,
+        cwd=exec_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     assert proc.stdout is not None
     error = None
     with proc.stdout:
@@ -387,7 +390,7 @@ def watch_controls(
             notice = read_interrupt(store, keys) if keys.interrupt in requests else None
             if notice is not None:
                 broadcast.deliver(notice, requested=True)
-        except Exception as exc:  # noqa: BLE001 - the next look tries again
+        except Exception as exc:  # the next look tries again
             say(f"cannot look for control requests: {exc}")
 
 
@@ -396,7 +399,7 @@ def heartbeat(recorder: BucketRecorder, interval: float, done: threading.Event) 
     while not done.wait(interval):
         try:
             recorder.heartbeat()
-        except Exception as exc:  # noqa: BLE001 - the next beat tries again
+        except Exception as exc:  # the next beat tries again
             say(f"cannot write the heartbeat: {exc}")
 
 
@@ -460,7 +463,7 @@ class Node:
         ended (or been interrupted) and been recorded, whatever its outcome."""
         try:
             store, machine = self.locate()
-        except Exception as exc:  # noqa: BLE001 - without its work the node has no purpose
+        except Exception as exc:  # without its work the node has no purpose
             say(f"cannot find this node's work: {exc}")
             self.scale_to_zero()
             return 1
@@ -550,12 +553,12 @@ class Node:
             recorder = BucketRecorder(store, keys, record, log)
             recorder.starting()
             return Job(spec, recorder)
-        except Exception as exc:  # noqa: BLE001 - every failure to start is reported
+        except Exception as exc:  # every failure to start is reported
             say(f"cannot start {keys.experiment}: {exc}")
             record.finish("failed", None, f"the node could not start it: {exc}", time.time())
             try:
                 store.put_bytes(keys.status, record.to_json())
-            except Exception as error:  # noqa: BLE001 - the bucket itself may be the cause
+            except Exception as error:  # the bucket itself may be the cause
                 say(f"cannot record the failure: {error}")
             return False
 
@@ -620,9 +623,11 @@ class Node:
                 running[allocation.name] = allocation
                 job = queued.pop(allocation.name)
                 work = threading.Thread(
-                    target=self._work, args=(job, allocation, ended),
-                    name=job.spec.name, daemon=True,
-                )  # fmt: skip
+                    target=self._work,
+                    args=(job, allocation, ended),
+                    name=job.spec.name,
+                    daemon=True,
+                )
                 work.start()
             if running:
                 with contextlib.suppress(queue.Empty):
@@ -645,31 +650,40 @@ class Node:
         recorder = job.recorder
         # The node's own environment (the agent's service) is the script's base here.
         runner = ExperimentRunner(
-            job.spec, recorder.store, self.settings.workspace(job.spec.name, self.disks), recorder,
-            gpu_ids=allocation.gpu_ids, cpu_ids=allocation.cpu_ids, base_env=os.environ,
-            settings=self.settings.runner, before_launch=self.requirements,
+            job.spec,
+            recorder.store,
+            self.settings.workspace(job.spec.name, self.disks),
+            recorder,
+            gpu_ids=allocation.gpu_ids,
+            cpu_ids=allocation.cpu_ids,
+            base_env=os.environ,
+            settings=self.settings.runner,
+            before_launch=self.requirements,
             resume_count=recorder.record.resumes,
-        )  # fmt: skip
+        )
         self.broadcast.join(runner)
         done = threading.Event()
         helpers = [
             threading.Thread(
                 target=watch_controls,
                 args=(runner, recorder.keys, self.broadcast, self.settings.control_interval, done),
-                name=f"controls-{job.spec.name}", daemon=True,
+                name=f"controls-{job.spec.name}",
+                daemon=True,
             ),
             threading.Thread(
-                target=heartbeat, args=(recorder, self.settings.heartbeat_interval, done),
-                name=f"heartbeat-{job.spec.name}", daemon=True,
+                target=heartbeat,
+                args=(recorder, self.settings.heartbeat_interval, done),
+                name=f"heartbeat-{job.spec.name}",
+                daemon=True,
             ),
-        ]  # fmt: skip
+        ]
         for helper in helpers:
             helper.start()
         recorder.log.start()
         try:
             runner.run()
             outcome: str | None = recorder.record.status
-        except Exception as exc:  # noqa: BLE001 - the runner could not write the status
+        except Exception as exc:  # the runner could not write the status
             say(f"cannot record the outcome of {job.spec.name}: {exc}")
             outcome = None
         done.set()
@@ -696,7 +710,7 @@ class Node:
             self._autoscaling().terminate_instance_in_auto_scaling_group(
                 InstanceId=self.identity.instance_id, ShouldDecrementDesiredCapacity=False
             )
-        except Exception as exc:  # noqa: BLE001 - reported, and the exit status shows it
+        except Exception as exc:  # reported, and the exit status shows it
             say(f"cannot terminate this instance: {exc}")
             return False
         say(f"terminated {self.identity.instance_id}; its group starts a replacement")
@@ -716,7 +730,7 @@ class Node:
                 return True
             # The group's min size is 0 already; the node role grants no UpdateAutoScalingGroup.
             client.set_desired_capacity(AutoScalingGroupName=group, DesiredCapacity=0)
-        except Exception as exc:  # noqa: BLE001 - reported, and the exit status shows it
+        except Exception as exc:  # reported, and the exit status shows it
             say(f"cannot scale the Auto Scaling group to zero: {exc}")
             return False
         say(f"scaled {group} to zero")
@@ -758,11 +772,12 @@ def serve_node(settings: NodeSettings) -> int:
     # the grace period to save in.
     window = settings.runner.grace_period + KILL_MARGIN
     threading.Thread(
-        target=lambda: terminated.wait() and node.broadcast.deliver(
-            interruption(TERMINATED_REASON, window)
+        target=lambda: (
+            terminated.wait() and node.broadcast.deliver(interruption(TERMINATED_REASON, window))
         ),
-        name="terminated", daemon=True,
-    ).start()  # fmt: skip
+        name="terminated",
+        daemon=True,
+    ).start()
     watcher = SpotWatcher(imds, node.broadcast.deliver, settings.spot_interval).start()
     try:
         return node.serve()

@@ -21,7 +21,7 @@ def gpu_count() -> int:
         return 0
     try:
         pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - any NVML failure means no usable GPU
+    except Exception:  # any NVML failure means no usable GPU
         return 0
     try:
         return int(pynvml.nvmlDeviceGetCount())

@@ -310,7 +310,7 @@ class ExperimentRunner:
     def run(self) -> Outcome:
         try:
             outcome = self._run()
-        except Exception as exc:  # noqa: BLE001 - the status is recorded on every exit path
+        except Exception as exc:  # the status is recorded on every exit path
             outcome = Outcome("failed", None, f"agent error: {exc!r}")
         with self._lock:
             self._exited.set()
@@ -381,7 +381,7 @@ class ExperimentRunner:
         with self.workspace.log_path.open("ab") as log:
             try:
                 sync = self._prepare(log)
-            except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the experiment
+            except Exception as exc:  # any failure to prepare fails the experiment
                 if self._interrupt is not None:  # e.g. pip killed as the instance goes
                     return Outcome("interrupted", None, self._interrupt.reason)
                 return Outcome("failed", None, f"could not prepare the experiment: {exc}")
@@ -447,7 +447,7 @@ class ExperimentRunner:
             while not exited.wait(interval):
                 try:
                     sync.sync()
-                except Exception as exc:  # noqa: BLE001 - the next round, or the final one, retries
+                except Exception as exc:  # the next round, or the final one, retries
                     note(log, f"artifact sync failed: {exc}")
 
         syncer = threading.Thread(target=sync_periodically, daemon=True)

@@ -120,8 +120,10 @@ def _lsblk() -> dict[str, Any]:
     try:
         listing = subprocess.run(
             ["lsblk", "--json", "--bytes", "--output", _COLUMNS],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return {}
     return json.loads(listing.stdout)

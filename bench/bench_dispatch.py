@@ -32,9 +32,7 @@ def main() -> int:
         project.mkdir()
         (project / "work.py").write_text(SCRIPT)
         lines = "".join(f"{i}\n" for i in range(EXPERIMENTS))
-        xargs = [
-            "xargs", "-P", str(os.cpu_count()), "-I{}", python, "work.py", "--i", "{}"
-        ]  # fmt: skip
+        xargs = ["xargs", "-P", str(os.cpu_count()), "-I{}", python, "work.py", "--i", "{}"]
         baseline, ours = [], []
         for attempt in range(REPEATS):
             baseline.append(_timed(xargs, cwd=project, input=lines.encode()))

@@ -7,12 +7,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_aws  # noqa: E402
-import bench_bundle  # noqa: E402
-import bench_datastore  # noqa: E402
-import bench_dispatch  # noqa: E402
-import bench_help  # noqa: E402
-import bench_spot  # noqa: E402
+import bench_aws
+import bench_bundle
+import bench_datastore
+import bench_dispatch
+import bench_help
+import bench_spot
 
 
 def main() -> int:

@@ -357,9 +357,16 @@ def up(
     # would lock the emulator out; this switch exists for emulators only.
     tls_only = os.environ.get("GRIDCTL_BUCKET_TLS_POLICY", "on") != "off"
     return environment.up(
-        home, account, name, ami=ami, vpc_id=vpc_id, subnet_ids=subnets, step=step,
-        progress=progress, deny_insecure_transport=tls_only,
-    )  # fmt: skip
+        home,
+        account,
+        name,
+        ami=ami,
+        vpc_id=vpc_id,
+        subnet_ids=subnets,
+        step=step,
+        progress=progress,
+        deny_insecure_transport=tls_only,
+    )
 
 
 @dataclass(frozen=True)

@@ -522,9 +522,17 @@ def up(
 
     with _steps("gridctl up") as (step, progress):
         record = commands.up(
-            _home(), cloud=cloud, region=region, name=name, ami=ami, vpc_id=vpc_id,
-            subnet_ids=subnet_ids, credential=credential, step=step, progress=progress,
-        )  # fmt: skip
+            _home(),
+            cloud=cloud,
+            region=region,
+            name=name,
+            ami=ami,
+            vpc_id=vpc_id,
+            subnet_ids=subnet_ids,
+            credential=credential,
+            step=step,
+            progress=progress,
+        )
     _console().print(
         f"environment {record.name} is up in {record.region} (bucket {record.bucket});"
         " runs now go to AWS by default"

@@ -29,7 +29,7 @@ ADJECTIVES = (
     "quick", "quiet", "radiant", "rapid", "rustic", "serene", "shiny", "silent", "silver",
     "sleepy", "smooth", "snowy", "solar", "spry", "steady", "sunny", "swift", "tidy",
     "vivid", "witty", "zesty",
-)  # fmt: skip
+)  # fmt: skip  # packed: a word list, one a line, would take 60 lines
 
 ANIMALS = (
     "alpaca", "badger", "beaver", "bison", "bobcat", "camel", "cheetah", "cobra",
@@ -40,7 +40,7 @@ ANIMALS = (
     "pelican", "penguin", "puffin", "quokka", "rabbit", "raccoon", "raven", "salmon",
     "seal", "sparrow", "squid", "tapir", "tiger", "toucan", "turtle", "walrus", "weasel",
     "wombat", "yak", "zebra",
-)  # fmt: skip
+)  # fmt: skip  # packed: a word list, one a line, would take 60 lines
 
 
 def validate_run_name(name: str) -> str:

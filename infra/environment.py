@@ -212,9 +212,13 @@ def up(
     step("reading the environment's outputs")
     outputs = json.loads(terraform.run(workdir, "output", "-json"))
     record = EnvironmentRecord(
-        name, account.region, account.profile, bucket, inputs=chosen,
+        name,
+        account.region,
+        account.profile,
+        bucket,
+        inputs=chosen,
         outputs={k: v["value"] for k, v in outputs.items()},
-    )  # fmt: skip
+    )
     account.client("s3").put_object(Bucket=bucket, Key=INPUTS_KEY, Body=json.dumps(chosen).encode())
     save(home, record)
     return record

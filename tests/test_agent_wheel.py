@@ -27,16 +27,28 @@ def test_pip_installs_it_and_the_agent_starts_from_it(tmp_path):
     path.write_bytes(wheel.data)
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-         str(path)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     # A bare interpreter, as on a node: nothing but the wheel on its path.
     bare = getattr(sys, "_base_executable", sys.executable)
     result = subprocess.run(
         [bare, "-m", "gridctl.agent", "--help"],
         env={**os.environ, "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"},
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "node" in result.stdout

@@ -13,10 +13,17 @@ def plan(instance_type: str, count: int, *, gpus: int, cpus: float = 1.0) -> Run
         PlannedExperiment(f"r-exp{i}", i, {}, ("python", "t.py")) for i in range(count)
     )
     return RunPlan(
-        name="r", cloud="aws", description=None, localdir=Path("."), script="t.py",
-        strategy="grid_search", seed=0, resources=Resources(cpus, gpus, 0),
-        experiments=experiments, instance_type=resolve_instance_type(instance_type),
-    )  # fmt: skip
+        name="r",
+        cloud="aws",
+        description=None,
+        localdir=Path("."),
+        script="t.py",
+        strategy="grid_search",
+        seed=0,
+        resources=Resources(cpus, gpus, 0),
+        experiments=experiments,
+        instance_type=resolve_instance_type(instance_type),
+    )
 
 
 def layout(p: RunPlan) -> list[tuple[str, tuple[str, ...]]]:

@@ -102,13 +102,15 @@ def test_options_after_the_script_still_go_to_the_script(gridctl, script, projec
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--lr", "unifrom(0,1,3)"], '--lr: "unifrom(0,1,3)": unifrom is not a sweep function;'
-         " did you mean uniform?"),
+        (
+            ["--lr", "unifrom(0,1,3)"],
+            '--lr: "unifrom(0,1,3)": unifrom is not a sweep function; did you mean uniform?',
+        ),
         (["--lr=linespace(0, 1, 5)"], "did you mean linspace?"),
         (["--seed", "randit(1, 10, 2)"], "did you mean randint?"),
         (["--lr", "Uniform(0, 1, 3)"], "did you mean uniform?"),
     ],
-)  # fmt: skip
+)
 def test_a_misspelt_sweep_function_is_refused_and_starts_nothing(gridctl, script, args, fragment):
     message = one_line_usage_error(gridctl("run", script, *args))
     assert fragment in message
@@ -184,9 +186,21 @@ def test_a_local_run_without_aws_options_does_not_warn(gridctl, script):
 
 def test_aws_only_options_on_an_aws_plan_do_not_warn(gridctl, script):
     result = gridctl(
-        "run", "--cloud", "aws", "--dry-run", "--output", "json", "--use_spot",
-        "--instance_type", "g4dn.xlarge", "--credential", "research", "--gpus", "1", script,
-    )  # fmt: skip
+        "run",
+        "--cloud",
+        "aws",
+        "--dry-run",
+        "--output",
+        "json",
+        "--use_spot",
+        "--instance_type",
+        "g4dn.xlarge",
+        "--credential",
+        "research",
+        "--gpus",
+        "1",
+        script,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert len(json.loads(result.stdout)["experiments"]) == 1

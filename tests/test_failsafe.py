@@ -92,14 +92,37 @@ def test_it_runs_from_the_unpacked_wheel_with_the_standard_library_alone(tmp_pat
     )
     bare = getattr(sys, "_base_executable", sys.executable)
     result = subprocess.run(
-        [bare, "-s", "-c", probe, "failed", "--bucket", "b", "--run", "r", "--machine", "r-exp0",
-         "--instance", "i-1", "--since", "0", "--log", str(tmp_path / "log"), "why"],
+        [
+            bare,
+            "-s",
+            "-c",
+            probe,
+            "failed",
+            "--bucket",
+            "b",
+            "--run",
+            "r",
+            "--machine",
+            "r-exp0",
+            "--instance",
+            "i-1",
+            "--since",
+            "0",
+            "--log",
+            str(tmp_path / "log"),
+            "why",
+        ],
         env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path / "code")},
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1, result.stderr
     assert "heavy: []" in result.stdout
     assert "no machine spec at s3://b/runs/r/machines/r-exp0.json" in result.stderr
     assert calls.read_text().split() == [
-        "s3", "cp", "--only-show-errors", "s3://b/runs/r/machines/r-exp0.json", "-",
-    ]  # fmt: skip
+        "s3",
+        "cp",
+        "--only-show-errors",
+        "s3://b/runs/r/machines/r-exp0.json",
+        "-",
+    ]

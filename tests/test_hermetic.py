@@ -91,10 +91,24 @@ def test_the_suite_leaves_the_users_home_and_settings_untouched(tmp_path: Path):
     env = {**os.environ, **decoy_setup(decoy)}
     before = snapshot(decoy)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q",
-         f"--basetemp={tmp_path / 'inner'}", *SELECTION],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            "-q",
+            f"--basetemp={tmp_path / 'inner'}",
+            *SELECTION,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     after = snapshot(decoy)
     changed = sorted({path for path, _ in before.items() ^ after.items()})
     assert not changed, f"the suite changed the user's files: {changed}\n{result.stdout[-3000:]}"

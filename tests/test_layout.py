@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -39,30 +40,60 @@ def test_help_loads_no_heavy_module():
     assert not loaded & {"numpy", "boto3", "python_terraform", "psutil", "sqlite3", "yaml"}
 
 
+SCRATCH = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+    ".terraform",
+    ".gridctl-demo",
+)
+"""What a checkout may hold besides its sources: not copied into a build."""
+
+
+def _build_output() -> dict[Path, int]:
+    """What setuptools writes into the tree it builds (build/, *.egg-info/), by mtime."""
+    roots = [r for r in (REPO / "build", *REPO.glob("*.egg-info")) if r.exists()]
+    return {p: p.stat().st_mtime_ns for root in roots for p in [root, *root.rglob("*")]}
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, str]:
-    """The wheel as a user's pip builds it (isolated, with [build-system].requires) and what
-    the build printed."""
+def built(tmp_path_factory) -> tuple[Path, str, bool]:
+    """The wheel as a user's pip builds it (isolated, with [build-system].requires), what the
+    build printed, and whether the checkout was left as it was. setuptools writes build/ and
+    the egg-info into the tree it builds, so the build runs on a copy."""
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "gridctl"
+    shutil.copytree(REPO, source, ignore=SCRATCH)
+    before = _build_output()
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr
     (wheel,) = out.glob("gridctl-*.whl")
-    return wheel, result.stdout + result.stderr
+    return wheel, result.stdout + result.stderr, _build_output() == before
+
+
+def test_building_the_wheel_leaves_the_checkout_as_it_was(built):
+    _, _, untouched = built
+    assert untouched
 
 
 def test_the_build_prints_no_warning_about_our_metadata(built):
-    _, printed = built
+    _, printed, _ = built
     # pip's own notes about this machine's index configuration are not ours.
     ours = [line for line in printed.splitlines() if "Location 'file:" not in line]
     assert not [line for line in ours if "Warning" in line or "deprecat" in line.lower()], printed
 
 
 def test_the_wheel_holds_only_gridctl_packages(built):
-    wheel, _ = built
+    wheel, _, _ = built
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("gridctl-")}
     assert tops == {"gridctl"}

@@ -129,8 +129,11 @@ def test_on_this_machine_a_cgroup_holds_a_process_to_its_limit():
     cgroup = machine_cgroup()
     if cgroup is None:
         pytest.skip("this machine lets us make no memory cgroup (the watchdog applies)")
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(1)\n" + HOG],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read(1)\n" + HOG],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         cgroup.attach(proc.pid)
         proc.stdin.write(b"x")

@@ -54,11 +54,24 @@ def test_a_sweep_reads_the_mounted_version_which_it_cannot_change(
     mount = tmp_path / "mnt" / "data"
     scratch = tmp_path / "scratch"
     run = gridctl(
-        "run", "--name", "reader", "--wait", "--datastore_name", "imgs",
-        "--datastore_mount_dir", str(mount), "--scratch_size", "1",
-        "--scratch_mount_path", str(scratch), "read.py", "--seed", "[1, 2]",
-        "--mount", str(mount),
-    )  # fmt: skip
+        "run",
+        "--name",
+        "reader",
+        "--wait",
+        "--datastore_name",
+        "imgs",
+        "--datastore_mount_dir",
+        str(mount),
+        "--scratch_size",
+        "1",
+        "--scratch_mount_path",
+        str(scratch),
+        "read.py",
+        "--seed",
+        "[1, 2]",
+        "--mount",
+        str(mount),
+    )
     assert run.returncode == 0, run.stderr
     assert f"datastore imgs version 2 mounted read-only at {mount}" in run.stderr
     dest = tmp_path / "artifacts"
@@ -81,9 +94,18 @@ def test_a_sweep_reads_the_mounted_version_which_it_cannot_change(
 
     # An older version on request.
     run = gridctl(
-        "run", "--name", "older", "--wait", "--datastore_name", "imgs",
-        "--datastore_version", "1", "--datastore_mount_dir", str(mount), "read.py",
-    )  # fmt: skip
+        "run",
+        "--name",
+        "older",
+        "--wait",
+        "--datastore_name",
+        "imgs",
+        "--datastore_version",
+        "1",
+        "--datastore_mount_dir",
+        str(mount),
+        "read.py",
+    )
     assert run.returncode == 0, run.stderr
     assert gridctl("artifacts", "older", "--dest", str(dest)).returncode == 0
     seen = json.loads((dest / "older-exp0" / "out" / "seen.json").read_text())
@@ -94,10 +116,19 @@ def test_a_version_in_use_is_not_deleted_unless_forced(gridctl, project, source,
     create(gridctl, "imgs", source)
     (project / "wait.py").write_text("import time\ntime.sleep(600)\n")
     mount = str(tmp_path / "mnt")
-    assert gridctl(
-        "run", "--name", "user", "--datastore_name", "imgs", "--datastore_mount_dir", mount,
-        "wait.py",
-    ).returncode == 0  # fmt: skip
+    assert (
+        gridctl(
+            "run",
+            "--name",
+            "user",
+            "--datastore_name",
+            "imgs",
+            "--datastore_mount_dir",
+            mount,
+            "wait.py",
+        ).returncode
+        == 0
+    )
     refused = gridctl("datastore", "delete", "imgs", "--version", "1")
     assert refused.returncode == 2
     assert "datastore imgs version 1 is in use by user-exp0" in refused.stderr

@@ -58,9 +58,20 @@ def write(root: Path, name: str, text: str) -> None:
 def test_sweep_runs_every_combination_with_its_params(gridctl, project, tmp_path):
     write(project, "train.py", TRAIN)
     result = gridctl(
-        "run", "--name", "sweep", "--wait", "--output", "json",
-        "train.py", "--lr", "[0.1, 0.01]", "--layers", "[2, 4]", "--tag", "plain",
-    )  # fmt: skip
+        "run",
+        "--name",
+        "sweep",
+        "--wait",
+        "--output",
+        "json",
+        "train.py",
+        "--lr",
+        "[0.1, 0.01]",
+        "--layers",
+        "[2, 4]",
+        "--tag",
+        "plain",
+    )
     assert result.returncode == 0, result.stderr
     final = json.loads(result.stdout)
     assert final["status"] == "succeeded"
@@ -195,9 +206,19 @@ def test_an_agent_killed_mid_run_leaves_its_experiments_marked(gridctl, project)
 def test_dry_run_prints_the_exact_experiments(gridctl, project):
     write(project, "train.py", TRAIN)
     result = gridctl(
-        "run", "--dry-run", "--output", "json", "--name", "dry",
-        "train.py", "--lr", "[0.1, 1e-05]", "--opt", "['adam', 'sgd w']", "--flag",
-    )  # fmt: skip
+        "run",
+        "--dry-run",
+        "--output",
+        "json",
+        "--name",
+        "dry",
+        "train.py",
+        "--lr",
+        "[0.1, 1e-05]",
+        "--opt",
+        "['adam', 'sgd w']",
+        "--flag",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "run": "dry",
@@ -278,7 +299,7 @@ BAD_INPUT = {
         "--instance_type",
         "x9",
         "train.py",
-    ],  # fmt: skip
+    ],
     "invalid yaml config": ["--config", "broken.yml", "train.py"],
     "unknown config key": ["--config", "unknown.yml", "train.py"],
     "unknown datastore": ["--datastore_name", "imagenet", "train.py"],
@@ -310,9 +331,15 @@ def test_reused_run_name_is_refused(gridctl, project):
 
 @pytest.mark.parametrize(
     "command",
-    [["status", "nope"], ["logs", "nope-exp0"], ["stop", "nope"], ["delete", "nope"],
-     ["artifacts", "nope"], ["interrupt", "nope-exp0"]],
-)  # fmt: skip
+    [
+        ["status", "nope"],
+        ["logs", "nope-exp0"],
+        ["stop", "nope"],
+        ["delete", "nope"],
+        ["artifacts", "nope"],
+        ["interrupt", "nope-exp0"],
+    ],
+)
 def test_unknown_names_are_exit_2_in_every_command(gridctl, command):
     result = gridctl(*command)
     assert result.returncode == 2
@@ -403,9 +430,15 @@ def test_dashes_to_underscores_is_opt_in(gridctl, project):
     plain = gridctl("run", "--dry-run", "--output", "json", "train.py", "--data-dir", "x")
     assert json.loads(plain.stdout)["experiments"][0]["argv"][-2:] == ["--data-dir", "x"]
     rewritten = gridctl(
-        "run", "--dry-run", "--output", "json", "--dashes_to_underscores", "train.py",
-        "--data-dir", "x",
-    )  # fmt: skip
+        "run",
+        "--dry-run",
+        "--output",
+        "json",
+        "--dashes_to_underscores",
+        "train.py",
+        "--data-dir",
+        "x",
+    )
     assert json.loads(rewritten.stdout)["experiments"][0]["argv"][-2:] == ["--data_dir", "x"]
 
 

@@ -85,9 +85,18 @@ def test_each_experiment_gets_its_submitters_environment_and_nothing_else(gridct
 def test_scratch_is_each_experiments_own_and_removed_when_it_ends(gridctl, hold, tmp_path):
     go, scratch = tmp_path / "go", tmp_path / "scratch"
     result = gridctl(
-        "run", "--name", "scr", "--scratch_size", "1", "--scratch_mount_path", str(scratch),
-        "hold.py", str(go), "--trial", "[1, 2]",
-    )  # fmt: skip
+        "run",
+        "--name",
+        "scr",
+        "--scratch_size",
+        "1",
+        "--scratch_mount_path",
+        str(scratch),
+        "hold.py",
+        str(go),
+        "--trial",
+        "[1, 2]",
+    )
     assert result.returncode == 0, result.stderr
     gridctl.wait_until(lambda: running(gridctl, "scr", 2))
     assert sorted(p.name for p in scratch.iterdir()) == ["scr-exp0", "scr-exp1"]
@@ -139,9 +148,17 @@ def test_cpus_pin_cores_and_set_thread_counts_unless_the_user_did(gridctl, hold,
     env = dict(gridctl.env, OMP_NUM_THREADS="3")
     env.pop("MKL_NUM_THREADS", None)
     result = gridctl(
-        "run", "--name", "pinned", "--cpus", "1", "hold.py", str(go), "--trial", "[1, 2]",
+        "run",
+        "--name",
+        "pinned",
+        "--cpus",
+        "1",
+        "hold.py",
+        str(go),
+        "--trial",
+        "[1, 2]",
         env=env,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     free = {k: v for k, v in gridctl.env.items() if not k.endswith("_NUM_THREADS")}
     assert gridctl("run", "--name", "free", "hold.py", str(go), env=free).returncode == 0
@@ -207,9 +224,16 @@ def used(gridctl, project: Path, tmp_path: Path):
     )
     mount = tmp_path / "mnt"
     run = gridctl(
-        "run", "--name", "used", "--wait", "--datastore_name", "imgs",
-        "--datastore_mount_dir", str(mount), "read.py",
-    )  # fmt: skip
+        "run",
+        "--name",
+        "used",
+        "--wait",
+        "--datastore_name",
+        "imgs",
+        "--datastore_mount_dir",
+        str(mount),
+        "read.py",
+    )
     assert run.returncode == 0, run.stderr
     assert "['f.txt']" in gridctl("logs", "used-exp0").stdout
     return mount

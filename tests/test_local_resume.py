@@ -33,8 +33,10 @@ def test_an_interrupted_experiment_resumes_from_its_checkpoint(gridctl, counter,
     gridctl.wait_until(lambda: ended(gridctl, "res"), timeout=120)
     (experiment,) = gridctl.status("res")["experiments"]
     assert (experiment["status"], experiment["resumes"], experiment["exit_code"]) == (
-        "succeeded", 1, 0,
-    )  # fmt: skip
+        "succeeded",
+        1,
+        0,
+    )
     first, second = experiment["attempts"]
     assert (first["status"], first["reason"]) == ("interrupted", "interrupted by gridctl interrupt")
     assert (second["status"], second["reason"]) == ("succeeded", None)

@@ -107,8 +107,12 @@ def test_an_interruption_ends_the_attempt_interrupted_even_after_exit_0(tmp_path
     assert recorded.outcome == ("interrupted", 0, notice.reason)
     # The script read the notice file before exiting; it reached the store as an artifact.
     seen = json.loads((tmp_path / "store" / "runs/r/r-exp0/artifacts/notice-seen.json").read_text())
-    assert seen == {"kind": "interruption", "seen_at": notice.seen_at,
-                    "deadline": notice.deadline, "reason": notice.reason}  # fmt: skip
+    assert seen == {
+        "kind": "interruption",
+        "seen_at": notice.seen_at,
+        "deadline": notice.deadline,
+        "reason": notice.reason,
+    }
     assert "gridctl: spot interruption notice" in (tmp_path / "log").read_text()
     assert runner.notice(interruption("later", 60)) is False
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import boto3
+from conftest import Gridctl
 
 REGION = "us-east-1"
 
@@ -36,3 +39,17 @@ def keys_of(s3, bucket: str) -> list[str]:
 
 def first_bucket(aws_env: dict[str, str]) -> str:
     return client(aws_env, "s3").list_buckets()["Buckets"][0]["Name"]
+
+
+def default_ami(aws_env: dict[str, str]) -> str:
+    return client(aws_env, "ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+def user(aws_env: dict[str, str], home: Path, project: Path) -> Gridctl:
+    """The real gridctl with its own GRIDCTL_HOME, pointed at the emulated account."""
+    cli = Gridctl(home, project)
+    cli.env.update(aws_env)
+    cli.env.update(GRIDCTL_LOG_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="2")
+    # moto treats the TLS-only bucket policy's conditional deny as unconditional.
+    cli.env["GRIDCTL_BUCKET_TLS_POLICY"] = "off"
+    return cli

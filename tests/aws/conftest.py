@@ -75,20 +75,24 @@ def nodes(aws_env: dict[str, str], moto: str, tmp_path: Path):
 
 
 @pytest.fixture
-def ami(aws_env) -> str:
-    from .cloud import client
+def single_node(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch):
+    """One instance of a group of one, for the real node agent (see single_node.py)."""
+    from .single_node import one_node
 
-    return client(aws_env, "ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    with one_node(moto, moto_tls, tmp_path, monkeypatch) as node:
+        yield node
+
+
+@pytest.fixture
+def ami(aws_env) -> str:
+    from .cloud import default_ami
+
+    return default_ami(aws_env)
 
 
 @pytest.fixture
 def cloud(aws_env, tmp_path: Path, project: Path):
     """The real gridctl with its own GRIDCTL_HOME, pointed at the emulated account."""
-    from conftest import Gridctl
+    from .cloud import user
 
-    cli = Gridctl(tmp_path / "home", project)
-    cli.env.update(aws_env)
-    cli.env.update(GRIDCTL_LOG_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="2")
-    # moto treats the TLS-only bucket policy's conditional deny as unconditional.
-    cli.env["GRIDCTL_BUCKET_TLS_POLICY"] = "off"
-    return cli
+    return user(aws_env, tmp_path / "home", project)

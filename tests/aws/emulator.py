@@ -36,10 +36,21 @@ def provider_mirror() -> Path | None:
     if (known / "registry.terraform.io").is_dir():
         return known
     found = subprocess.run(
-        ["find", "/", "-type", "d", "-name", "registry.terraform.io", "-not", "-path",
-         "*/.terraform/*"],
-        capture_output=True, text=True, check=False,
-    ).stdout.split()  # fmt: skip
+        [
+            "find",
+            "/",
+            "-type",
+            "d",
+            "-name",
+            "registry.terraform.io",
+            "-not",
+            "-path",
+            "*/.terraform/*",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
     return Path(found[0]).parent if found else None
 
 
@@ -105,7 +116,7 @@ class Moto:
     def _post(self, path: str) -> None:
         request = urllib.request.Request(f"{self.url}{path}", method="POST")
         context = ssl.create_default_context(cafile=str(self.cert))
-        urllib.request.urlopen(request, timeout=10, context=context)  # noqa: S310 - loopback
+        urllib.request.urlopen(request, timeout=10, context=context)
 
     def reset(self) -> None:
         self._post("/moto-api/reset")
@@ -130,8 +141,13 @@ class Moto:
         return entries
 
     def stop(self) -> None:
+        """SIGTERM, and SIGKILL if a loaded machine keeps moto from exiting in good time."""
         self.process.terminate()
-        self.process.wait(10)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def start_moto(cert: Path, recording: Path | None = None) -> Moto:
@@ -139,18 +155,28 @@ def start_moto(cert: Path, recording: Path | None = None) -> Moto:
     port = free_port()
     env = {**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)} if recording else None
     proc = subprocess.Popen(
-        [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port), "-s",
-         "-c", str(cert), "-k", str(cert.with_suffix(".key"))],
+        [
+            MOTO_SERVER,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-s",
+            "-c",
+            str(cert),
+            "-k",
+            str(cert.with_suffix(".key")),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
-    )  # fmt: skip
+    )
     url = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(cert))
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1, context=context)  # noqa: S310
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1, context=context)
             return Moto(url, cert, proc, recording)
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:

@@ -18,8 +18,17 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/aws4_request")
-_LISTING = {"list-type", "prefix", "encoding-type", "continuation-token", "max-keys",
-            "delimiter", "start-after", "fetch-owner", "x-id"}  # fmt: skip
+_LISTING = {
+    "list-type",
+    "prefix",
+    "encoding-type",
+    "continuation-token",
+    "max-keys",
+    "delimiter",
+    "start-after",
+    "fetch-owner",
+    "x-id",
+}
 """Query parameters of ListObjects(V2): they do not change the action."""
 
 

@@ -46,7 +46,7 @@ class ServiceQuotas:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 action = self.headers.get("X-Amz-Target", "").removeprefix(PREFIX)
                 status, reply = stub.answer(action, json.loads(body or b"{}"))

@@ -44,9 +44,15 @@ def test_quotas_and_zones_are_checked_before_anything_starts(
     }
     cloud.env["AWS_ENDPOINT_URL_SERVICE_QUOTAS"] = service_quotas.url
     up = cloud(
-        "up", "--ami", ami, "--vpc-id", vpc, "--subnet-ids", ",".join(subnets.values()),
+        "up",
+        "--ami",
+        ami,
+        "--vpc-id",
+        vpc,
+        "--subnet-ids",
+        ",".join(subnets.values()),
         timeout=600,
-    )  # fmt: skip
+    )
     assert up.returncode == 0, up.stderr
     (project / "train.py").write_text("print('trained')\n")
     gpu_spot = ("run", "--use_spot", "--instance_type", "g4dn.xlarge", "--gpus", "1")
@@ -92,9 +98,16 @@ def test_quotas_and_zones_are_checked_before_anything_starts(
     # take turns.
     service_quotas.applied["L-1216C47A"] = 2
     run = cloud(
-        "run", "--name", "zoned", "--instance_type", "m5.large", "train.py", "--lr", "[1, 2]",
+        "run",
+        "--name",
+        "zoned",
+        "--instance_type",
+        "m5.large",
+        "train.py",
+        "--lr",
+        "[1, 2]",
         timeout=600,
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stderr
     warned = [line for line in run.stderr.splitlines() if "L-1216C47A" in line]
     assert len(warned) == 1, run.stderr

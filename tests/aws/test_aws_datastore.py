@@ -47,9 +47,21 @@ def test_datastores_and_scratch_on_aws(
 
     (project / "read.py").write_text(READER)
     run = cloud(
-        "run", "--name", "reader", "--wait", "--datastore_name", "corpus",
-        "--scratch_size", "1", "--disk_size", "20", "read.py", "--seed", "[1, 2]", timeout=600,
-    )  # fmt: skip
+        "run",
+        "--name",
+        "reader",
+        "--wait",
+        "--datastore_name",
+        "corpus",
+        "--scratch_size",
+        "1",
+        "--disk_size",
+        "20",
+        "read.py",
+        "--seed",
+        "[1, 2]",
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr + nodes.describe()
     assert "datastore corpus version 2 mounted read-only at /opt/datastore" in run.stderr
     dest = tmp_path / "artifacts"
@@ -82,8 +94,20 @@ def test_datastores_and_scratch_on_aws(
 
     # A version in use is not deleted unless forced.
     (project / "wait.py").write_text("import time\ntime.sleep(600)\n")
-    assert cloud("run", "--name", "user", "--datastore_name", "corpus", "--datastore_version",
-                 "1", "wait.py", timeout=600).returncode == 0  # fmt: skip
+    assert (
+        cloud(
+            "run",
+            "--name",
+            "user",
+            "--datastore_name",
+            "corpus",
+            "--datastore_version",
+            "1",
+            "wait.py",
+            timeout=600,
+        ).returncode
+        == 0
+    )
     refused = cloud("datastore", "delete", "corpus", "--version", "1")
     assert refused.returncode == 2
     assert "datastore corpus version 1 is in use by user-exp0" in refused.stderr

@@ -32,8 +32,17 @@ def test_runs_without_an_ami_of_their_own(cloud: Gridctl, aws_env, project: Path
     assert cloud.json("status") == []
 
     for name, flags in (("resumes", ("--auto_resume",)), ("once", ())):
-        run = cloud("run", "--name", name, "--use_spot", *flags, "--instance_type",
-                    "g4dn.xlarge", "train.py", timeout=600)  # fmt: skip
+        run = cloud(
+            "run",
+            "--name",
+            name,
+            "--use_spot",
+            *flags,
+            "--instance_type",
+            "g4dn.xlarge",
+            "train.py",
+            timeout=600,
+        )
         assert run.returncode == 0, run.stderr
 
     found = client(aws_env, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]

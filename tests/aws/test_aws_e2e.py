@@ -1,18 +1,28 @@
-"""End to end on AWS: the real gridctl command, real Terraform, moto, simulated nodes."""
+"""End to end on AWS: the real gridctl command, real Terraform, moto, simulated nodes.
+
+The tests share one environment (``account``: ``gridctl up`` once per module and worker),
+and each starts from it up with no runs: ``make test``'s ``--dist worksteal`` may hand
+them to either worker, in any grouping, so none relies on another having run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import textwrap
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import Gridctl
 
-from .cloud import client, first_bucket, groups, keys_of, running_instances
+from .cloud import client, default_ami, first_bucket, groups, keys_of, running_instances, user
+from .emulator import aws_environment
+from .nodes import NodeSimulator
 
 pytestmark = pytest.mark.e2e
 
@@ -46,29 +56,114 @@ for i in range(3000):
 """
 
 
-def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes):
-    # up twice: the second changes nothing and duplicates nothing.
-    first = cloud("up", "--ami", ami, timeout=600)
-    assert first.returncode == 0, first.stderr
-    vpcs = client(aws_env, "ec2").describe_vpcs()["Vpcs"]
-    buckets = client(aws_env, "s3").list_buckets()["Buckets"]
-    again = cloud("up", "--ami", ami, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert client(aws_env, "ec2").describe_vpcs()["Vpcs"] == vpcs
-    assert client(aws_env, "s3").list_buckets()["Buckets"] == buckets
+@dataclass
+class Account:
+    """The emulated account this module's tests share, with gridctl's environment in it."""
 
-    # A type the region does not offer (moto's us-east-1 has no p3) is refused up front.
+    env: dict[str, str]
+    nodes: NodeSimulator
+    home: Path
+    ami: str
+    is_up: bool = False
+    vpcs: tuple[dict, ...] = ()
+    """The account's VPCs and buckets right after the environment came up."""
+    buckets: tuple[dict, ...] = ()
+
+    def up(self, cli: Gridctl) -> None:
+        done = cli("up", "--ami", self.ami, timeout=600)
+        assert done.returncode == 0, done.stderr
+        self.is_up = True
+        self.vpcs = tuple(client(self.env, "ec2").describe_vpcs()["Vpcs"])
+        self.buckets = tuple(client(self.env, "s3").list_buckets()["Buckets"])
+
+
+@pytest.fixture(scope="module")
+def account(moto_server, terraform_cli, tmp_path_factory) -> Iterator[Account]:
+    moto_server.reset()
+    env = aws_environment(moto_server, terraform_cli, dict(os.environ))
+    base = tmp_path_factory.mktemp("aws-e2e")
+    (base / "project").mkdir()
+    with NodeSimulator(moto_server.url, base / "nodes", env=env) as nodes:
+        found = Account(env, nodes, base / "home", default_ami(env))
+        found.up(user(env, found.home, base / "project"))
+        yield found
+
+
+@pytest.fixture
+def cloud(account: Account, project: Path) -> Gridctl:
+    """gridctl in the module's account, which is up with no runs: it is brought up again
+    after the down test, and a failed test's runs are deleted."""
+    cli = user(account.env, account.home, project)
+    if not account.is_up:
+        account.up(cli)
+    leftover = [r["run"] for r in cli.json("status")]
+    if leftover:
+        assert cli("delete", *leftover, timeout=900).returncode == 0
+    return cli
+
+
+@pytest.fixture
+def aws_env(account: Account) -> dict[str, str]:
+    return account.env
+
+
+@pytest.fixture
+def nodes(account: Account) -> NodeSimulator:
+    return account.nodes
+
+
+def all_ended(nodes: NodeSimulator) -> None:
+    nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
+
+
+def bundles(aws_env: dict[str, str]) -> list[str]:
+    keys = keys_of(client(aws_env, "s3"), first_bucket(aws_env))
+    return [k for k in keys if k.startswith("bundles/")]
+
+
+def in_terraform_apply(pid: int) -> bool:
+    """Whether ``terraform apply`` runs under the process: a Ctrl-C now lands mid-apply."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "apply" in child.cmdline() and "terraform" in child.name():
+                    return True
+    return False
+
+
+def test_up_again_changes_nothing_and_duplicates_nothing(cloud, account, aws_env):
+    again = cloud("up", "--ami", account.ami, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert tuple(client(aws_env, "ec2").describe_vpcs()["Vpcs"]) == account.vpcs
+    assert tuple(client(aws_env, "s3").list_buckets()["Buckets"]) == account.buckets
+
+
+def test_a_type_the_region_does_not_offer_is_refused_up_front(cloud, project):
+    # moto's us-east-1 has no p3.
     (project / "train.py").write_text(textwrap.dedent(TRAIN))
     refused = cloud("run", "--instance_type", "p3.2xlarge", "--gpus", "1", "train.py")
     assert refused.returncode == 2
     assert "not offered in us-east-1" in refused.stderr
     assert cloud.json("status") == []
 
-    # A 2-experiment spot sweep succeeds with artifacts and logs from the bucket.
+
+def test_a_spot_sweep_succeeds_with_artifacts_and_logs_and_a_teammate_sees_it(
+    cloud, aws_env, nodes, project, tmp_path
+):
+    (project / "train.py").write_text(textwrap.dedent(TRAIN))
     run = cloud(
-        "run", "--use_spot", "--name", "spot", "--wait", "--output", "json",
-        "train.py", "--lr", "[0.1, 0.2]", timeout=600,
-    )  # fmt: skip
+        "run",
+        "--use_spot",
+        "--name",
+        "spot",
+        "--wait",
+        "--output",
+        "json",
+        "train.py",
+        "--lr",
+        "[0.1, 0.2]",
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     final = json.loads(run.stdout)
     assert final["backend"] == "aws"
@@ -81,7 +176,7 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
         assert got == {"lr": lr, "experiment": f"spot-exp{i}"}
     assert cloud("logs", "spot-exp1").stdout.rstrip().endswith("trained 0.2")
     # Every group ends at zero and no instance is left running.
-    nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
+    all_ended(nodes)
     assert groups(aws_env) == {"gridctl-default-spot-exp0": 0, "gridctl-default-spot-exp1": 0}
     assert running_instances(aws_env) == []
 
@@ -92,19 +187,35 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert joined.returncode == 0, joined.stderr
     assert [r["run"] for r in teammate.json("status")] == ["spot"]
 
+
+def test_experiments_sharing_a_machine_get_their_own_gpus_and_go_one_by_one(
+    cloud, aws_env, nodes, project, tmp_path
+):
     # Experiments asking for fewer GPUs than the type has share a machine (here two of four
     # T4s each: exp0 and exp1 on one instance, exp2 on another), each with its own GPUs.
     (project / "gpus.py").write_text(textwrap.dedent(GPUS))
     shared = cloud(
-        "run", "--name", "shared", "--instance_type", "4_t4_16gb", "--gpus", "2", "--wait",
-        "--output", "json", "gpus.py", "--trial", "[1, 2, 3]", timeout=600,
-    )  # fmt: skip
+        "run",
+        "--name",
+        "shared",
+        "--instance_type",
+        "4_t4_16gb",
+        "--gpus",
+        "2",
+        "--wait",
+        "--output",
+        "json",
+        "gpus.py",
+        "--trial",
+        "[1, 2, 3]",
+        timeout=600,
+    )
     assert shared.returncode == 0, shared.stderr
     experiments = json.loads(shared.stdout)["experiments"]
     assert [e["status"] for e in experiments] == ["succeeded"] * 3
     exp0, exp1, exp2 = (e["instance"] for e in experiments)
     assert exp0 == exp1 != exp2
-    nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
+    all_ended(nodes)
     assert {g: n for g, n in groups(aws_env).items() if "shared" in g} == {
         "gridctl-default-shared-machine0": 0,
         "gridctl-default-shared-exp2": 0,
@@ -114,7 +225,8 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     seen = [(gpus / f"shared-exp{i}" / "out" / "gpus.txt").read_text() for i in range(3)]
     assert seen == ["0,1", "2,3", "0,1"]
 
-    # delete takes experiments too: a machine goes with its last experiment, the run stays.
+    # delete takes experiments too: a machine goes with its last experiment, the run stays
+    # with its bundle.
     deleted = cloud("delete", "shared-exp1", "shared-exp2", timeout=600)
     assert deleted.returncode == 0, deleted.stderr
     assert [e["name"] for e in cloud.status("shared")["experiments"]] == ["shared-exp0"]
@@ -122,11 +234,13 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     s3 = client(aws_env, "s3")
     bucket = first_bucket(aws_env)
     assert not [k for k in keys_of(s3, bucket) if "shared-exp1" in k or "shared-exp2" in k]
+    assert len(bundles(aws_env)) == 1
     assert cloud("delete", "shared", timeout=600).returncode == 0
     assert not [g for g in groups(aws_env) if "shared" in g]
     assert not [k for k in keys_of(s3, bucket) if "shared" in k]
 
-    # stop mid-run scales to zero and shows stopped.
+
+def test_stop_mid_run_scales_to_zero_and_delete_removes_the_run(cloud, aws_env, project, tmp_path):
     (project / "slow.py").write_text(textwrap.dedent(SLOW))
     assert cloud("run", "--name", "slow", "slow.py", timeout=600).returncode == 0
     cloud.wait_until(lambda: cloud.experiment("slow", "slow-exp0")["status"] == "running", 120)
@@ -147,12 +261,17 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     # delete removes the run's objects and resources.
     assert cloud("delete", "slow", timeout=600).returncode == 0
     assert "gridctl-default-slow-exp0" not in groups(aws_env)
-    assert not [k for k in keys_of(s3, bucket) if "slow" in k]
+    s3 = client(aws_env, "s3")
+    assert not [k for k in keys_of(s3, first_bucket(aws_env)) if "slow" in k]
 
-    # Ctrl-C in the middle of provisioning leaves a run that delete cleans up.
+
+def test_ctrl_c_during_provisioning_leaves_a_run_that_delete_cleans_up(cloud, aws_env, project):
+    (project / "train.py").write_text(textwrap.dedent(TRAIN))
+    s3 = client(aws_env, "s3")
+    bucket = first_bucket(aws_env)
     interrupted = cloud.popen("run", "--name", "cut", "train.py", start_new_session=True)
     cloud.wait_until(lambda: "runs/cut/run.json" in keys_of(s3, bucket), 60)
-    time.sleep(2)  # inside terraform apply by now
+    cloud.wait_until(lambda: in_terraform_apply(interrupted.pid), 120)
     os.killpg(interrupted.pid, signal.SIGINT)
     interrupted.communicate(timeout=120)
     assert interrupted.returncode != 0
@@ -160,16 +279,21 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert not [g for g in groups(aws_env) if "cut" in g]
     assert not [k for k in keys_of(s3, bucket) if "/cut/" in k]
 
-    # A failed terraform apply marks the run failed with Terraform's own error and leaves
-    # nothing running: here this machine's record points at a subnet that does not exist.
+
+def test_a_failed_apply_marks_the_run_failed_and_leaves_nothing_running(cloud, aws_env, project):
+    # Terraform's own error, here from this machine's record pointing at a subnet that does
+    # not exist.
+    (project / "train.py").write_text(textwrap.dedent(TRAIN))
     settings_path = cloud.home / "settings.json"
     settings = json.loads(settings_path.read_text())
     broken = json.loads(json.dumps(settings))
     broken["aws"]["outputs"]["subnet_ids"] = ["subnet-00000000"]
     settings_path.write_text(json.dumps(broken))
     templates_before = client(aws_env, "ec2").describe_launch_templates()["LaunchTemplates"]
-    failed = cloud("run", "--name", "broken", "train.py", timeout=600)
-    settings_path.write_text(json.dumps(settings))
+    try:
+        failed = cloud("run", "--name", "broken", "train.py", timeout=600)
+    finally:
+        settings_path.write_text(json.dumps(settings))
     assert failed.returncode == 1, failed.stderr
     assert "subnet-00000000" in failed.stderr and "Traceback" not in failed.stderr
     experiment = cloud.experiment("broken", "broken-exp0")
@@ -180,10 +304,12 @@ def test_aws_lifecycle(cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Pa
     assert after == templates_before
     assert running_instances(aws_env) == []
     assert cloud("delete", "broken", timeout=600).returncode == 0
-    # Each deleted run's bundle went with it; the one run left keeps its own.
-    assert len([k for k in keys_of(s3, bucket) if k.startswith("bundles/")]) == 1
+    # The deleted run's bundle went with it (the sharing test sees a run that stays keep its own).
+    assert bundles(aws_env) == []
 
-    # down leaves no instance, group, template or bucket behind.
+
+def test_down_leaves_no_instance_group_template_or_bucket_behind(cloud, account, aws_env):
+    account.is_up = False  # whatever happens now, the next test needs an up
     down = cloud("down", "--yes", timeout=900)
     assert down.returncode == 0, down.stderr
     assert running_instances(aws_env) == []

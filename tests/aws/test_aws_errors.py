@@ -59,8 +59,17 @@ def test_run_on_aws_before_up(bare):
 
 
 def test_resources_beyond_the_instance_type(bare):
-    result = bare("run", "--cloud", "aws", "--dry-run", "--instance_type", "t2.medium",
-                  "--cpus", "4", "train.py")  # fmt: skip
+    result = bare(
+        "run",
+        "--cloud",
+        "aws",
+        "--dry-run",
+        "--instance_type",
+        "t2.medium",
+        "--cpus",
+        "4",
+        "train.py",
+    )
     assert "t2.medium" in one_line_exit_2(result)
 
 
@@ -96,8 +105,9 @@ def test_terraform_too_old(old_terraform, command):
     "instance_type", ["p2.xlarge", "8_k80_12gb", "p3.2xlarge", "8_v100_32gb", "g3s.xlarge"]
 )
 def test_types_no_deep_learning_ami_supports_are_refused(bare, instance_type):
-    result = bare("run", "--cloud", "aws", "--dry-run", "--instance_type", instance_type,
-                  "train.py")  # fmt: skip
+    result = bare(
+        "run", "--cloud", "aws", "--dry-run", "--instance_type", instance_type, "train.py"
+    )
     message = one_line_exit_2(result)
     assert "has no default AMI" in message
     assert "gridctl up --ami" in message

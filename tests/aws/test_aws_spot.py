@@ -41,16 +41,28 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
     cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes: NodeSimulator
 ):
     nodes.env.update(
-        GRIDCTL_SYNC_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="1", GRIDCTL_LOG_INTERVAL="1",
+        GRIDCTL_SYNC_INTERVAL="1",
+        GRIDCTL_HEARTBEAT_INTERVAL="1",
+        GRIDCTL_LOG_INTERVAL="1",
         GRIDCTL_SPOT_INTERVAL="0.5",
-    )  # fmt: skip
+    )
     assert cloud("up", "--ami", ami, timeout=600).returncode == 0
     shutil.copy(RESUMABLE_EXAMPLE, project / "train.py")
     run = cloud(
-        "run", "--name", "spot", "--use_spot", "--auto_resume", "train.py",
-        "--steps", str(STEPS), "--step-seconds", "0.1", "--lr", "[0.5, 0.25, 0.125]",
+        "run",
+        "--name",
+        "spot",
+        "--use_spot",
+        "--auto_resume",
+        "train.py",
+        "--steps",
+        str(STEPS),
+        "--step-seconds",
+        "0.1",
+        "--lr",
+        "[0.5, 0.25, 0.125]",
         timeout=600,
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stderr
     spot, lost, asked = (first_node(nodes, f"spot-exp{i}") for i in range(3))
     for i in range(3):

@@ -27,9 +27,14 @@ def answered(cli: Gridctl, answer: str, *args: str) -> subprocess.CompletedProce
     try:
         os.write(main, answer.encode())
         return subprocess.run(
-            [GRIDCTL, *args], cwd=cli.cwd, env=cli.env, stdin=terminal,
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [GRIDCTL, *args],
+            cwd=cli.cwd,
+            env=cli.env,
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         os.close(main)
         os.close(terminal)
@@ -176,8 +181,10 @@ def test_only_a_missing_bucket_is_a_destroyed_environment(aws_env, monkeypatch):
     import boto3
 
     present.client = boto3.client(
-        "s3", region_name="us-east-1", endpoint_url="https://127.0.0.1:9",
+        "s3",
+        region_name="us-east-1",
+        endpoint_url="https://127.0.0.1:9",
         config=Config(retries={"max_attempts": 1}),
-    )  # fmt: skip
+    )
     with pytest.raises(EndpointConnectionError):
         present.check_bucket()

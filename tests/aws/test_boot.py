@@ -77,8 +77,10 @@ def wheelhouse(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("wheelhouse")
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "-d", str(folder), *REQUIRES],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return folder
 
 
@@ -129,12 +131,21 @@ class Node:
         spec = ExperimentSpec(RUN, EXPERIMENT, 0, ("python", "train.py"), bundle.key, {"lr": 0.1})
         self.store.put_bytes(f"runs/{RUN}/{EXPERIMENT}/spec.json", spec.to_json().encode())
         run = {
-            "name": RUN, "backend": "aws", "created_at": time.time(), "description": None,
-            "strategy": "grid_search", "seed": None, "bundle_id": bundle.bundle_id,
-            "use_spot": False, "auto_resume": False, "scratch_size": None,
-            "instance_types": ["t3.micro"], "agent_wheel_key": self.wheel.key,
-            "experiments": [EXPERIMENT], "machines": {EXPERIMENT: [EXPERIMENT]},
-        }  # fmt: skip
+            "name": RUN,
+            "backend": "aws",
+            "created_at": time.time(),
+            "description": None,
+            "strategy": "grid_search",
+            "seed": None,
+            "bundle_id": bundle.bundle_id,
+            "use_spot": False,
+            "auto_resume": False,
+            "scratch_size": None,
+            "instance_types": ["t3.micro"],
+            "agent_wheel_key": self.wheel.key,
+            "experiments": [EXPERIMENT],
+            "machines": {EXPERIMENT: [EXPERIMENT]},
+        }
         self.store.put_bytes(f"runs/{RUN}/run.json", json.dumps(run).encode())
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -174,16 +185,23 @@ class Node:
             )
         )
         return subprocess.run(
-            ["bash", str(user_data)], env=self.env(**extra), cwd="/", capture_output=True,
-            text=True, timeout=BOOT_TIMEOUT,
-        )  # fmt: skip
+            ["bash", str(user_data)],
+            env=self.env(**extra),
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=BOOT_TIMEOUT,
+        )
 
     def systemctl(self, *args: str) -> subprocess.CompletedProcess:
         """What systemd would do on its own (a restart, a timer firing, OnFailure=)."""
         return subprocess.run(
-            [str(self.bin / "systemctl"), *args], env=self.env(), capture_output=True,
-            text=True, timeout=BOOT_TIMEOUT,
-        )  # fmt: skip
+            [str(self.bin / "systemctl"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=BOOT_TIMEOUT,
+        )
 
     def calls(self, shim: str) -> list[list[str]]:
         log = self.root / "var" / "lib" / "shims" / f"{shim}.jsonl"
@@ -237,9 +255,12 @@ def node(moto, moto_tls, tmp_path, wheelhouse, agent_wheel, monkeypatch) -> Iter
 
     def client(service: str):
         return boto3.client(
-            service, endpoint_url=moto, region_name=REGION, aws_access_key_id="testing",
+            service,
+            endpoint_url=moto,
+            region_name=REGION,
+            aws_access_key_id="testing",
             aws_secret_access_key="testing",
-        )  # fmt: skip
+        )
 
     client("s3").create_bucket(Bucket=BUCKET)
     client("ec2").create_launch_template(
@@ -251,9 +272,12 @@ def node(moto, moto_tls, tmp_path, wheelhouse, agent_wheel, monkeypatch) -> Iter
     autoscaling.create_auto_scaling_group(
         AutoScalingGroupName=GROUP,
         LaunchTemplate={"LaunchTemplateName": GROUP, "Version": "$Latest"},
-        MinSize=0, MaxSize=1, DesiredCapacity=1, AvailabilityZones=[f"{REGION}a"],
+        MinSize=0,
+        MaxSize=1,
+        DesiredCapacity=1,
+        AvailabilityZones=[f"{REGION}a"],
         Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
-    )  # fmt: skip
+    )
     (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
         "AutoScalingGroups"
     ]
@@ -270,15 +294,27 @@ def node(moto, moto_tls, tmp_path, wheelhouse, agent_wheel, monkeypatch) -> Iter
     environment.save(home, environment.EnvironmentRecord("default", REGION, None, BUCKET))
     cli = Gridctl(home, tmp_path)
     cli.env.update(
-        AWS_ENDPOINT_URL=moto, AWS_CA_BUNDLE=str(moto_tls), AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
-    )  # fmt: skip
+        AWS_ENDPOINT_URL=moto,
+        AWS_CA_BUNDLE=str(moto_tls),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+    )
     root = tmp_path / "node"
     root.mkdir()
     node = Node(
-        moto, moto_tls, root, bin_dir, imds, S3Store(BUCKET, REGION, moto), autoscaling,
-        agent_wheel, wheelhouse, cli,
-    )  # fmt: skip
+        moto,
+        moto_tls,
+        root,
+        bin_dir,
+        imds,
+        S3Store(BUCKET, REGION, moto),
+        autoscaling,
+        agent_wheel,
+        wheelhouse,
+        cli,
+    )
     try:
         yield node
     finally:
@@ -312,8 +348,10 @@ def test_a_node_boots_installs_the_agent_and_runs_its_experiment(node: Node, pro
     venv = node.root / "opt" / "gridctl" / "venv"
     shown = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "show", "gridctl-agent"],
-        capture_output=True, text=True, env=node.env(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=node.env(),
+    )
     assert shown.returncode == 0, shown.stderr
     assert "+" in shown.stdout.split("Version: ")[1].split()[0]  # the content-hashed wheel
     assert ["s3", "cp", "--only-show-errors", f"s3://{BUCKET}/{node.wheel.key}"] == node.calls(
@@ -383,8 +421,10 @@ def verify_units(node: Node) -> None:
     units = node.root / "etc" / "systemd" / "system"
     result = subprocess.run(
         [analyze, "verify", *(str(units / name) for name in UNIT_NAMES)],
-        capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"},
+    )
     ours = [line for line in result.stderr.splitlines() if "gridctl" in line]
     assert result.returncode == 0 and not ours, result.stderr
 

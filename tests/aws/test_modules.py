@@ -286,13 +286,21 @@ def test_module_layout():
 
 def test_checkov_passes_and_every_skip_has_a_reason():
     out = subprocess.run(
-        [str(BIN / "checkov"), "-d", "modules", "--framework", "terraform", "--quiet",
-         "--compact", "--skip-download"],
+        [
+            str(BIN / "checkov"),
+            "-d",
+            "modules",
+            "--framework",
+            "terraform",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Failed checks: 0" in out.stdout, out.stdout
     assert "Parsing errors" not in out.stdout, out.stdout  # checkov exits 0 on those

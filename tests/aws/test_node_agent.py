@@ -11,43 +11,37 @@ the group launched instead, as a new instance would after a reclaim.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import boto3
-import psutil
 import pytest
 
 from gridctl.agent import s3store
 from gridctl.agent.imds import TAGS_PATH
-from gridctl.agent.s3store import S3Store
-from gridctl.agent.spec import ExperimentSpec, MachineSpec
-from gridctl.cli.bundle import scan, upload
+from gridctl.agent.spec import MachineSpec
 
-from .imds import MetadataService
-
-REGION = "us-east-1"
-BUCKET = "gridctl-node-test"
-RUN = "bold-fox"
-EXPERIMENT = "bold-fox-exp0"
-GROUP = "gridctl-bold-fox-exp0"
-BASE = f"runs/{RUN}/{EXPERIMENT}"
-MACHINE = MachineSpec(RUN, EXPERIMENT, (EXPERIMENT,), cpus=2, gpus=0, memory=4 << 30)
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-AGENT_TIMEOUT = 60
-"""Seconds an agent gets to end by itself before a test gives up on it."""
+from .single_node import (
+    BASE,
+    BUCKET,
+    EXPERIMENT,
+    MACHINE,
+    RUN,
+    Cloud,
+    ended,
+    log_of,
+    logged,
+    started,
+    status_is,
+    synced_step,
+    vanish,
+    wait_for,
+)
 
 TRAIN = """\
 import os, sys
@@ -132,234 +126,10 @@ print("notice seen", flush=True)
 LOST_REASON = "the node running it stopped reporting"
 
 
-@dataclass
-class Cloud:
-    """One experiment's AWS side in moto: bucket, group of one instance, its IMDS."""
-
-    moto: str
-    store: S3Store
-    autoscaling: Any
-    ec2: Any
-    instance_id: str
-    """The instance the group started with."""
-    imds: MetadataService
-    root: Path
-    """The first node's root (GRIDCTL_NODE_ROOT); replacements get fresh ones."""
-    ca_bundle: Path
-    roots: list[Path] = field(default_factory=list)
-
-    def deploy(
-        self,
-        files: dict[str, str],
-        argv: tuple[str, ...],
-        project: Path,
-        machine: MachineSpec = MACHINE,
-        gpus: int = 0,
-        auto_resume: bool = False,
-    ) -> None:
-        """What ``gridctl run --cloud aws`` leaves in the bucket: a bundle, the machine's
-        spec and one spec per experiment (each with ``argv`` and its own ``--index``)."""
-        for name, text in files.items():
-            (project / name).write_text(text)
-        bundle = scan(project)
-        upload(bundle, self.store)
-        self.store.put_bytes(machine.key, machine.to_json().encode())
-        for index, name in enumerate(machine.experiments):
-            command = argv + (("--index", str(index)) if len(machine.experiments) > 1 else ())
-            spec = ExperimentSpec(
-                RUN, name, index, command, bundle.key, {"lr": 0.1}, gpus=gpus,
-                auto_resume=auto_resume,
-            )  # fmt: skip
-            self.store.put_bytes(f"runs/{RUN}/{name}/spec.json", spec.to_json().encode())
-
-    def status(self, experiment: str = EXPERIMENT) -> dict:
-        return json.loads(self.store.get_bytes(f"runs/{RUN}/{experiment}/status.json"))
-
-    def artifact(self, path: str) -> bytes:
-        return self.store.get_bytes(f"{BASE}/artifacts/{path}")
-
-    def artifacts(self) -> list[str]:
-        prefix = f"{BASE}/artifacts/"
-        return sorted(key[len(prefix) :] for key in self.store.list(prefix))
-
-    def group(self) -> dict:
-        (group,) = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
-            "AutoScalingGroups"
-        ]
-        return group
-
-    def desired_capacity(self) -> int:
-        return self.group()["DesiredCapacity"]
-
-    def instances(self) -> dict[str, str]:
-        """The group's instances: id -> lifecycle state."""
-        return {i["InstanceId"]: i["LifecycleState"] for i in self.group()["Instances"]}
-
-    def instance_state(self, instance_id: str) -> str:
-        (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        return reservation["Instances"][0]["State"]["Name"]
-
-    def replace_instance(self) -> str:
-        """What AWS does with a reclaimed or lost instance: the group ends it and, its
-        capacity unchanged, launches another; the stand-in then answers for that one."""
-        self.autoscaling.terminate_instance_in_auto_scaling_group(
-            InstanceId=self.imds.instance_id, ShouldDecrementDesiredCapacity=False
-        )
-        (replacement,) = self.instances()
-        return self.boot(replacement)
-
-    def boot(self, instance_id: str) -> str:
-        """The stand-in becomes a new instance's metadata service: no notice on it yet."""
-        self.imds.instance_id = instance_id
-        self.imds.spot_action_time = self.imds.rebalance_time = None
-        return instance_id
-
-    def fresh_root(self) -> Path:
-        """A new node's disk: nothing of the previous node's exec dir, cache or log."""
-        root = self.root.with_name(f"{self.root.name}-{len(self.roots) + 1}")
-        root.mkdir()
-        self.roots.append(root)
-        return root
-
-    def env(self, root: Path | None = None, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIP_"))}
-        return {
-            **env,
-            **CREDENTIALS,
-            "AWS_ENDPOINT_URL": self.moto,
-            "AWS_CA_BUNDLE": str(self.ca_bundle),
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.url,
-            "GRIDCTL_NODE_ROOT": str(root or self.root),
-            "GRIDCTL_GRACE_PERIOD": "3",
-            "GRIDCTL_HEARTBEAT_INTERVAL": "0.5",
-            "GRIDCTL_LOG_INTERVAL": "0.5",
-            "GRIDCTL_CONTROL_INTERVAL": "1",
-            **extra,
-        }
-
-    def agent(self, root: Path | None = None, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gridctl.agent", "node"],
-            cwd=root or self.root,
-            env=self.env(root, **extra),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def run_agent(self, root: Path | None = None, **extra: str) -> tuple[int, str]:
-        with started(self, root, **extra) as proc:
-            output = ended(proc)
-        return proc.returncode, output
-
-
-@contextlib.contextmanager
-def started(cloud: Cloud, root: Path | None = None, **extra: str) -> Iterator[subprocess.Popen]:
-    """An agent in the background; whatever the test does, it and its scripts end with it."""
-    agent = cloud.agent(root, **extra)
-    try:
-        yield agent
-    finally:
-        vanish(agent)
-
-
-def ended(agent: subprocess.Popen[str], timeout: float = AGENT_TIMEOUT) -> str:
-    """The agent's output once it has exited by itself."""
-    output, _ = agent.communicate(timeout=timeout)
-    return output
-
-
-def vanish(agent: subprocess.Popen[str]) -> None:
-    """The node dies with no notice: SIGKILL to the agent and to every script it started
-    (each in its own process group)."""
-    if agent.poll() is None:  # not reaped yet, so agent.pid is still the agent's
-        with contextlib.suppress(psutil.Error):
-            children = psutil.Process(agent.pid).children(recursive=True)
-            agent.kill()
-            for child in children:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)  # a script leads its own group
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-    agent.kill()
-    if agent.stdout is not None and not agent.stdout.closed:
-        agent.communicate()
-    agent.wait()
-
-
 @pytest.fixture
-def cloud(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cloud]:
-    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_tls))
-    clients = {
-        name: boto3.client(name, endpoint_url=moto, region_name=REGION)
-        for name in ("s3", "ec2", "autoscaling")
-    }
-    clients["s3"].create_bucket(Bucket=BUCKET)
-    clients["ec2"].create_launch_template(
-        LaunchTemplateName=f"{GROUP}-template",
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
-    )
-    tags = {
-        "gridctl:environment": "default",
-        "gridctl:run": RUN,
-        "gridctl:experiment": EXPERIMENT,
-        "gridctl:bucket": BUCKET,
-        "Name": EXPERIMENT,
-    }
-    autoscaling = clients["autoscaling"]
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=GROUP,
-        LaunchTemplate={"LaunchTemplateName": f"{GROUP}-template", "Version": "$Latest"},
-        MinSize=0,  # as modules/experiment makes it: the agent's SetDesiredCapacity(0) needs it
-        MaxSize=1,
-        DesiredCapacity=1,
-        AvailabilityZones=[f"{REGION}a"],
-        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
-    )
-    (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
-        "AutoScalingGroups"
-    ]
-    instance_id = group["Instances"][0]["InstanceId"]
-    (reservation,) = clients["ec2"].describe_instances(InstanceIds=[instance_id])["Reservations"]
-    instance_tags = {t["Key"]: t["Value"] for t in reservation["Instances"][0]["Tags"]}
-    imds = MetadataService(instance_id, tags=instance_tags).start()
-    root = tmp_path / "node"
-    root.mkdir()
-    store = S3Store(BUCKET, REGION, moto)
-    yield Cloud(
-        moto=moto, store=store, autoscaling=autoscaling, ec2=clients["ec2"],
-        instance_id=instance_id, imds=imds, root=root, ca_bundle=moto_tls,
-    )  # fmt: skip
-    imds.stop()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.1)
-
-
-def status_is(cloud: Cloud, wanted: str, experiment: str = EXPERIMENT) -> Callable[[], bool]:
-    def check() -> bool:
-        key = f"runs/{RUN}/{experiment}/status.json"
-        return cloud.store.exists(key) and cloud.status(experiment)["status"] == wanted
-
-    return check
-
-
-def logged(cloud: Cloud, text: str) -> Callable[[], bool]:
-    return lambda: text.encode() in _log(cloud)
-
-
-def synced_step(cloud: Cloud) -> int:
-    """The step of the checkpoint in the bucket, 0 while there is none."""
-    key = f"{BASE}/artifacts/ckpt.txt"
-    return int(cloud.store.get_bytes(key)) if cloud.store.exists(key) else 0
+def cloud(single_node: Cloud) -> Cloud:
+    """Here ``cloud`` is one node's side of the account, not the CLI that conftest's is."""
+    return single_node
 
 
 def resumed_from(log: bytes) -> list[int]:
@@ -382,7 +152,7 @@ def test_a_run_succeeds_keeps_its_files_and_scales_its_group_to_zero(cloud, proj
     assert attempt["status"] == "succeeded"
     assert cloud.artifacts() == ["out/model.txt"]
     assert cloud.artifact("out/model.txt") == b"weights"
-    log = _log(cloud).decode().splitlines()
+    log = log_of(cloud).decode().splitlines()
     assert any(line.endswith("Z training with --lr 0.1") for line in log)
     assert all(line[:4].isdigit() and line[10] == "T" for line in log)
     scratch = next(line for line in log if " scratch " in line).split(" scratch ")[1]
@@ -398,7 +168,7 @@ def test_a_failing_script_fails_with_its_exit_code(cloud, project):
     assert code == 0, output
     status = cloud.status()
     assert (status["status"], status["exit_code"], status["reason"]) == ("failed", 3, "exit code 3")
-    assert b"diverged" in _log(cloud)
+    assert b"diverged" in log_of(cloud)
     assert cloud.desired_capacity() == 0
 
 
@@ -437,7 +207,7 @@ def test_requirements_that_pip_cannot_install_fail_the_experiment(cloud, project
     assert status["status"] == "failed"
     assert "pip install -r requirements.txt failed" in status["reason"]
     assert "gridctl-no-such-package" in status["reason"]
-    log = _log(cloud).decode()
+    log = log_of(cloud).decode()
     assert "gridctl: pip install -r requirements.txt" in log
     assert "training with" not in log
     assert cloud.desired_capacity() == 0
@@ -524,9 +294,11 @@ def test_sigterm_to_the_agent_records_an_interruption(cloud, project, auto_resum
     assert status["exit_code"] == 128 + signal.SIGTERM
     (attempt,) = status["attempts"]
     assert (attempt["instance"], attempt["status"], attempt["reason"]) == (
-        cloud.instance_id, "interrupted", "instance terminated",
-    )  # fmt: skip
-    assert b"gridctl: instance terminated" in _log(cloud)
+        cloud.instance_id,
+        "interrupted",
+        "instance terminated",
+    )
+    assert b"gridctl: instance terminated" in log_of(cloud)
     notice = json.loads((cloud.root / NOTICES / f"{EXPERIMENT}.json").read_text())
     assert (notice["kind"], notice["reason"]) == ("interruption", "instance terminated")
     assert notice["deadline"] == notice["seen_at"] + 3 + 5  # the grace period + KILL_MARGIN
@@ -551,8 +323,10 @@ def test_a_spot_notice_interrupts_and_a_replacement_resumes_from_the_checkpoint(
     assert first["resumes"] == 0
     (interrupted,) = first["attempts"]
     assert (interrupted["instance"], interrupted["status"], interrupted["reason"]) == (
-        cloud.instance_id, "interrupted", first["reason"],
-    )  # fmt: skip
+        cloud.instance_id,
+        "interrupted",
+        first["reason"],
+    )
     # The script read the notice (GRIDCTL_NOTICE_FILE) and kept a copy as an artifact.
     notice = json.loads(cloud.artifact("notice.json"))
     assert notice["kind"] == "interruption"
@@ -561,7 +335,7 @@ def test_a_spot_notice_interrupts_and_a_replacement_resumes_from_the_checkpoint(
     assert json.loads((cloud.root / NOTICES / f"{EXPERIMENT}.json").read_text()) == notice
     saved = synced_step(cloud)
     assert saved > 0
-    log = _log(cloud)
+    log = log_of(cloud)
     assert f"gridctl: {first['reason']}".encode() in log
     assert f"saved step {saved} and exiting".encode() in log
     assert b"resume count 0" in log
@@ -579,11 +353,13 @@ def test_a_spot_notice_interrupts_and_a_replacement_resumes_from_the_checkpoint(
     assert status["attempts"][0] == interrupted
     resumed = status["attempts"][1]
     assert (resumed["instance"], resumed["status"], resumed["reason"]) == (
-        replacement, "succeeded", None,
-    )  # fmt: skip
+        replacement,
+        "succeeded",
+        None,
+    )
     assert interrupted["finished_at"] <= resumed["started_at"] <= resumed["finished_at"]
     assert resumed["finished_at"] == status["finished_at"]
-    log = _log(cloud)
+    log = log_of(cloud)
     assert f"saved step {saved} and exiting".encode() in log  # the first attempt's lines stay
     assert b"resume count 1" in log
     assert resumed_from(log) == [saved]
@@ -606,7 +382,7 @@ def test_without_auto_resume_a_spot_notice_ends_the_experiment(cloud, project):
     assert "spot interruption notice" in status["reason"]
     assert [a["status"] for a in status["attempts"]] == ["interrupted"]
     assert cloud.desired_capacity() == 0
-    log = _log(cloud)
+    log = log_of(cloud)
 
     # Should an instance start for it again, it finds nothing to do.
     cloud.boot(cloud.instance_id)
@@ -615,7 +391,7 @@ def test_without_auto_resume_a_spot_notice_ends_the_experiment(cloud, project):
     assert code == 0, output
     assert "has ended (interrupted): nothing to run" in output
     assert cloud.status() == status
-    assert _log(cloud) == log
+    assert log_of(cloud) == log
     assert not (root / WORK / EXPERIMENT).exists()
     assert cloud.desired_capacity() == 0
 
@@ -636,7 +412,7 @@ def test_a_rebalance_recommendation_reaches_the_script_without_stopping_it(cloud
     notice = json.loads(cloud.artifact("out/notice.json"))
     assert (notice["kind"], notice["deadline"]) == ("rebalance", None)
     assert notice["reason"].startswith("spot rebalance recommendation")
-    log = _log(cloud)
+    log = log_of(cloud)
     assert f"gridctl: {notice['reason']}".encode() in log
     assert b"notice seen" in log
     assert b"got SIGTERM" not in log
@@ -660,7 +436,7 @@ def test_a_script_that_ignores_sigterm_is_killed_in_time_and_resumes_from_its_la
     assert "spot interruption notice" in status["reason"]
     assert status["exit_code"] == 128 + signal.SIGKILL
     assert status["finished_at"] < whole_seconds(announced)  # recorded before the reclaim
-    log = _log(cloud).decode()
+    log = log_of(cloud).decode()
     sigterm = log.index("got SIGTERM at step")
     assert re.search(r"Z step \d+\n", log[sigterm:])  # it went on after SIGTERM
     assert "done at step" not in log
@@ -674,12 +450,15 @@ def test_a_script_that_ignores_sigterm_is_killed_in_time_and_resumes_from_its_la
     assert code == 0, output
     status = cloud.status()
     assert (status["status"], status["instance"], status["resumes"]) == (
-        "succeeded", replacement, 1,
-    )  # fmt: skip
+        "succeeded",
+        replacement,
+        1,
+    )
     assert [(a["instance"], a["status"]) for a in status["attempts"]] == [
-        (cloud.instance_id, "interrupted"), (replacement, "succeeded"),
-    ]  # fmt: skip
-    assert resumed_from(_log(cloud)) == [killed_at]
+        (cloud.instance_id, "interrupted"),
+        (replacement, "succeeded"),
+    ]
+    assert resumed_from(log_of(cloud)) == [killed_at]
     assert cloud.artifact("out/done.txt") == b"400"
     assert cloud.desired_capacity() == 0
 
@@ -694,8 +473,10 @@ def test_gridctl_interrupt_ends_the_instance_and_its_group_resumes_on_another(cl
     assert agent.returncode == 0, output
     status = cloud.status()
     assert (status["status"], status["exit_code"], status["reason"]) == (
-        "interrupted", 0, "interrupted by gridctl interrupt",
-    )  # fmt: skip
+        "interrupted",
+        0,
+        "interrupted by gridctl interrupt",
+    )
     notice = json.loads(cloud.artifact("notice.json"))
     assert (notice["kind"], notice["reason"]) == ("interruption", status["reason"])
     assert notice["deadline"] == notice["seen_at"] + 60
@@ -713,10 +494,12 @@ def test_gridctl_interrupt_ends_the_instance_and_its_group_resumes_on_another(cl
     assert code == 0, output
     status = cloud.status()
     assert (status["status"], status["instance"], status["resumes"]) == (
-        "succeeded", replacement, 1,
-    )  # fmt: skip
+        "succeeded",
+        replacement,
+        1,
+    )
     assert [a["reason"] for a in status["attempts"]] == ["interrupted by gridctl interrupt", None]
-    assert resumed_from(_log(cloud)) == [saved]
+    assert resumed_from(log_of(cloud)) == [saved]
     assert not cloud.store.exists(interrupt)  # served: it does not interrupt the resume
     assert cloud.artifact("out/done.txt") == b"400"
     assert cloud.desired_capacity() == 0
@@ -742,15 +525,17 @@ def test_a_replacement_waits_for_a_silent_node_then_resumes_its_experiment(cloud
     assert second.returncode == 0, output
     status = cloud.status()
     assert (status["status"], status["instance"], status["resumes"]) == (
-        "succeeded", replacement, 1,
-    )  # fmt: skip
+        "succeeded",
+        replacement,
+        1,
+    )
     lost, resumed = status["attempts"]
     assert (lost["instance"], lost["status"]) == (cloud.instance_id, "interrupted")
     assert lost["reason"].startswith(LOST_REASON)
     assert (resumed["instance"], resumed["status"]) == (replacement, "succeeded")
     # Taken over only once three heartbeats (of 0.5 s) had been missed.
     assert resumed["started_at"] - lost["finished_at"] >= 3 * 0.5
-    (step,) = resumed_from(_log(cloud))
+    (step,) = resumed_from(log_of(cloud))
     assert 0 < step <= reached  # the last periodic sync before the node vanished
     assert cloud.artifact("out/done.txt") == b"400"
     assert cloud.desired_capacity() == 0
@@ -771,8 +556,10 @@ def test_without_auto_resume_a_silent_node_fails_its_experiment(cloud, project):
     assert status["reason"].startswith(LOST_REASON)
     (attempt,) = status["attempts"]
     assert (attempt["instance"], attempt["status"], attempt["reason"]) == (
-        cloud.instance_id, "failed", status["reason"],
-    )  # fmt: skip
+        cloud.instance_id,
+        "failed",
+        status["reason"],
+    )
     assert status["resumes"] == 0
     assert not (root / WORK / EXPERIMENT).exists()
     assert cloud.desired_capacity() == 0
@@ -824,7 +611,7 @@ def test_a_machine_installs_requirements_once_for_all_its_experiments(cloud, pro
         status = cloud.status(name)
         assert status["status"] == "failed"
         assert "gridctl-no-such-package" in status["reason"]
-        installs += _log(cloud, name).count(b"gridctl: pip install -r requirements.txt")
+        installs += log_of(cloud, name).count(b"gridctl: pip install -r requirements.txt")
     assert installs == 1
     assert cloud.desired_capacity() == 0
 
@@ -852,7 +639,7 @@ def test_a_spot_notice_interrupts_every_experiment_on_the_machine(cloud, project
     argv = ("python", "train.py")
     cloud.deploy({"train.py": CHECKPOINTING}, argv, project, SHARED, gpus=1, auto_resume=True)
     with started(cloud) as agent:
-        wait_for(lambda: all(b"step 3" in _log(cloud, e) for e in SHARED.experiments))
+        wait_for(lambda: all(b"step 3" in log_of(cloud, e) for e in SHARED.experiments))
         cloud.imds.notify_spot_interruption(120)
         output = ended(agent)
     assert agent.returncode == 0, output
@@ -866,11 +653,6 @@ def test_a_spot_notice_interrupts_every_experiment_on_the_machine(cloud, project
     (reason,) = reasons
     assert "spot interruption notice" in reason
     assert cloud.desired_capacity() == 1
-
-
-def _log(cloud: Cloud, experiment: str = EXPERIMENT) -> bytes:
-    key = f"runs/{RUN}/{experiment}/log"
-    return cloud.store.get_bytes(key) if cloud.store.exists(key) else b""
 
 
 def _offline_pip(index: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from gridctl.agent.scratch import (
 from gridctl.agent.spec import ExperimentSpec, Scratch
 from gridctl.agent.units import GIB
 
-from .test_node_agent import EXPERIMENT, RUN, _log, cloud  # noqa: F401 - fixtures
+from .single_node import EXPERIMENT, RUN, Cloud, log_of
 
 FILL = """\
 import json, os
@@ -39,7 +39,13 @@ with open("out/scratch.json", "w") as f:
 """
 
 
-def deploy_fill(cloud, project: Path, scratch: Scratch) -> None:  # noqa: F811
+@pytest.fixture
+def cloud(single_node: Cloud) -> Cloud:
+    """Here ``cloud`` is one node's side of the account, not the CLI that conftest's is."""
+    return single_node
+
+
+def deploy_fill(cloud, project: Path, scratch: Scratch) -> None:
     """``FILL`` as the experiment, asking for ``scratch``."""
     cloud.deploy({"fill.py": FILL}, ("python", "fill.py"), project)
     key = f"runs/{RUN}/{EXPERIMENT}/spec.json"
@@ -50,7 +56,7 @@ def deploy_fill(cloud, project: Path, scratch: Scratch) -> None:  # noqa: F811
 def _mounts(device: str) -> list[str]:
     found = subprocess.run(
         ["findmnt", "--json", "--source", device], capture_output=True, text=True
-    )  # fmt: skip
+    )
     if found.returncode != 0:
         return []
     return [fs["target"] for fs in json.loads(found.stdout)["filesystems"]]
@@ -64,7 +70,7 @@ def loop_disk(image: Path, size_gb: int) -> Iterator[str]:
         f.truncate(size_gb * GIB)
     attached = subprocess.run(
         ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
-    )  # fmt: skip
+    )
     if attached.returncode != 0:
         image.unlink()
         pytest.skip(f"this machine cannot make loop devices: {attached.stderr.strip()}")
@@ -78,27 +84,27 @@ def loop_disk(image: Path, size_gb: int) -> Iterator[str]:
         image.unlink()
 
 
-def test_a_run_with_scratch_space_runs_on_the_disk_the_node_formats(cloud, project, tmp_path):  # noqa: F811
+def test_a_run_with_scratch_space_runs_on_the_disk_the_node_formats(cloud, project, tmp_path):
     """A fresh ext4 disk of N GiB never has N GiB free (journal, inode tables), which once
     failed every ``--scratch_size N`` run right after the node mounted its own disk."""
     deploy_fill(cloud, project, Scratch(1, "/scratch"))
     with loop_disk(tmp_path / "scratch.img", 1) as device:
         code, output = cloud.run_agent(**{LOOP_DEVICES: device})
-        log = _log(cloud).decode()
+        log = log_of(cloud).decode()
         assert f"scratch disk {device} mounted at {cloud.root / 'scratch'}" in output, output
         status = cloud.status()
         assert status["status"] == "succeeded", f"{status['reason']}\n{log}"
         assert code == 0, output
         superblock = subprocess.run(
             ["tune2fs", "-l", device], capture_output=True, text=True, check=True
-        ).stdout  # fmt: skip
+        ).stdout
         assert "Reserved block count:     0\n" in superblock  # all of it for the run
     seen = json.loads(cloud.store.get_bytes(f"runs/{RUN}/{EXPERIMENT}/artifacts/out/scratch.json"))
     assert seen["dir"] == str(cloud.root / "scratch" / EXPERIMENT)
     assert 0.9 * GIB < seen["size"] < GIB  # the disk itself, less what ext4 keeps for itself
 
 
-def test_an_agent_restarted_on_its_node_keeps_the_disk_it_mounted(cloud, project, tmp_path):  # noqa: F811
+def test_an_agent_restarted_on_its_node_keeps_the_disk_it_mounted(cloud, project, tmp_path):
     deploy_fill(cloud, project, Scratch(1, "/scratch"))
     with loop_disk(tmp_path / "scratch.img", 1) as device:
         # What the agent did before it restarted: the disk formatted, mounted, written to.
@@ -110,12 +116,12 @@ def test_an_agent_restarted_on_its_node_keeps_the_disk_it_mounted(cloud, project
         code, output = cloud.run_agent(**{LOOP_DEVICES: device})
         assert f"scratch disk {device} mounted at {path}" in output, output
         status = cloud.status()
-        assert status["status"] == "succeeded", f"{status['reason']}\n{_log(cloud).decode()}"
+        assert status["status"] == "succeeded", f"{status['reason']}\n{log_of(cloud).decode()}"
         assert (path / "kept").read_text() == "from the earlier attempt"
         assert code == 0, output
 
 
-def test_scratch_space_without_a_disk_must_be_free_where_it_is(cloud, project):  # noqa: F811
+def test_scratch_space_without_a_disk_must_be_free_where_it_is(cloud, project):
     deploy_fill(cloud, project, Scratch(10**8, "/scratch"))
     code, output = cloud.run_agent()
     assert code == 0, output
@@ -131,16 +137,43 @@ def _lsblk(*devices: dict) -> dict:
     return {"blockdevices": list(devices)}
 
 
-ROOT = {"name": "nvme0n1", "path": "/dev/nvme0n1", "size": 100 * GIB, "type": "disk",
-        "fstype": None, "mountpoint": None, "model": "Amazon Elastic Block Store",
-        "children": [{"name": "nvme0n1p1", "type": "part", "mountpoint": "/"}]}  # fmt: skip
-SCRATCH = {"name": "nvme1n1", "path": "/dev/nvme1n1", "size": 10 * GIB, "type": "disk",
-           "fstype": None, "mountpoint": None, "model": "Amazon Elastic Block Store"}  # fmt: skip
-STORE = {"name": "nvme2n1", "path": "/dev/nvme2n1", "size": 900 * 10**9, "type": "disk",
-         "fstype": None, "mountpoint": None,
-         "model": "Amazon EC2 NVMe Instance Storage        "}  # fmt: skip
-LOOP = {"name": "loop3", "path": "/dev/loop3", "size": 10 * GIB, "type": "loop",
-        "fstype": None, "mountpoint": None, "model": None}  # fmt: skip
+ROOT = {
+    "name": "nvme0n1",
+    "path": "/dev/nvme0n1",
+    "size": 100 * GIB,
+    "type": "disk",
+    "fstype": None,
+    "mountpoint": None,
+    "model": "Amazon Elastic Block Store",
+    "children": [{"name": "nvme0n1p1", "type": "part", "mountpoint": "/"}],
+}
+SCRATCH = {
+    "name": "nvme1n1",
+    "path": "/dev/nvme1n1",
+    "size": 10 * GIB,
+    "type": "disk",
+    "fstype": None,
+    "mountpoint": None,
+    "model": "Amazon Elastic Block Store",
+}
+STORE = {
+    "name": "nvme2n1",
+    "path": "/dev/nvme2n1",
+    "size": 900 * 10**9,
+    "type": "disk",
+    "fstype": None,
+    "mountpoint": None,
+    "model": "Amazon EC2 NVMe Instance Storage        ",
+}
+LOOP = {
+    "name": "loop3",
+    "path": "/dev/loop3",
+    "size": 10 * GIB,
+    "type": "loop",
+    "fstype": None,
+    "mountpoint": None,
+    "model": None,
+}
 
 
 def test_the_instance_store_is_the_blank_nvme_instance_storage_disk():

@@ -66,39 +66,61 @@ def boot_script_calls(bucket_arn: str, run: str, machine: str, group: Group) -> 
 def forbidden(bucket_arn: str, group: Group) -> list[Authorization]:
     """What no node may do: the environment's record and every Terraform state, writes
     outside runs/, listing the whole bucket, other environments' groups, resizing."""
-    other = Group(group.arn.replace("autoScalingGroupName/", "autoScalingGroupName/x"),
-                  {**group.tags, "gridctl:environment": "another"})  # fmt: skip
+    other = Group(
+        group.arn.replace("autoScalingGroupName/", "autoScalingGroupName/x"),
+        {**group.tags, "gridctl:environment": "another"},
+    )
     secrets = [INPUTS_KEY, ENV_STATE_KEY, RUNS_STATE_KEY, state_key("run")]
     return [
-        *(Authorization(a, f"{bucket_arn}/{k}") for k in secrets
-          for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
-        *(Authorization(a, f"{bucket_arn}/{k}") for k in
-          ("wheels/gridctl-0.1.0-py3-none-any.whl", "bundles/b.tar.gz",
-           "datastores/d/versions/1/manifest.json")
-          for a in ("s3:PutObject", "s3:DeleteObject")),
+        *(
+            Authorization(a, f"{bucket_arn}/{k}")
+            for k in secrets
+            for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
+        ),
+        *(
+            Authorization(a, f"{bucket_arn}/{k}")
+            for k in (
+                "wheels/gridctl-0.1.0-py3-none-any.whl",
+                "bundles/b.tar.gz",
+                "datastores/d/versions/1/manifest.json",
+            )
+            for a in ("s3:PutObject", "s3:DeleteObject")
+        ),
         Authorization("s3:ListBucket", bucket_arn),
-        *(Authorization("s3:ListBucket", bucket_arn, {"s3:prefix": p})
-          for p in ("", "gridctl/", "env:/", "wheels/", "bundles/")),
+        *(
+            Authorization("s3:ListBucket", bucket_arn, {"s3:prefix": p})
+            for p in ("", "gridctl/", "env:/", "wheels/", "bundles/")
+        ),
         Authorization("s3:PutBucketPolicy", bucket_arn),
         Authorization("autoscaling:SetDesiredCapacity", other.arn, other.context),
         Authorization("autoscaling:TerminateInstanceInAutoScalingGroup", other.arn, other.context),
         Authorization("autoscaling:UpdateAutoScalingGroup", group.arn, group.context),
         Authorization("autoscaling:DescribeAutoScalingGroups", "*"),
-        Authorization("ec2:TerminateInstances", "arn:aws:ec2:us-east-1:123456789012:instance/i-1",
-                      {"ec2:ResourceTag/gridctl:environment": group.tags["gridctl:environment"]}),
+        Authorization(
+            "ec2:TerminateInstances",
+            "arn:aws:ec2:us-east-1:123456789012:instance/i-1",
+            {"ec2:ResourceTag/gridctl:environment": group.tags["gridctl:environment"]},
+        ),
         Authorization("ec2:DescribeInstances", "*"),
         Authorization("ec2:DescribeTags", "*"),
-    ]  # fmt: skip
+    ]
 
 
 def test_node_role_grants_what_nodes_call_and_nothing_else(
-    cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes: NodeSimulator,
+    cloud: Gridctl,
+    aws_env,
+    ami,
+    project: Path,
+    tmp_path: Path,
+    nodes: NodeSimulator,
     moto_server,
-):  # fmt: skip
+):
     nodes.env.update(
-        GRIDCTL_SYNC_INTERVAL="1", GRIDCTL_HEARTBEAT_INTERVAL="1", GRIDCTL_LOG_INTERVAL="1",
+        GRIDCTL_SYNC_INTERVAL="1",
+        GRIDCTL_HEARTBEAT_INTERVAL="1",
+        GRIDCTL_LOG_INTERVAL="1",
         GRIDCTL_SPOT_INTERVAL="0.5",
-    )  # fmt: skip
+    )
     assert cloud("up", "--ami", ami, timeout=600).returncode == 0
     policy = node_policy(aws_env)
     data = tmp_path / "data"
@@ -110,9 +132,21 @@ def test_node_role_grants_what_nodes_call_and_nothing_else(
     # From here on, every request the agents make is recorded.
     moto_server.record()
     run = cloud(
-        "run", "--name", "role", "--auto_resume", "--datastore_name", "corpus", "train.py",
-        "--steps", "600", "--step-seconds", "0.1", "--lr", "[0.5, 0.25]", timeout=600,
-    )  # fmt: skip
+        "run",
+        "--name",
+        "role",
+        "--auto_resume",
+        "--datastore_name",
+        "corpus",
+        "train.py",
+        "--steps",
+        "600",
+        "--step-seconds",
+        "0.1",
+        "--lr",
+        "[0.5, 0.25]",
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     for name in ("role-exp0", "role-exp1"):
         cloud.wait_until(lambda name=name: steps_logged(cloud, name) >= 10, 120)

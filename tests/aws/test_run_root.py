@@ -59,9 +59,13 @@ def plan(tmp_path: Path, aws_env: dict, moto: str, cases: list[render.RunInputs]
     for tf, start, proc in zip(roots, starts, procs, strict=True):
         tf.finish(proc)
         shown = subprocess.run(
-            ["terraform", "show", "-json", "plan"], cwd=tf.workdir, env=tf.env,
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            ["terraform", "show", "-json", "plan"],
+            cwd=tf.workdir,
+            env=tf.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         changes = json.loads(shown)["resource_changes"]
         planned = {c["type"]: c["change"]["after"] for c in changes}
         results.append((planned, tf.text()[start:]))
@@ -81,7 +85,7 @@ def test_run_roots_plan_what_each_run_needs(aws_env, moto, tmp_path):
             CREATED_VPC,
             use_spot=False,
             image=amis.image_for("p3.2xlarge", "V100", amis.Image(OWN_AMI, "/dev/xvda")),
-        ),  # fmt: skip
+        ),
     ]
     (resuming, log), (once, _), (own, _) = plan(tmp_path, aws_env, moto, cases)
     oss = (
@@ -117,8 +121,9 @@ def test_run_roots_plan_what_each_run_needs(aws_env, moto, tmp_path):
 
 
 def test_rendered_roots_require_the_terraform_and_provider_they_were_written_for():
-    root = render.run_root(render.Target(REGION), inputs("r", "t3.large", CREATED_VPC,
-                           use_spot=False), backend={})  # fmt: skip
+    root = render.run_root(
+        render.Target(REGION), inputs("r", "t3.large", CREATED_VPC, use_spot=False), backend={}
+    )
     assert root["terraform"]["required_version"] == ">= 1.10"
     assert root["terraform"]["required_providers"]["aws"]["version"] == "~> 5.0"
     for module in ("environment", "experiment"):

@@ -60,9 +60,14 @@ def start(name: str) -> int:
     PIDS.mkdir(parents=True, exist_ok=True)
     with open(output, "ab") as out:
         process = subprocess.Popen(
-            shlex.split(command), env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
-        )  # fmt: skip
+            shlex.split(command),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
+        )
     (PIDS / f"{name}.pid").write_text(str(process.pid))
     if settings.get("Type") == ["oneshot"]:
         return process.wait()
