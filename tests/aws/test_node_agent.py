@@ -313,7 +313,7 @@ def cloud(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cl
     autoscaling.create_auto_scaling_group(
         AutoScalingGroupName=GROUP,
         LaunchTemplate={"LaunchTemplateName": f"{GROUP}-template", "Version": "$Latest"},
-        MinSize=0,  # as modules/experiment makes it: the agent's SetDesiredCapacity(0) needs it
+        MinSize=0,  # as modules/machine makes it: the agent's SetDesiredCapacity(0) needs it
         MaxSize=1,
         DesiredCapacity=1,
         AvailabilityZones=[f"{REGION}a"],
