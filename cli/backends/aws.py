@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 from gridctl.agent import datastore as datastores
+from gridctl.agent.progress import Progress
 from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
 from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
@@ -199,7 +200,9 @@ class AwsBackend:
             ),
         )
 
-    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress=None) -> None:
+    def submit(
+        self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress: Progress | None = None
+    ) -> None:
         assert plan.instance_type is not None
         wheel = build_agent_wheel()
         if not self.store.exists(wheel.key):
@@ -229,7 +232,7 @@ class AwsBackend:
             "image": dataclasses.asdict(self._image(plan.instance_type)),
         }
         for e in plan.experiments:
-            spec = plan.spec(e, bundle_key, dict(plan.environment))
+            spec = plan.spec(e, bundle_key, dict(plan.script_env))
             self.store.put_bytes(f"runs/{plan.name}/{e.name}/spec.json", spec.to_json().encode())
         for machine in machines:
             self.store.put_bytes(machine.key, machine.to_json().encode())
@@ -240,7 +243,7 @@ class AwsBackend:
             self._fail_run(run, exc.message, progress)
             raise InfraError(exc.message, EXIT_FAILED) from None
 
-    def _fail_run(self, run: dict, reason: str, progress) -> None:
+    def _fail_run(self, run: dict, reason: str, progress: Progress | None) -> None:
         """A failed apply leaves nothing running or billable, and says why on every experiment."""
         # Should this fail too, the run's state stays in the bucket for `gridctl delete`.
         with contextlib.suppress(InfraError):
