@@ -1,6 +1,6 @@
 """`gridctl run --cloud aws` against moto: wall time from submit to every group requested
 for 1, 8 and 32 experiments (target: 32/1 <= 3), and gridctl's own overhead as a ratio to
-a bare `terraform apply` of the same rendered root module (target <= 1.2)."""
+a bare `terraform apply` of the same root module (target <= 1.2)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _ami(env: dict[str, str]) -> str:
 
 
 def _bare_apply(home: Path, run: str, env: dict[str, str]) -> float:
-    """The same rendered module applied by terraform alone, into a fresh workspace."""
+    """The same root module applied by terraform alone, into a fresh workspace."""
     runs_dir = home / "terraform" / "default" / "runs"
     copy = runs_dir / f"{run}-bare"
     shutil.copytree(runs_dir / run, copy)

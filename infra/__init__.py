@@ -1,1 +1,1 @@
-"""Terraform rendering and driving, and AWS helpers."""
+"""Terraform root modules and driving, and AWS helpers."""

@@ -65,8 +65,9 @@ class Account:
         except botocore.exceptions.ClientError as exc:
             raise InfraError(f"AWS rejected the credentials: {exc}") from None
 
-    def environment_variables(self) -> dict[str, str]:
-        """What Terraform needs to act as this account: the profile and region."""
+    def process_env(self) -> dict[str, str]:
+        """The variables Terraform's process needs to act as this account: the profile and
+        region."""
         env = {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}
         if self.profile:
             env["AWS_PROFILE"] = self.profile

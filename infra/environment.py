@@ -5,6 +5,9 @@ so a teammate with the same account, region and name finds the bucket, joins the
 state and sees the same runs. The very first ``up`` cannot keep state in a bucket that does
 not exist yet: it applies with local state, then migrates it into the bucket; ``down``
 migrates it back out before destroying the bucket that held it.
+
+Here an environment is always that deployment (bucket, network, node role); the variables
+Terraform's process runs with are its ``env``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gridctl.infra import amis, render, terraform
+from gridctl.infra import amis, rootmodule, terraform
 from gridctl.infra.aws import Account, endpoint_url
 from gridctl.infra.errors import InfraError
 
@@ -39,9 +42,9 @@ class EnvironmentRecord:
     outputs: dict = field(default_factory=dict)
 
     @property
-    def environment_inputs(self) -> render.EnvironmentInputs:
+    def environment_inputs(self) -> rootmodule.EnvironmentInputs:
         """Exactly what ``up`` applied, so ``down`` destroys the same configuration."""
-        return render.EnvironmentInputs(
+        return rootmodule.EnvironmentInputs(
             name=self.name,
             bucket=self.bucket,
             ami_id=self.inputs.get("ami_id"),
@@ -60,8 +63,8 @@ class EnvironmentRecord:
         return amis.Image(ami, self.inputs.get("root_device_name", amis.DEFAULT_ROOT_DEVICE))
 
     @property
-    def target(self) -> render.Target:
-        return render.Target(self.region, self.profile, endpoint_url())
+    def target(self) -> rootmodule.Target:
+        return rootmodule.Target(self.region, self.profile, endpoint_url())
 
     @property
     def account(self) -> Account:
@@ -106,8 +109,15 @@ def _workdir(home: Path, record: EnvironmentRecord) -> terraform.Workdir:
     return terraform.Workdir(
         path=base / "environment",
         log_path=base / "terraform.log",
-        env=record.account.environment_variables(),
+        env=record.account.process_env(),
     )
+
+
+def _write_root(
+    workdir: terraform.Workdir, record: EnvironmentRecord, backend: dict | None
+) -> None:
+    root = rootmodule.environment_root(record.target, record.environment_inputs, backend)
+    rootmodule.write_root(workdir.path, root)
 
 
 def root_device_name(account: Account, ami: str) -> str:
@@ -187,12 +197,11 @@ def up(
     if not deny_insecure_transport:
         chosen["deny_insecure_transport"] = False
     record = EnvironmentRecord(name, account.region, account.profile, bucket, inputs=chosen)
-    inputs = record.environment_inputs
     workdir = _workdir(home, record)
-    in_bucket = render.s3_backend(record.target, bucket, ENV_STATE_KEY)
+    in_bucket = rootmodule.s3_backend(record.target, bucket, ENV_STATE_KEY)
     if joining:
         step(f"joining environment {name} (state in s3://{bucket})")
-        render.write_root(workdir.path, render.environment_root(record.target, inputs, in_bucket))
+        _write_root(workdir, record, in_bucket)
         terraform.run(workdir, "init", "-reconfigure", progress=progress)
         terraform.run(workdir, "apply", "-auto-approve", progress=progress)
     else:
@@ -201,11 +210,11 @@ def up(
         # its backend setting names the bucket that is gone, with the state that was in it,
         # and Terraform refuses to apply until that setting is dropped.
         (workdir.path / ".terraform" / "terraform.tfstate").unlink(missing_ok=True)
-        render.write_root(workdir.path, render.environment_root(record.target, inputs, None))
+        _write_root(workdir, record, None)
         terraform.run(workdir, "init", "-reconfigure", progress=progress)
         terraform.run(workdir, "apply", "-auto-approve", progress=progress)
         step("moving the environment's Terraform state into its bucket")
-        render.write_root(workdir.path, render.environment_root(record.target, inputs, in_bucket))
+        _write_root(workdir, record, in_bucket)
         terraform.run(workdir, "init", "-migrate-state", "-force-copy", progress=progress)
         for leftover in ("terraform.tfstate", "terraform.tfstate.backup"):
             (workdir.path / leftover).unlink(missing_ok=True)
@@ -233,13 +242,12 @@ def down(
 ) -> None:
     """Destroy everything ``up`` made; the caller has already removed every run."""
     workdir = _workdir(home, record)
-    inputs = record.environment_inputs
-    in_bucket = render.s3_backend(record.target, record.bucket, ENV_STATE_KEY)
+    in_bucket = rootmodule.s3_backend(record.target, record.bucket, ENV_STATE_KEY)
     step("reading the environment's state from its bucket")
-    render.write_root(workdir.path, render.environment_root(record.target, inputs, in_bucket))
+    _write_root(workdir, record, in_bucket)
     terraform.run(workdir, "init", "-reconfigure", progress=progress)
     step("moving the state out of the bucket that is about to go")
-    render.write_root(workdir.path, render.environment_root(record.target, inputs, None))
+    _write_root(workdir, record, None)
     terraform.run(workdir, "init", "-migrate-state", "-force-copy", progress=progress)
     step(f"emptying s3://{record.bucket}")
     _empty_bucket(record.account, record.bucket)

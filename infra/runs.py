@@ -1,6 +1,6 @@
 """A run's compute as one Terraform apply.
 
-Every run's root module has the same backend block and the same single ``experiment``
+Every run's root module has the same backend block and the same single ``machine``
 module call (``for_each`` over its groups), so all runs share one initialized Terraform
 data dir (``TF_DATA_DIR``: providers, modules, backend) and differ only in their workspace
 (``TF_WORKSPACE`` = the run name, state at ``env:/<run>/gridctl/runs.tfstate`` in the
@@ -14,7 +14,7 @@ import fcntl
 import shutil
 from pathlib import Path
 
-from gridctl.infra import render, terraform
+from gridctl.infra import rootmodule, terraform
 from gridctl.infra.environment import RUNS_STATE_KEY, EnvironmentRecord, terraform_dir
 
 LOCK_FILE = ".terraform.lock.hcl"
@@ -29,43 +29,47 @@ def state_key(run: str) -> str:
 
 
 def _backend(record: EnvironmentRecord) -> dict:
-    return render.s3_backend(record.target, record.bucket, RUNS_STATE_KEY)
+    return rootmodule.s3_backend(record.target, record.bucket, RUNS_STATE_KEY)
 
 
 def _prepared(home: Path, record: EnvironmentRecord, progress) -> Path:
-    """The shared data dir, initialized once (under a lock: runs may start concurrently)."""
+    """The shared data dir, initialized once (under a lock: runs may start concurrently),
+    and again when the seed's root changes: a data dir initialized by an older gridctl
+    knows other module calls (``experiment`` before ``machine``) or another modules folder."""
     base = _base(home, record)
     data_dir = base / ".data"
     seed = base / ".seed"
     base.mkdir(parents=True, exist_ok=True)
     with (base / ".init.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (seed / LOCK_FILE).exists():
-            empty = render.RunInputs(record.name, "seed", False, "wheels/none", record.outputs, ())
-            render.write_root(seed, render.run_root(record.target, empty, _backend(record)))
+        empty = rootmodule.RunInputs(record.name, "seed", False, "wheels/none", record.outputs, ())
+        changed = rootmodule.write_root(
+            seed, rootmodule.run_root(record.target, empty, _backend(record))
+        )
+        if changed or not (seed / LOCK_FILE).exists():
             workdir = terraform.Workdir(
-                seed, base / "terraform.log", data_dir, env=record.account.environment_variables()
+                seed, base / "terraform.log", data_dir, env=record.account.process_env()
             )
             terraform.run(workdir, "init", "-reconfigure", progress=progress)
     return data_dir
 
 
-def _workdir(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progress):
+def _workdir(home: Path, record: EnvironmentRecord, inputs: rootmodule.RunInputs, progress):
     data_dir = _prepared(home, record, progress)
     base = _base(home, record)
     path = base / inputs.run
-    render.write_root(path, render.run_root(record.target, inputs, _backend(record)))
+    rootmodule.write_root(path, rootmodule.run_root(record.target, inputs, _backend(record)))
     shutil.copyfile(base / ".seed" / LOCK_FILE, path / LOCK_FILE)
     return terraform.Workdir(
         path,
         path / "terraform.log",
         data_dir,
         workspace=inputs.run,
-        env=record.account.environment_variables(),
+        env=record.account.process_env(),
     )
 
 
-def apply(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progress=None):
+def apply(home: Path, record: EnvironmentRecord, inputs: rootmodule.RunInputs, progress=None):
     """Bring the run's groups to its inputs: create them, or destroy those of deleted
     machines. Nothing to refresh: only gridctl changes them, and the module ignores the
     capacity the agents set."""
@@ -73,7 +77,7 @@ def apply(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progr
     terraform.run(workdir, "apply", "-auto-approve", "-refresh=false", progress=progress)
 
 
-def destroy(home: Path, record: EnvironmentRecord, inputs: render.RunInputs, progress=None):
+def destroy(home: Path, record: EnvironmentRecord, inputs: rootmodule.RunInputs, progress=None):
     """Remove everything the run's state holds; the state object itself is left to delete."""
     workdir = _workdir(home, record, inputs, progress)
     terraform.run(workdir, "destroy", "-auto-approve", progress=progress)

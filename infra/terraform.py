@@ -1,9 +1,9 @@
 """Driving the ``terraform`` binary: one command at a time, output to a log file.
 
-python-terraform renders the command lines. Its ``cmd()`` takes the environment from
-``os.environ`` alone and cannot stream output (0.10.1 leaks ``-synchronous`` into argv
-when asked not to wait), so the process itself is run here, with the per-call
-environment (``TF_DATA_DIR``, ``TF_WORKSPACE``, the account), and each resource it finishes
+python-terraform builds the command lines. Its ``cmd()`` takes the process's variables
+from ``os.environ`` alone and cannot stream output (0.10.1 leaks ``-synchronous`` into argv
+when asked not to wait), so the process itself is run here, with per-call variables
+(``TF_DATA_DIR``, ``TF_WORKSPACE``, the account's), and each resource it finishes
 reported as progress.
 """
 

@@ -103,9 +103,9 @@ def test_the_wheel_holds_only_gridctl_packages(built):
         "gridctl/agent/__main__.py",
         "gridctl/infra/__init__.py",
         "gridctl/modules/environment/main.tf",
-        "gridctl/modules/experiment/main.tf",
-        "gridctl/modules/experiment/user-data.sh.tftpl",
-        "gridctl/modules/experiment/README.md",
+        "gridctl/modules/machine/main.tf",
+        "gridctl/modules/machine/user-data.sh.tftpl",
+        "gridctl/modules/machine/README.md",
     } <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gridctl = gridctl.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

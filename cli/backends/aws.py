@@ -29,7 +29,7 @@ from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_arti
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import InstanceType, equivalent_types
 from gridctl.cli.plan import RunPlan
-from gridctl.infra import amis, environment, quotas, render, runs, zones
+from gridctl.infra import amis, environment, quotas, rootmodule, runs, zones
 from gridctl.infra.aws import endpoint_url
 from gridctl.infra.errors import InfraError
 from gridctl.infra.wheel import build_agent_wheel
@@ -175,11 +175,11 @@ class AwsBackend:
     def _image(self, itype: InstanceType) -> amis.Image:
         return amis.image_for(itype.name, itype.gpu_model, self.record.own_image)
 
-    def _inputs(self, run: dict) -> render.RunInputs:
+    def _inputs(self, run: dict) -> rootmodule.RunInputs:
         groups = _groups(run)
         # Runs recorded before the AMI was picked per instance type used the environment's.
         image = amis.Image(**run["image"]) if "image" in run else self.record.own_image
-        return render.RunInputs(
+        return rootmodule.RunInputs(
             environment=self.record.name,
             run=run["name"],
             use_spot=run["use_spot"],
@@ -191,9 +191,9 @@ class AwsBackend:
             disk_size=run.get("disk_size"),  # None for runs recorded before it was an option
             image=image or amis.OSS_DRIVER,
             groups=tuple(
-                render.ExperimentInputs(
+                rootmodule.MachineInputs(
                     name=groups[machine],
-                    experiment=machine,
+                    machine=machine,
                     instance_types=tuple(run["instance_types"]),
                 )
                 for machine in run["machines"]

@@ -141,7 +141,7 @@ data "aws_subnet" "given" {
 ################################################################################
 
 resource "aws_security_group" "this" {
-  #checkov:skip=CKV2_AWS_5:Attached by the launch templates of modules/experiment, which per-run Terraform roots apply separately.
+  #checkov:skip=CKV2_AWS_5:Attached by the launch templates of modules/machine, which per-run Terraform roots apply separately.
   #checkov:skip=CKV_AWS_382:Nodes must reach PyPI (pip install), S3 and the EC2/Auto Scaling APIs; only S3 has a (gateway) endpoint, and there is no NAT gateway with a fixed address to narrow the rest to; egress only, no ingress.
 
   name        = "gridctl-${var.name}"
@@ -289,7 +289,7 @@ resource "aws_iam_role" "this" {
 }
 
 # What each statement grants is exactly what the agent (agent/) and the boot script
-# (modules/experiment/user-data.sh.tftpl) call; tests/aws/test_node_role.py records every
+# (modules/machine/user-data.sh.tftpl) call; tests/aws/test_node_role.py records every
 # request simulated nodes make and checks it against this document, both ways.
 data "aws_iam_policy_document" "node" {
   # Code bundles and datastores in, a run's records, logs and artifacts in and out, the

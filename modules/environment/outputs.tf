@@ -44,7 +44,7 @@ output "ami_id" {
 }
 
 output "node_public_ip" {
-  description = "Whether the nodes' launch templates must ask for a public IPv4 address: true in the VPC the module created (public subnets, no NAT gateway); false in a given VPC, where each subnet's own setting applies (the experiment module's `associate_public_ip_address` = null)."
+  description = "Whether the nodes' launch templates must ask for a public IPv4 address: true in the VPC the module created (public subnets, no NAT gateway); false in a given VPC, where each subnet's own setting applies (the machine module's `associate_public_ip_address` = null)."
   value       = try(local.create_vpc, false)
 }
 

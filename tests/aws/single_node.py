@@ -230,7 +230,7 @@ def one_node(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator
     autoscaling.create_auto_scaling_group(
         AutoScalingGroupName=GROUP,
         LaunchTemplate={"LaunchTemplateName": f"{GROUP}-template", "Version": "$Latest"},
-        MinSize=0,  # as modules/experiment makes it: the agent's SetDesiredCapacity(0) needs it
+        MinSize=0,  # as modules/machine makes it: the agent's SetDesiredCapacity(0) needs it
         MaxSize=1,
         DesiredCapacity=1,
         AvailabilityZones=[f"{REGION}a"],

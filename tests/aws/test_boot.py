@@ -1,4 +1,4 @@
-"""The node's boot script (the experiment module's user data), run for real with bash on a
+"""The node's boot script (the machine module's user data), run for real with bash on a
 simulated node: what only EC2 has is stood in for by shims on PATH (``aws`` through boto3
 against moto, ``systemctl`` that starts units from their files; tests/aws/shims/) and the
 IMDSv2 stand-in. The agent it installs is the real one, from the wheel in the bucket, into
@@ -179,7 +179,7 @@ class Node:
                     "region": REGION,
                     "agent_wheel_key": self.wheel.key,
                     "run": RUN,
-                    "experiment": EXPERIMENT,
+                    "machine": EXPERIMENT,
                     "max_lifetime_hours": "168",
                 }
             )

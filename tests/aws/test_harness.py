@@ -168,7 +168,7 @@ def aws(moto: str):
 
 
 def make_group(aws, name: str, experiment: str) -> None:
-    """What the experiment module creates: a launch template with user data and a group
+    """What the machine module creates: a launch template with user data and a group
     of one whose gridctl tags propagate to its instance."""
     ec2, autoscaling = aws
     template = ec2.create_launch_template(

@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODULES = REPO / "modules"
 BIN = Path(sys.executable).parent
-TEMPLATE = MODULES / "experiment" / "user-data.sh.tftpl"
+TEMPLATE = MODULES / "machine" / "user-data.sh.tftpl"
 GOLDEN = Path(__file__).parent / "golden" / "user-data.sh"
 REGION = "us-east-1"
 WHEEL_KEY = "wheels/gridctl-0.1.0-py3-none-any.whl"
@@ -34,7 +34,7 @@ GOLDEN_VALUES = {
     "region": REGION,
     "agent_wheel_key": WHEEL_KEY,
     "run": "swift-otter-7",
-    "experiment": "swift-otter-7-exp0",
+    "machine": "swift-otter-7-exp0",
     "max_lifetime_hours": "168",
 }
 # What the user data may know: nothing secret (SPEC 6: the node learns the rest itself; the
@@ -44,7 +44,7 @@ USER_DATA_INPUTS = {
     "region",
     "agent_wheel_key",
     "run",
-    "experiment",
+    "machine",
     "max_lifetime_hours",
 }
 SERVICES = ("s3", "ec2", "iam", "sts", "autoscaling")
@@ -222,7 +222,7 @@ def render_user_data(values: dict[str, str]) -> str:
 
 def templatefile_keys() -> set[str]:
     """The keys of the templatefile() call that renders the user data in main.tf."""
-    main = (MODULES / "experiment" / "main.tf").read_text()
+    main = (MODULES / "machine" / "main.tf").read_text()
     call = re.search(
         r'templatefile\("\$\{path\.module\}/user-data\.sh\.tftpl",\s*\{(?P<args>.*?)\}\)',
         main,
@@ -247,7 +247,7 @@ def test_modules_are_terraform_fmt_clean(terraform_cli):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("module", ["environment", "experiment"])
+@pytest.mark.parametrize("module", ["environment", "machine"])
 def test_module_validates(module, terraform_cli, tmp_path):
     # A copy, so that init leaves no .terraform/ or lock file in the source tree.
     workdir = tmp_path / module
@@ -264,7 +264,7 @@ def test_module_validates(module, terraform_cli, tmp_path):
 def test_module_layout():
     """terraform-aws-modules layout: four files, typed and described variables, described
     outputs wrapped in try()."""
-    for module in ("environment", "experiment"):
+    for module in ("environment", "machine"):
         folder = MODULES / module
         for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"):
             assert (folder / name).is_file(), f"{module}/{name} is missing"
@@ -368,7 +368,7 @@ def test_template_renderer_handles_escapes():
 def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
     """Two roots applied side by side (the bucket's lifecycle rule alone keeps the provider
     waiting ~55 s): an environment with a created VPC plus an all-spot and an on-demand
-    experiment, and an environment in an existing VPC; then both destroyed."""
+    machine, and an environment in an existing VPC; then both destroyed."""
     client = clients(aws_env)
     ec2, s3, asg = client("ec2"), client("s3"), client("autoscaling")
 
@@ -405,12 +405,12 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
                 "az_count": 2,
                 "tags": {"team": "tests"},
             },
-            "experiment": {
-                "source": str(MODULES / "experiment"),
+            "machine": {
+                "source": str(MODULES / "machine"),
                 "name": "swift-otter-7-exp0",
                 "environment": "moto-a",
                 "run": "swift-otter-7",
-                "experiment": "swift-otter-7-exp0",
+                "machine": "swift-otter-7-exp0",
                 "instance_types": ["g4dn.xlarge", "g5.xlarge"],
                 "use_spot": True,
                 "capacity_rebalance": True,
@@ -419,11 +419,11 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
             },
             # The on-demand shape: a plain launch template, the first type, two nodes.
             "on_demand": {
-                "source": str(MODULES / "experiment"),
+                "source": str(MODULES / "machine"),
                 "name": "calm-heron-2-exp0",
                 "environment": "moto-a",
                 "run": "calm-heron-2",
-                "experiment": "calm-heron-2-exp0",
+                "machine": "calm-heron-2-exp0",
                 "instance_types": ["c5.large", "c5.xlarge"],
                 "node_count": 2,
                 **wiring,
@@ -434,7 +434,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         },
         {
             "environment": "${module.environment}",
-            "experiment": "${module.experiment}",
+            "machine": "${module.machine}",
             "on_demand": "${module.on_demand}",
         },
     )
@@ -473,7 +473,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         assert root.finish(proc, check=False) == 0, f"a second plan wants changes{root.report()}"
 
     outputs = created.outputs()
-    env_a, exp_a, on_demand = outputs["environment"], outputs["experiment"], outputs["on_demand"]
+    env_a, machine, on_demand = outputs["environment"], outputs["machine"], outputs["on_demand"]
     env_b = existing.outputs()["environment"]
 
     with explained(created):
@@ -567,7 +567,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         # The launch template: IMDSv2 required, metadata tags on, encrypted gp3 root, the
         # environment's profile, security group and AMI.
         version = ec2.describe_launch_template_versions(
-            LaunchTemplateId=exp_a["launch_template_id"], Versions=["$Latest"]
+            LaunchTemplateId=machine["launch_template_id"], Versions=["$Latest"]
         )["LaunchTemplateVersions"][0]
         data = version["LaunchTemplateData"]
         assert data["MetadataOptions"]["HttpTokens"] == "required"
@@ -586,7 +586,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
 
         # The group: all spot over both types, capacity rebalancing, tags propagated.
         (group,) = asg.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[exp_a["autoscaling_group_name"]]
+            AutoScalingGroupNames=[machine["autoscaling_group_name"]]
         )["AutoScalingGroups"]
         mixed = group["MixedInstancesPolicy"]
         overrides = [o["InstanceType"] for o in mixed["LaunchTemplate"]["Overrides"]]
@@ -721,12 +721,12 @@ def test_modules_refuse_bad_inputs_at_plan(aws_env, moto, tmp_path):
         "bad-values",
         {
             "environment": environment(name="Not_Valid", bucket_name="Bad..Bucket", az_count=7),
-            "experiment": {
-                "source": str(MODULES / "experiment"),
+            "machine": {
+                "source": str(MODULES / "machine"),
                 "name": "has spaces",
                 "environment": "moto-c",
                 "run": "r",
-                "experiment": "r-exp0",
+                "machine": "r-exp0",
                 "bucket": "gridctl-moto-c-bucket",
                 "region": REGION,
                 "ami_id": "ami-12c6146b",

@@ -1,4 +1,4 @@
-"""The per-run root module gridctl renders (infra/render.py), planned by real Terraform with
+"""The per-run root module gridctl writes (infra/rootmodule.py), planned by real Terraform with
 the real provider against moto: what each run's groups and launch templates would be,
 read from ``terraform show -json``. Planning needs no environment, so every case is cheap."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.infra import amis, render
+from gridctl.infra import amis, rootmodule
 
 from .test_modules import REGION, WHEEL_KEY, Terraform
 
@@ -28,29 +28,29 @@ GIVEN_VPC = {**CREATED_VPC, "node_public_ip": False}
 OWN_AMI = "ami-0123456789abcdef0"
 
 
-def inputs(run: str, instance_type: str, outputs: dict, **options) -> render.RunInputs:
-    return render.RunInputs(
+def inputs(run: str, instance_type: str, outputs: dict, **options) -> rootmodule.RunInputs:
+    return rootmodule.RunInputs(
         environment="plan",
         run=run,
         agent_wheel_key=WHEEL_KEY,
         outputs=outputs,
         groups=(
-            render.ExperimentInputs(f"gridctl-plan-{run}-exp0", f"{run}-exp0", (instance_type,)),
+            rootmodule.MachineInputs(f"gridctl-plan-{run}-exp0", f"{run}-exp0", (instance_type,)),
         ),
         **options,
     )
 
 
-def plan(tmp_path: Path, aws_env: dict, moto: str, cases: list[render.RunInputs]) -> tuple:
+def plan(tmp_path: Path, aws_env: dict, moto: str, cases: list[rootmodule.RunInputs]) -> tuple:
     """Each case's root, planned at once: the planned values by resource type, and what
     the plan printed."""
-    target = render.Target(REGION, None, moto)
+    target = rootmodule.Target(REGION, None, moto)
     roots = []
     for case in cases:
-        root = render.run_root(target, case, backend={})
+        root = rootmodule.run_root(target, case, backend={})
         del root["terraform"]["backend"]  # planned here, not applied: no state to keep
         tf = Terraform(tmp_path / case.run, aws_env)
-        render.write_root(tf.workdir, root)
+        rootmodule.write_root(tf.workdir, root)
         tf.init()
         roots.append(tf)
     starts = [len(tf.text()) for tf in roots]
@@ -120,13 +120,13 @@ def test_run_roots_plan_what_each_run_needs(aws_env, moto, tmp_path):
     assert "Warning" not in log, log
 
 
-def test_rendered_roots_require_the_terraform_and_provider_they_were_written_for():
-    root = render.run_root(
-        render.Target(REGION), inputs("r", "t3.large", CREATED_VPC, use_spot=False), backend={}
+def test_run_roots_require_the_terraform_and_provider_they_were_written_for():
+    root = rootmodule.run_root(
+        rootmodule.Target(REGION), inputs("r", "t3.large", CREATED_VPC, use_spot=False), backend={}
     )
     assert root["terraform"]["required_version"] == ">= 1.10"
     assert root["terraform"]["required_providers"]["aws"]["version"] == "~> 5.0"
-    for module in ("environment", "experiment"):
-        versions = (Path(render.modules_dir()) / module / "versions.tf").read_text()
+    for module in ("environment", "machine"):
+        versions = (Path(rootmodule.modules_dir()) / module / "versions.tf").read_text()
         assert 'required_version = ">= 1.10"' in versions
         assert 'version = "~> 5.0"' in versions

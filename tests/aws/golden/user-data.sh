@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -euo pipefail
-# gridctl node bootstrap, rendered from modules/experiment/user-data.sh.tftpl.
+# gridctl node bootstrap, rendered from modules/machine/user-data.sh.tftpl.
 # Installs the gridctl agent from the environment's bucket and runs it as a systemd service.
 # No secrets here: AWS credentials come from the instance profile, and the agent learns its
 # experiment from the instance's tags (IMDSv2) and the bucket.

@@ -1,13 +1,14 @@
 locals {
   # The gridctl:* tags are how the agent, the CLI and the node role's conditions find a
-  # group and its instances: callers' tags cannot override them.
+  # group and its instances: callers' tags cannot override them. The machine's name keeps
+  # the tag `gridctl:experiment` that nodes read (SPEC section 6).
   tags = merge(var.tags, {
     "gridctl:environment" = var.environment
     "gridctl:run"         = var.run
-    "gridctl:experiment"  = var.experiment
+    "gridctl:experiment"  = var.machine
     "gridctl:bucket"      = var.bucket
   })
-  instance_tags = merge(local.tags, { Name = var.experiment })
+  instance_tags = merge(local.tags, { Name = var.machine })
 
   # No secrets go in here (user data is readable by anyone who can describe the instance).
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {
@@ -15,7 +16,7 @@ locals {
     region             = var.region
     agent_wheel_key    = var.agent_wheel_key
     run                = var.run
-    experiment         = var.experiment
+    machine            = var.machine
     max_lifetime_hours = var.max_lifetime_hours
   })
 }
@@ -25,7 +26,7 @@ resource "aws_launch_template" "this" {
   #checkov:skip=CKV_AWS_341:A hop limit of 2 lets containers the training script starts on the node (Docker bridge networking adds a hop) use IMDSv2; tokens are still required.
 
   name        = var.name
-  description = "gridctl ${var.experiment} of run ${var.run}"
+  description = "gridctl ${var.machine} of run ${var.run}"
 
   image_id = var.ami_id
   # With spot the mixed instances policy's overrides choose the type.

@@ -1,5 +1,5 @@
 variable "name" {
-  description = "Name of the Auto Scaling group and of its launch template: 1 to 128 letters, digits, hyphens, underscores or dots (gridctl uses `gridctl-<environment>-<experiment>`, so that two environments in one account and region never share a group). Must be unique in the account and region."
+  description = "Name of the Auto Scaling group and of its launch template: 1 to 128 letters, digits, hyphens, underscores or dots (gridctl uses `gridctl-<environment>-<machine>`, so that two environments in one account and region never share a group). Must be unique in the account and region."
   type        = string
 
   validation {
@@ -28,13 +28,13 @@ variable "run" {
   }
 }
 
-variable "experiment" {
-  description = "What the group runs (tag `gridctl:experiment`, and the instances' `Name`): an experiment such as `<run>-exp0`, or a machine such as `<run>-machine0` whose experiments share it. The agent reads `runs/<run>/machines/<experiment>.json` in the bucket. 1 to 128 lowercase letters, digits or hyphens."
+variable "machine" {
+  description = "Name of the machine: `<run>-exp<N>` when it runs one experiment, `<run>-machine<N>` when several experiments share it. Tagged `gridctl:experiment` (the tag nodes read) and `Name` on the group and its instances. The agent reads `runs/<run>/machines/<machine>.json` in the bucket. 1 to 128 lowercase letters, digits or hyphens."
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9-]{1,128}$", var.experiment))
-    error_message = "The experiment must be 1 to 128 characters of lowercase letters, digits and hyphens."
+    condition     = can(regex("^[a-z0-9-]{1,128}$", var.machine))
+    error_message = "The machine must be 1 to 128 characters of lowercase letters, digits and hyphens."
   }
 }
 
@@ -104,7 +104,7 @@ variable "associate_public_ip_address" {
 }
 
 variable "node_count" {
-  description = "Number of instances (nodes) the experiment runs on: a whole number, at least 1. It is the group's maximum and initial desired capacity."
+  description = "Number of instances (nodes) of the machine: a whole number, at least 1. It is the group's maximum and initial desired capacity."
   type        = number
   default     = 1
   nullable    = false

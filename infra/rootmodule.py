@@ -1,4 +1,5 @@
-"""Root modules as Terraform JSON (``*.tf.json``): built as data, never as HCL text.
+"""The root modules gridctl applies, as Terraform JSON (``*.tf.json``): built as data,
+never as HCL text. One for the environment (``gridctl up``), one per run.
 
 Every string that comes from outside goes through ``literal`` so that Terraform's
 ``${...}``/``%{...}`` template syntax in it stays text.
@@ -136,11 +137,11 @@ def environment_root(target: Target, inputs: EnvironmentInputs, backend: dict | 
 
 
 @dataclass(frozen=True)
-class ExperimentInputs:
-    """One Auto Scaling group: an experiment, or a machine shared by several."""
+class MachineInputs:
+    """One Auto Scaling group: a machine running one experiment, or several that share it."""
 
     name: str
-    experiment: str
+    machine: str
     instance_types: tuple[str, ...]
     node_count: int = 1
 
@@ -155,7 +156,7 @@ class RunInputs:
     use_spot: bool
     agent_wheel_key: str
     outputs: Mapping[str, object]
-    groups: tuple[ExperimentInputs, ...]
+    groups: tuple[MachineInputs, ...]
     scratch_size: int = 0
     subnet_ids: tuple[str, ...] = ()
     """The subnets to launch in; empty: all of the environment's."""
@@ -168,11 +169,11 @@ class RunInputs:
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
-    """One ``experiment`` module instance per group, keyed by experiment name (``for_each``
-    keeps the module call, and so the shared Terraform data dir, the same for every run)."""
-    env = inputs.outputs
+    """One ``machine`` module instance per group, keyed by machine name (``for_each`` keeps
+    the module call, and so the shared Terraform data dir, the same for every run)."""
+    outputs = inputs.outputs
     groups = {
-        literal(g.experiment): {
+        literal(g.machine): {
             "name": literal(g.name),
             "instance_types": [literal(t) for t in g.instance_types],
             "node_count": g.node_count,
@@ -180,25 +181,25 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         for g in inputs.groups
     }
     module = {
-        "source": str(modules_dir() / "experiment"),
+        "source": str(modules_dir() / "machine"),
         "for_each": groups,
         "name": "${each.value.name}",
-        "experiment": "${each.key}",
+        "machine": "${each.key}",
         "instance_types": "${each.value.instance_types}",
         "node_count": "${each.value.node_count}",
         "environment": literal(inputs.environment),
         "run": literal(inputs.run),
-        "bucket": literal(str(env["bucket_name"])),
+        "bucket": literal(str(outputs["bucket_name"])),
         "region": literal(target.region),
         "ami_id": literal(inputs.image.image_id),
         "root_device_name": literal(inputs.image.root_device_name),
         "use_spot": inputs.use_spot,
         "capacity_rebalance": inputs.auto_resume,
         # null: the subnet decides. Environments made before this output: public, as then.
-        "associate_public_ip_address": True if env.get("node_public_ip", True) else None,
-        "subnet_ids": [literal(s) for s in inputs.subnet_ids or env["subnet_ids"]],  # type: ignore[union-attr]
-        "security_group_id": literal(str(env["security_group_id"])),
-        "instance_profile_name": literal(str(env["instance_profile_name"])),
+        "associate_public_ip_address": True if outputs.get("node_public_ip", True) else None,
+        "subnet_ids": [literal(s) for s in inputs.subnet_ids or outputs["subnet_ids"]],  # type: ignore[union-attr]
+        "security_group_id": literal(str(outputs["security_group_id"])),
+        "instance_profile_name": literal(str(outputs["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),
         "scratch_size": inputs.scratch_size,
         **({"root_volume_size": inputs.disk_size} if inputs.disk_size is not None else {}),
@@ -208,12 +209,20 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
     return {
         "terraform": terraform_block(backend),
         "provider": provider(target),
-        "module": {"experiment": module},
+        "module": {"machine": module},
+        # Runs applied before the module was renamed from ``experiment`` hold their groups
+        # at module.experiment[...]: moved, they keep them instead of replacing them.
+        "moved": [{"from": "module.experiment", "to": "module.machine"}],
     }
 
 
-def write_root(directory: Path, root: dict) -> Path:
+def write_root(directory: Path, root: dict) -> bool:
+    """Whether the file changed: a root whose module calls or their sources changed needs
+    ``terraform init`` again."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "main.tf.json"
-    path.write_text(json.dumps(root, indent=2, sort_keys=True) + "\n")
-    return path
+    text = json.dumps(root, indent=2, sort_keys=True) + "\n"
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True

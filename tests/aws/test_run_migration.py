@@ -1,0 +1,191 @@
+"""A run applied by a gridctl from before the ``experiment`` module became ``machine`` keeps
+its groups, launch templates and instances when this gridctl applies it again (as
+``gridctl delete`` of some of its experiments does): the old code, taken from git, applies
+the run against moto into a shared Terraform data dir and the run's state in the bucket;
+this code then plans (nothing destroyed, created or replaced; everything moved) and applies
+it, and AWS still holds the same resources."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from gridctl.infra import amis, rootmodule, runs, terraform
+from gridctl.infra.environment import EnvironmentRecord
+
+from .test_modules import REGION, WHEEL_KEY, clients
+
+pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform")
+
+REPO = Path(__file__).resolve().parents[2]
+BEFORE_RENAME = "bf40185ba5c9d042126030a318c2eb0b507242ff"
+"""The last commit whose run roots called ``module "experiment"`` (infra/render.py)."""
+ENVIRONMENT = "mig"
+RUN = "calm-heron-2"
+MACHINES = (f"{RUN}-exp0", f"{RUN}-exp1")
+
+# What the old gridctl ran: its own infra.runs.apply over its own infra.render root.
+OLD_APPLY = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from gridctl.infra import amis, environment, render, runs
+
+    home, record, run, ami, wheel_key, *machines = sys.argv[1:]
+    record = environment.EnvironmentRecord(**json.loads(record))
+    inputs = render.RunInputs(
+        environment=record.name, run=run, use_spot=False, agent_wheel_key=wheel_key,
+        outputs=record.outputs, image=amis.Image(ami, "/dev/sda1"),
+        groups=tuple(
+            render.ExperimentInputs(f"gridctl-{record.name}-{m}", m, ("t3.micro",))
+            for m in machines
+        ),
+    )
+    runs.apply(Path(home), record, inputs)
+    print(render.__file__)
+    """
+)
+
+
+def old_gridctl(directory: Path) -> Path:
+    """The gridctl packages as of BEFORE_RENAME, importable from the returned folder."""
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{BEFORE_RENAME}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        pytest.skip(f"needs the git history with {BEFORE_RENAME[:7]} (a full clone)")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", BEFORE_RENAME, "agent", "cli", "infra", "modules"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    tree = directory / "tree"
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    package = directory / "site" / "gridctl"
+    package.mkdir(parents=True)
+    for name in ("agent", "cli", "infra", "modules"):
+        (package / name).symlink_to(tree / name)
+    return directory / "site"
+
+
+def environment(aws_env: dict[str, str]) -> tuple[EnvironmentRecord, str]:
+    """What ``gridctl up`` would have made, made directly: the state bucket, a subnet, a
+    security group and an instance profile; and an AMI moto knows."""
+    client = clients(aws_env)
+    ec2, iam = client("ec2"), client("iam")
+    bucket = f"gridctl-{ENVIRONMENT}-123456789012-{REGION}"
+    client("s3").create_bucket(Bucket=bucket)
+    vpc = ec2.create_vpc(CidrBlock="10.5.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.5.0.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)
+    iam.create_role(RoleName="node", AssumeRolePolicyDocument="{}")
+    iam.create_instance_profile(InstanceProfileName="node")
+    iam.add_role_to_instance_profile(InstanceProfileName="node", RoleName="node")
+    outputs = {
+        "bucket_name": bucket,
+        "subnet_ids": [subnet],
+        "security_group_id": group["GroupId"],
+        "instance_profile_name": "node",
+        "node_public_ip": True,
+    }
+    record = EnvironmentRecord(ENVIRONMENT, REGION, None, bucket, outputs=outputs)
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return record, ami
+
+
+def inputs(record: EnvironmentRecord, ami: str) -> rootmodule.RunInputs:
+    """The same run as OLD_APPLY's, as this gridctl describes it."""
+    return rootmodule.RunInputs(
+        environment=record.name,
+        run=RUN,
+        use_spot=False,
+        agent_wheel_key=WHEEL_KEY,
+        outputs=record.outputs,
+        groups=tuple(
+            rootmodule.MachineInputs(f"gridctl-{record.name}-{m}", m, ("t3.micro",))
+            for m in MACHINES
+        ),
+        image=amis.Image(ami, "/dev/sda1"),
+    )
+
+
+def resources(aws_env: dict[str, str]) -> dict[str, tuple]:
+    """Each group's identity in AWS: its ARN, launch template and instances (all three new
+    if Terraform replaced it)."""
+    client = clients(aws_env)
+    groups = client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    return {
+        g["AutoScalingGroupName"]: (
+            g["AutoScalingGroupARN"],
+            g["LaunchTemplate"]["LaunchTemplateId"],
+            sorted(i["InstanceId"] for i in g["Instances"]),
+        )
+        for g in groups
+    }
+
+
+def test_a_run_applied_before_the_machine_rename_keeps_its_resources(aws_env, tmp_path):
+    site = old_gridctl(tmp_path / "old")
+    record, ami = environment(aws_env)
+    home = tmp_path / "home"
+
+    old = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            OLD_APPLY,
+            str(home),
+            json.dumps(dataclasses.asdict(record)),
+            RUN,
+            ami,
+            WHEEL_KEY,
+            *MACHINES,
+        ],
+        env={**aws_env, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert old.returncode == 0, old.stdout + old.stderr
+    assert old.stdout.strip().startswith(str(site)), old.stdout  # the old code, not this one
+    before = resources(aws_env)
+    assert sorted(before) == [f"gridctl-{ENVIRONMENT}-{m}" for m in MACHINES]
+    assert all(instances for _, _, instances in before.values()), before
+
+    # This gridctl's plan of that state, with the same flags as its apply.
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in aws_env.items():
+            patch.setenv(name, value)
+        workdir = runs._workdir(home, record, inputs(record, ami), None)
+        terraform.run(workdir, "plan", "-refresh=false", "-out=migration.tfplan")
+        shown = json.loads(terraform.run(workdir, "show", "-json", "migration.tfplan"))
+        changes = shown["resource_changes"]
+        assert changes, shown
+        for change in changes:
+            address, actions = change["address"], change["change"]["actions"]
+            assert "delete" not in actions and "create" not in actions, (address, actions)
+            assert address.startswith("module.machine["), address
+            assert change.get("previous_address") == address.replace(
+                "module.machine[", "module.experiment[", 1
+            ), change
+
+        runs.apply(home, record, inputs(record, ami))
+        assert resources(aws_env) == before
+        state = json.loads(terraform.run(workdir, "show", "-json"))["values"]["root_module"]
+        calls = sorted(module["address"] for module in state["child_modules"])
+        assert calls == [f'module.machine["{m}"]' for m in MACHINES], calls
+
+        runs.destroy(home, record, inputs(record, ami))
+        assert resources(aws_env) == {}
