@@ -14,6 +14,7 @@ import fcntl
 import shutil
 from pathlib import Path
 
+from gridctl.agent.contract import wheel_key
 from gridctl.infra import render, terraform
 from gridctl.infra.environment import RUNS_STATE_KEY, EnvironmentRecord, terraform_dir
 
@@ -41,7 +42,9 @@ def _prepared(home: Path, record: EnvironmentRecord, progress) -> Path:
     with (base / ".init.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (seed / LOCK_FILE).exists():
-            empty = render.RunInputs(record.name, "seed", False, "wheels/none", record.outputs, ())
+            empty = render.RunInputs(
+                record.name, "seed", False, wheel_key("none"), record.outputs, ()
+            )
             render.write_root(seed, render.run_root(record.target, empty, _backend(record)))
             workdir = terraform.Workdir(
                 seed, base / "terraform.log", data_dir, env=record.account.environment_variables()

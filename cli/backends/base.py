@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gridctl.agent.spec import STATES, Attempt, DatastoreMount
+from gridctl.agent.contract import ExperimentKeys
+from gridctl.agent.spec import DatastoreMount
+from gridctl.agent.state import Attempt, State, run_state
 from gridctl.agent.store import Store
 from gridctl.cli.plan import RunPlan
 
@@ -18,7 +20,7 @@ from gridctl.cli.plan import RunPlan
 class ExperimentStatus:
     name: str
     run: str
-    status: str
+    status: State
     params: dict[str, object]
     argv: tuple[str, ...]
     exit_code: int | None = None
@@ -29,20 +31,6 @@ class ExperimentStatus:
     instance: str | None = None
     attempts: tuple[Attempt, ...] = ()
     datastore: DatastoreMount | None = None
-
-
-def derive_status(states: Sequence[str]) -> str:
-    """A run is active while any experiment is; once all ended, the worst outcome names it."""
-    present = set(states)
-    for state in ("running", "starting"):
-        if state in present:
-            return "running"
-    if "queued" in present:
-        return "queued"
-    for state in ("failed", "interrupted", "stopped"):
-        if state in present:
-            return state
-    return "succeeded"
 
 
 @dataclass(frozen=True)
@@ -56,13 +44,13 @@ class RunStatus:
     experiments: tuple[ExperimentStatus, ...] = field(default_factory=tuple)
 
     @property
-    def status(self) -> str:
-        return derive_status([e.status for e in self.experiments])
+    def status(self) -> State:
+        return run_state(e.status for e in self.experiments)
 
     @property
     def counts(self) -> dict[str, int]:
         found = Counter(e.status for e in self.experiments)
-        return {state: found[state] for state in STATES if found[state]}
+        return {state: found[state] for state in State if found[state]}
 
     @property
     def started_at(self) -> float | None:
@@ -82,7 +70,7 @@ def download_artifacts(
     pattern = re.compile(match) if match else None
     copied: list[Path] = []
     for run, experiment in experiments:
-        prefix = f"runs/{run}/{experiment}/artifacts/"
+        prefix = ExperimentKeys(run, experiment).artifacts + "/"
         for key in store.list(prefix):
             rel = key[len(prefix) :]
             if pattern and not pattern.search(rel):

@@ -11,12 +11,13 @@ from pathlib import Path
 from gridctl.agent import daemon
 from gridctl.agent import datastore as datastores
 from gridctl.agent import logs as logfiles
+from gridctl.agent.contract import ExperimentKeys, run_prefix
 from gridctl.agent.daemon import Home
 from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
 from gridctl.agent.resources import machine_capacity
 from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
 from gridctl.agent.scratch import nearest_existing, shortfall
-from gridctl.agent.spec import ACTIVE_STATES
+from gridctl.agent.state import ACTIVE_STATES
 from gridctl.agent.units import format_bytes
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
@@ -207,7 +208,7 @@ class LocalBackend:
         if active:
             self.stop(active)
         for record in records:
-            self.store.delete_prefix(f"runs/{record.run}/{record.name}")
+            self.store.delete_prefix(ExperimentKeys(record.run, record.name).base)
             shutil.rmtree(self.home.workspace(record.run, record.name).scratch_dir, True)
             self.registry.delete_experiment(record.name)
         emptied: list[str] = []
@@ -215,7 +216,7 @@ class LocalBackend:
             found = self.registry.get_run(run)
             if found is None or self.registry.experiments(run):
                 continue
-            self.store.delete_prefix(f"runs/{run}")
+            self.store.delete_prefix(run_prefix(run))
             self.registry.delete_run(run)
             emptied.append(found.bundle_id)
         if emptied:

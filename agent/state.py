@@ -1,0 +1,229 @@
+"""The experiment state machine: its states, the moves between them, and why an experiment
+ended when gridctl ended it. Every record of an experiment (the local registry, the node's
+``status.json``, the CLI's writes to it) changes state through these functions alone, so
+the moves below are the only ones any record can show::
+
+               start                 running
+    queued ──────────> starting ──────────────> running
+      │  ^                 │  ^                    │
+      │  └──── requeue ────┤  └─ resume ─┐        │ requeue (local --auto_resume)
+      │     (local resume) │             │        │
+      │                    └──── finish ─┼────────┴──> succeeded | failed | stopped
+      │                                  │            | interrupted
+      │                                  └───────────────────────────┘ (AWS --auto_resume)
+      └── stop ──> stopped         queued ── fail ──> failed (it never started)
+
+``stop`` also ends a started experiment (the CLI's last word after the node did not
+answer). An ended experiment never changes again, with one exception: ``overrule`` turns
+an end that a failing node recorded after its failure came into ``failed`` (the failsafe
+of the boot script), and that is final. ``resumes`` counts the attempts after the first:
+it only grows. Standard library only: the failsafe runs this on a bare interpreter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
+
+
+class State(StrEnum):
+    """Str-valued, so JSON, SQLite and the CLI's output keep the plain words."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+ACTIVE_STATES = (State.QUEUED, State.STARTING, State.RUNNING)
+"""Not ended yet: waiting for room, or being run."""
+STARTED_STATES = (State.STARTING, State.RUNNING)
+"""An agent has the experiment: only a live agent keeps these up."""
+ENDED_STATES = (State.INTERRUPTED, State.SUCCEEDED, State.FAILED, State.STOPPED)
+
+STOPPED_BY_USER = "stopped by user"
+LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
+ORPHAN_REASON = "the local agent ended unexpectedly (crash or reboot)"
+
+MOVES: dict[str, tuple[tuple[State, ...], tuple[State, ...]]] = {
+    "start": ((State.QUEUED,), (State.STARTING,)),
+    "running": ((State.STARTING,), (State.RUNNING,)),
+    "finish": (STARTED_STATES, ENDED_STATES),
+    "fail": ((State.QUEUED,), (State.FAILED,)),
+    "requeue": (STARTED_STATES, (State.QUEUED,)),
+    "resume": ((State.INTERRUPTED,), (State.STARTING,)),
+    "stop": (ACTIVE_STATES, (State.STOPPED,)),
+    "overrule": (ENDED_STATES, (State.FAILED,)),
+}
+"""Each move: the states it may leave, and those it may reach (the diagram above)."""
+
+
+class IllegalTransition(ValueError):
+    """A move the state machine does not allow: a bug, or a record changed under us."""
+
+
+def sources(move: str) -> tuple[State, ...]:
+    """The states ``move`` may leave (the registry's SQL guards are made of these)."""
+    return MOVES[move][0]
+
+
+def check(move: str, current: str, target: str) -> State:
+    """``target`` as a State when ``move`` may take ``current`` there; raises otherwise."""
+    leaves, reaches = MOVES[move]
+    if current not in leaves or target not in reaches:
+        raise IllegalTransition(f"cannot {move} an experiment from {current} to {target}")
+    return State(target)
+
+
+def run_state(states: Iterable[str]) -> State:
+    """A run is active while any experiment is; once all ended, the worst outcome names it."""
+    present = set(states)
+    if present & set(STARTED_STATES):
+        return State.RUNNING
+    if State.QUEUED in present:
+        return State.QUEUED
+    for state in (State.FAILED, State.INTERRUPTED, State.STOPPED):
+        if state in present:
+            return state
+    return State.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at an experiment: the first, or a resume after an interruption.
+
+    ``instance`` is the EC2 instance that ran it, or ``local``."""
+
+    instance: str
+    started_at: float
+    finished_at: float | None = None
+    status: State = State.STARTING
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", State(self.status))
+
+
+@dataclass(frozen=True, kw_only=True)
+class History:
+    """What the state machine changes in an experiment's record; backends add their own
+    fields (the node's instance and heartbeat, the registry's process)."""
+
+    status: State = State.QUEUED
+    exit_code: int | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    resumes: int = 0
+    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", State(self.status))
+
+
+H = TypeVar("H", bound=History)
+
+
+def _closed(
+    attempts: tuple[Attempt, ...], status: State, reason: str | None, now: float, *,
+    again: bool = False,
+) -> tuple[Attempt, ...]:  # fmt: skip
+    """The attempts with the latest one ended, unless it had ended already (``again``: its
+    end is rewritten). A record from before attempts has none."""
+    if not attempts or (attempts[-1].finished_at is not None and not again):
+        return attempts
+    last = dataclasses.replace(attempts[-1], status=status, reason=reason, finished_at=now)
+    return (*attempts[:-1], last)
+
+
+def start(record: H, instance: str, now: float) -> H:
+    """A new attempt; a resumed experiment keeps the start of its first one."""
+    check("start", record.status, State.STARTING)
+    return dataclasses.replace(
+        record,
+        status=State.STARTING,
+        reason=None,
+        started_at=record.started_at if record.started_at is not None else now,
+        attempts=(*record.attempts, Attempt(instance, now)),
+    )
+
+
+def running(record: H) -> H:
+    """The script has been launched."""
+    check("running", record.status, State.RUNNING)
+    attempts = record.attempts
+    if attempts:
+        attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], status=State.RUNNING))
+    return dataclasses.replace(record, status=State.RUNNING, attempts=attempts)
+
+
+def finish(record: H, status: str, exit_code: int | None, reason: str | None, now: float) -> H:
+    """End a started experiment and its latest attempt."""
+    state = check("finish", record.status, status)
+    return _ended(record, state, exit_code, reason, now)
+
+
+def _ended(
+    record: H, state: State, exit_code: int | None, reason: str | None, now: float, *,
+    again: bool = False,
+) -> H:  # fmt: skip
+    return dataclasses.replace(
+        record,
+        status=state,
+        exit_code=exit_code,
+        reason=reason,
+        finished_at=now,
+        attempts=_closed(record.attempts, state, reason, now, again=again),
+    )
+
+
+def fail(record: H, reason: str, now: float) -> H:
+    """End an experiment that never started (its machine could not be made)."""
+    check("fail", record.status, State.FAILED)
+    return _ended(record, State.FAILED, None, reason, now)
+
+
+def stop(record: H, now: float) -> H:
+    """``gridctl stop``: a queued experiment never starts; a started one whose agent did
+    not end it is recorded stopped all the same."""
+    check("stop", record.status, State.STOPPED)
+    return _ended(record, State.STOPPED, record.exit_code, STOPPED_BY_USER, now)
+
+
+def requeue(record: H, reason: str | None, now: float) -> H:
+    """Locally, an interrupted ``--auto_resume`` attempt ends and the next one queues."""
+    check("requeue", record.status, State.QUEUED)
+    return dataclasses.replace(
+        record,
+        status=State.QUEUED,
+        resumes=record.resumes + 1,
+        exit_code=None,
+        reason=None,
+        attempts=_closed(record.attempts, State.INTERRUPTED, reason, now),
+    )
+
+
+def resume(record: H, instance: str, now: float) -> H:
+    """On AWS, a replacement instance takes an interrupted experiment over."""
+    check("resume", record.status, State.STARTING)
+    return dataclasses.replace(
+        record,
+        status=State.STARTING,
+        resumes=record.resumes + 1,
+        exit_code=None,
+        reason=None,
+        finished_at=None,
+        attempts=(*record.attempts, Attempt(instance, now)),
+    )
+
+
+def overrule(record: H, reason: str, now: float) -> H:
+    """The failsafe's word over an end the failing node recorded after its failure."""
+    check("overrule", record.status, State.FAILED)
+    return _ended(record, State.FAILED, None, reason, now, again=True)
