@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gridctl.agent import state
 from gridctl.agent.spec import ExperimentSpec
-from gridctl.agent.state import STARTED_STATES, Attempt, History, State
+from gridctl.agent.state import STARTED_STATES, Attempt, History, Move, State
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -245,10 +245,10 @@ class Registry:
         now = time.time()
         with self._write() as db:
             record = self._read(db, name)
-            if record is None or record.status not in state.sources("start"):
+            if record is None or record.status not in state.sources(Move.START):
                 return False
             started = state.start(record, "local", now)
-            return self._save(db, "start", started, name, gpu_ids=json.dumps(list(gpu_ids)))
+            return self._save(db, Move.START, started, name, gpu_ids=json.dumps(list(gpu_ids)))
 
     def wait(self, reasons: Mapping[str, str | None]) -> None:
         """Say why queued experiments have not started yet (None: they could)."""
@@ -264,7 +264,7 @@ class Registry:
             record = self._read(db, name)
             if record is not None:
                 after = state.running(record)
-                self._save(db, "running", after, name, pid=pid, pid_started=pid_started)
+                self._save(db, Move.RUNNING, after, name, pid=pid, pid_started=pid_started)
 
     def finish(self, name: str, status: str, exit_code: int | None, reason: str | None) -> None:
         now = time.time()
@@ -272,7 +272,7 @@ class Registry:
             record = self._read(db, name)
             if record is not None:
                 after = state.finish(record, status, exit_code, reason, now)
-                self._save(db, "finish", after, name, interrupt_window=None)
+                self._save(db, Move.FINISH, after, name, interrupt_window=None)
 
     def requeue(self, name: str, reason: str | None) -> None:
         """End the current attempt ``interrupted`` and queue the next one (a resume)."""
@@ -281,7 +281,7 @@ class Registry:
             record = self._read(db, name)
             if record is not None:
                 self._save(
-                    db, "requeue", state.requeue(record, reason, now), name,
+                    db, Move.REQUEUE, state.requeue(record, reason, now), name,
                     pid=None, pid_started=None, gpu_ids=None, interrupt_window=None,
                 )  # fmt: skip
 
@@ -305,7 +305,7 @@ class Registry:
             for name in names:
                 record = self._read(db, name)
                 if record is not None and record.status == State.QUEUED:
-                    self._save(db, "stop", state.stop(record, now), name)
+                    self._save(db, Move.STOP, state.stop(record, now), name)
                 db.execute(
                     f"UPDATE experiments SET stop_requested = 1 WHERE name = ? AND {_STARTED}",  # noqa: S608 - placeholders only
                     (name, *STARTED_STATES),

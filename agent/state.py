@@ -3,21 +3,25 @@ ended when gridctl ended it. Every record of an experiment (the local registry, 
 ``status.json``, the CLI's writes to it) changes state through these functions alone, so
 the moves below are the only ones any record can show::
 
-               start                 running
-    queued ──────────> starting ──────────────> running
-      │  ^                 │  ^                    │
-      │  └──── requeue ────┤  └─ resume ─┐        │ requeue (local --auto_resume)
-      │     (local resume) │             │        │
-      │                    └──── finish ─┼────────┴──> succeeded | failed | stopped
-      │                                  │            | interrupted
-      │                                  └───────────────────────────┘ (AWS --auto_resume)
-      └── stop ──> stopped         queued ── fail ──> failed (it never started)
+    queued ──start──> starting ──running──> running
+     │  ^                │                     │
+     │  └─── requeue ────┴─────────────────────┤   (locally, to resume)
+     │                   │        finish       │
+     │                   └──────────┬──────────┘
+     │                              v
+     │        interrupted | succeeded | failed | stopped          (ended)
+     │             │
+     │             └── resume ──> starting   (on AWS, a replacement takes it over)
+     ├── fail ──> failed                     (its machine could not be made)
+     └── stop ──> stopped                    (also from starting and running)
+    ended ── overrule ──> failed             (the failsafe, below)
 
-``stop`` also ends a started experiment (the CLI's last word after the node did not
-answer). An ended experiment never changes again, with one exception: ``overrule`` turns
-an end that a failing node recorded after its failure came into ``failed`` (the failsafe
-of the boot script), and that is final. ``resumes`` counts the attempts after the first:
-it only grows. Standard library only: the failsafe runs this on a bare interpreter.
+``stop`` ends a started experiment too when its agent did not (the CLI's last word). An
+ended experiment never changes again, with one exception: the boot script's failsafe
+``overrule``s as ``failed`` an end that a failing node recorded after its failure came.
+``resumes`` counts the attempts after the first: it only grows. Moves the diagram lacks
+raise ``IllegalTransition``. Standard library only: the failsafe runs on a bare
+interpreter.
 """
 
 from __future__ import annotations
@@ -51,15 +55,29 @@ STOPPED_BY_USER = "stopped by user"
 LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
 ORPHAN_REASON = "the local agent ended unexpectedly (crash or reboot)"
 
-MOVES: dict[str, tuple[tuple[State, ...], tuple[State, ...]]] = {
-    "start": ((State.QUEUED,), (State.STARTING,)),
-    "running": ((State.STARTING,), (State.RUNNING,)),
-    "finish": (STARTED_STATES, ENDED_STATES),
-    "fail": ((State.QUEUED,), (State.FAILED,)),
-    "requeue": (STARTED_STATES, (State.QUEUED,)),
-    "resume": ((State.INTERRUPTED,), (State.STARTING,)),
-    "stop": (ACTIVE_STATES, (State.STOPPED,)),
-    "overrule": (ENDED_STATES, (State.FAILED,)),
+
+class Move(StrEnum):
+    """The arrows of the diagram above, one function each below."""
+
+    START = "start"
+    RUNNING = "running"
+    FINISH = "finish"
+    FAIL = "fail"
+    REQUEUE = "requeue"
+    RESUME = "resume"
+    STOP = "stop"
+    OVERRULE = "overrule"
+
+
+MOVES: dict[Move, tuple[tuple[State, ...], tuple[State, ...]]] = {
+    Move.START: ((State.QUEUED,), (State.STARTING,)),
+    Move.RUNNING: ((State.STARTING,), (State.RUNNING,)),
+    Move.FINISH: (STARTED_STATES, ENDED_STATES),
+    Move.FAIL: ((State.QUEUED,), (State.FAILED,)),
+    Move.REQUEUE: (STARTED_STATES, (State.QUEUED,)),
+    Move.RESUME: ((State.INTERRUPTED,), (State.STARTING,)),
+    Move.STOP: (ACTIVE_STATES, (State.STOPPED,)),
+    Move.OVERRULE: (ENDED_STATES, (State.FAILED,)),
 }
 """Each move: the states it may leave, and those it may reach (the diagram above)."""
 
@@ -68,12 +86,12 @@ class IllegalTransition(ValueError):
     """A move the state machine does not allow: a bug, or a record changed under us."""
 
 
-def sources(move: str) -> tuple[State, ...]:
+def sources(move: Move) -> tuple[State, ...]:
     """The states ``move`` may leave (the registry's SQL guards are made of these)."""
     return MOVES[move][0]
 
 
-def check(move: str, current: str, target: str) -> State:
+def check(move: Move, current: str, target: str) -> State:
     """``target`` as a State when ``move`` may take ``current`` there; raises otherwise."""
     leaves, reaches = MOVES[move]
     if current not in leaves or target not in reaches:
@@ -144,7 +162,7 @@ def _closed(
 
 def start(record: H, instance: str, now: float) -> H:
     """A new attempt; a resumed experiment keeps the start of its first one."""
-    check("start", record.status, State.STARTING)
+    check(Move.START, record.status, State.STARTING)
     return dataclasses.replace(
         record,
         status=State.STARTING,
@@ -156,7 +174,7 @@ def start(record: H, instance: str, now: float) -> H:
 
 def running(record: H) -> H:
     """The script has been launched."""
-    check("running", record.status, State.RUNNING)
+    check(Move.RUNNING, record.status, State.RUNNING)
     attempts = record.attempts
     if attempts:
         attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], status=State.RUNNING))
@@ -165,7 +183,7 @@ def running(record: H) -> H:
 
 def finish(record: H, status: str, exit_code: int | None, reason: str | None, now: float) -> H:
     """End a started experiment and its latest attempt."""
-    state = check("finish", record.status, status)
+    state = check(Move.FINISH, record.status, status)
     return _ended(record, state, exit_code, reason, now)
 
 
@@ -185,20 +203,20 @@ def _ended(
 
 def fail(record: H, reason: str, now: float) -> H:
     """End an experiment that never started (its machine could not be made)."""
-    check("fail", record.status, State.FAILED)
+    check(Move.FAIL, record.status, State.FAILED)
     return _ended(record, State.FAILED, None, reason, now)
 
 
 def stop(record: H, now: float) -> H:
     """``gridctl stop``: a queued experiment never starts; a started one whose agent did
     not end it is recorded stopped all the same."""
-    check("stop", record.status, State.STOPPED)
+    check(Move.STOP, record.status, State.STOPPED)
     return _ended(record, State.STOPPED, record.exit_code, STOPPED_BY_USER, now)
 
 
 def requeue(record: H, reason: str | None, now: float) -> H:
     """Locally, an interrupted ``--auto_resume`` attempt ends and the next one queues."""
-    check("requeue", record.status, State.QUEUED)
+    check(Move.REQUEUE, record.status, State.QUEUED)
     return dataclasses.replace(
         record,
         status=State.QUEUED,
@@ -211,7 +229,7 @@ def requeue(record: H, reason: str | None, now: float) -> H:
 
 def resume(record: H, instance: str, now: float) -> H:
     """On AWS, a replacement instance takes an interrupted experiment over."""
-    check("resume", record.status, State.STARTING)
+    check(Move.RESUME, record.status, State.STARTING)
     return dataclasses.replace(
         record,
         status=State.STARTING,
@@ -225,5 +243,5 @@ def resume(record: H, instance: str, now: float) -> H:
 
 def overrule(record: H, reason: str, now: float) -> H:
     """The failsafe's word over an end the failing node recorded after its failure."""
-    check("overrule", record.status, State.FAILED)
+    check(Move.OVERRULE, record.status, State.FAILED)
     return _ended(record, State.FAILED, None, reason, now, again=True)
