@@ -26,9 +26,9 @@ from gridctl.agent.state import (
 
 FINAL = (State.SUCCEEDED, State.FAILED, State.STOPPED)
 """Ended for good: only ``interrupted`` may resume."""
-Q, S, R, I = State.QUEUED, State.STARTING, State.RUNNING, State.INTERRUPTED
+Q, S, R = State.QUEUED, State.STARTING, State.RUNNING
 ALLOWED = {
-    (Q, S), (S, R), (S, Q), (R, Q), (I, S), (Q, State.FAILED), (Q, State.STOPPED),
+    (Q, S), (S, R), (S, Q), (R, Q), (State.INTERRUPTED, S), (Q, State.FAILED), (Q, State.STOPPED),
     *((started, end) for started in STARTED_STATES for end in ENDED_STATES),
     *((end, State.FAILED) for end in ENDED_STATES if end != State.FAILED),
 }  # fmt: skip
