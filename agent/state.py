@@ -29,12 +29,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import TypeVar
 
 
-class State(StrEnum):
-    """Str-valued, so JSON, SQLite and the CLI's output keep the plain words."""
+class State(str, Enum):
+    """Str-valued, so JSON, SQLite and the CLI's output keep the plain words (``StrEnum``
+    would need Python 3.11; nodes may have 3.10)."""
 
     QUEUED = "queued"
     STARTING = "starting"
@@ -43,6 +44,9 @@ class State(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 ACTIVE_STATES = (State.QUEUED, State.STARTING, State.RUNNING)
@@ -56,7 +60,7 @@ LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)
 ORPHAN_REASON = "the local agent ended unexpectedly (crash or reboot)"
 
 
-class Move(StrEnum):
+class Move(str, Enum):
     """The arrows of the diagram above, one function each below."""
 
     START = "start"
@@ -67,6 +71,9 @@ class Move(StrEnum):
     RESUME = "resume"
     STOP = "stop"
     OVERRULE = "overrule"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 MOVES: dict[Move, tuple[tuple[State, ...], tuple[State, ...]]] = {
@@ -217,27 +224,25 @@ def stop(record: H, now: float) -> H:
 def requeue(record: H, reason: str | None, now: float) -> H:
     """Locally, an interrupted ``--auto_resume`` attempt ends and the next one queues."""
     check(Move.REQUEUE, record.status, State.QUEUED)
-    return dataclasses.replace(
-        record,
-        status=State.QUEUED,
-        resumes=record.resumes + 1,
-        exit_code=None,
-        reason=None,
-        attempts=_closed(record.attempts, State.INTERRUPTED, reason, now),
-    )
+    return _again(record, State.QUEUED, _closed(record.attempts, State.INTERRUPTED, reason, now))
 
 
 def resume(record: H, instance: str, now: float) -> H:
     """On AWS, a replacement instance takes an interrupted experiment over."""
     check(Move.RESUME, record.status, State.STARTING)
+    attempts = (*record.attempts, Attempt(instance, now))
+    return dataclasses.replace(_again(record, State.STARTING, attempts), finished_at=None)
+
+
+def _again(record: H, status: State, attempts: tuple[Attempt, ...]) -> H:
+    """The record of a resume: one more, with nothing of the previous attempt's end."""
     return dataclasses.replace(
         record,
-        status=State.STARTING,
+        status=status,
         resumes=record.resumes + 1,
         exit_code=None,
         reason=None,
-        finished_at=None,
-        attempts=(*record.attempts, Attempt(instance, now)),
+        attempts=attempts,
     )
 
 

@@ -36,7 +36,12 @@ from gridctl.agent.spec import ExperimentSpec, MachineSpec
 from gridctl.agent.state import ACTIVE_STATES, LOST_REASON, State
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import lost
-from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
+from gridctl.cli.backends.base import (
+    ExperimentStatus,
+    RunStatus,
+    download_artifacts,
+    experiment_status,
+)
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import InstanceType, equivalent_types
 from gridctl.cli.plan import RunPlan
@@ -301,21 +306,7 @@ class AwsBackend:
         status = self._status(run, name) or StatusRecord()
         if lost.is_stale(status, time.time(), self._lost_after):
             status = self._settle_lost(run, name, spec.auto_resume)
-        return ExperimentStatus(
-            name=name,
-            run=run,
-            status=status.status,
-            params=spec.params,
-            argv=spec.argv,
-            exit_code=status.exit_code,
-            resumes=status.resumes,
-            started_at=status.started_at,
-            finished_at=status.finished_at,
-            reason=status.reason,
-            instance=status.instance,
-            attempts=status.attempts,
-            datastore=spec.datastore,
-        )
+        return experiment_status(run, name, spec, status, status.instance)
 
     @cached_property
     def _lost_after(self) -> float:

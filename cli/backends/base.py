@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Protocol
 
 from gridctl.agent.contract import ExperimentKeys
-from gridctl.agent.spec import DatastoreMount
-from gridctl.agent.state import Attempt, State, run_state
+from gridctl.agent.spec import DatastoreMount, ExperimentSpec
+from gridctl.agent.state import Attempt, History, State, run_state
 from gridctl.agent.store import Store
 from gridctl.cli.plan import RunPlan
 
@@ -31,6 +31,27 @@ class ExperimentStatus:
     instance: str | None = None
     attempts: tuple[Attempt, ...] = ()
     datastore: DatastoreMount | None = None
+
+
+def experiment_status(
+    run: str, name: str, spec: ExperimentSpec, record: History, instance: str | None
+) -> ExperimentStatus:
+    """What every backend shows of an experiment: its spec and its state's record."""
+    return ExperimentStatus(
+        name=name,
+        run=run,
+        status=record.status,
+        params=spec.params,
+        argv=spec.argv,
+        exit_code=record.exit_code,
+        resumes=record.resumes,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        reason=record.reason,
+        instance=instance,
+        attempts=record.attempts,
+        datastore=spec.datastore,
+    )
 
 
 @dataclass(frozen=True)

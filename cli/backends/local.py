@@ -20,7 +20,12 @@ from gridctl.agent.scratch import nearest_existing, shortfall
 from gridctl.agent.state import ACTIVE_STATES
 from gridctl.agent.units import format_bytes
 from gridctl.cli import bundle as bundles
-from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
+from gridctl.cli.backends.base import (
+    ExperimentStatus,
+    RunStatus,
+    download_artifacts,
+    experiment_status,
+)
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.plan import RunPlan
 
@@ -33,21 +38,7 @@ def _check_writable(flag: str, path: Path, where: Path) -> None:
 
 
 def _status(record: ExperimentRecord) -> ExperimentStatus:
-    return ExperimentStatus(
-        name=record.name,
-        run=record.run,
-        status=record.status,
-        params=record.spec.params,
-        argv=record.spec.argv,
-        exit_code=record.exit_code,
-        resumes=record.resumes,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        reason=record.reason,
-        instance="local",
-        attempts=record.attempts,
-        datastore=record.spec.datastore,
-    )
+    return experiment_status(record.run, record.name, record.spec, record, "local")
 
 
 class LocalBackend:
