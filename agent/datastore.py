@@ -36,7 +36,6 @@ import re
 import shutil
 import stat
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +53,8 @@ from gridctl.agent.contract import (
     datastore_version_key,
     datastore_versions,
 )
-from gridctl.agent.store import Store
+from gridctl.agent.progress import Progress, counter
+from gridctl.agent.store import Sent, Store
 from gridctl.agent.units import format_bytes
 
 MANIFEST = "manifest.json"
@@ -76,9 +76,6 @@ NAME_MAX = 63
 _NAME = re.compile(r"[a-z0-9-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-Progress = Callable[[str, int, int], None]
-"""Called with the phase ("hashing" or "uploading"), bytes done so far and bytes in all."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -359,7 +356,7 @@ def create(
     name = validate_name(name)
     source = Path(source)
     found, skipped = _scan(source)
-    hashing = _counter("hashing", sum(f.size for f in found), progress)
+    hashing = counter("hashing", sum(f.size for f in found), progress)
     files = tuple(_parallel(lambda f: _hash_source(source, f, hashing), found, workers))
     listing = _version_files(store, name)
     newest = max((v for v, held in listing.items() if COMPLETE in held), default=0)
@@ -380,7 +377,7 @@ def create(
         if entry.sha256 not in stored:
             send.setdefault(entry.sha256, entry)
     sent_bytes = sum(entry.size for entry in send.values())
-    uploading = _counter("uploading", sent_bytes, progress) if send else None
+    uploading = counter("uploading", sent_bytes, progress) if send else None
 
     def upload(entry: FileEntry) -> None:
         _upload(
@@ -477,12 +474,12 @@ def _upload(
     key: str,
     source: Path,
     file: _SourceFile,
-    progress: Callable[[int], None] | None,
+    sent: Sent | None,
 ) -> None:
     """Send one file as an object, removing the object again if the file changed meanwhile
     (its content would no longer match its key)."""
     _unchanged(source, file)
-    store.put_file(key, source / file.path, progress=progress)
+    store.put_file(key, source / file.path, sent=sent)
     try:
         _unchanged(source, file)
     except DatastoreError:
@@ -501,23 +498,6 @@ def _hash(path: Path, on_read: Callable[[int], None] | None = None) -> tuple[str
             if on_read is not None:
                 on_read(len(chunk))
     return digest.hexdigest(), size
-
-
-def _counter(phase: str, total: int, progress: Progress | None) -> Callable[[int], None] | None:
-    """A thread-safe ``progress`` for one phase, fed byte counts; announces the phase."""
-    if progress is None:
-        return None
-    lock = threading.Lock()
-    done = 0
-    progress(phase, 0, total)
-
-    def advance(count: int) -> None:
-        nonlocal done
-        with lock:
-            done += count
-            progress(phase, done, total)
-
-    return advance
 
 
 def _parallel(work: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from gridctl.agent.store import Progress
+from gridctl.agent.store import Sent
 
 MAX_ATTEMPTS = 8
 _DELETE_BATCH = 1000
@@ -106,11 +106,11 @@ class S3Store:
                     size += item["Size"]
         return objects, size
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+    def put_file(self, key: str, path: Path, sent: Sent | None = None) -> None:
         from boto3.exceptions import S3UploadFailedError
 
         try:
-            self.client.upload_file(str(path), self.bucket, check_key(key), Callback=progress)
+            self.client.upload_file(str(path), self.bucket, check_key(key), Callback=sent)
         except S3UploadFailedError as exc:
             # The transfer manager wraps the ClientError it failed with.
             if _code(exc.__context__) == _NO_BUCKET:

@@ -15,14 +15,14 @@ from typing import Protocol
 
 from gridctl.agent import readonly
 
-Progress = Callable[[int], None]
-"""Called with the number of bytes just transferred."""
+Sent = Callable[[int], None]
+"""Called with the number of bytes a transfer just moved (``progress.counter`` makes one)."""
 
 
 class Store(Protocol):
     def exists(self, key: str) -> bool: ...
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None: ...
+    def put_file(self, key: str, path: Path, sent: Sent | None = None) -> None: ...
 
     def get_file(self, key: str, dest: Path) -> None: ...
 
@@ -55,7 +55,7 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+    def put_file(self, key: str, path: Path, sent: Sent | None = None) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -63,8 +63,8 @@ class LocalStore:
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
-                    if progress:
-                        progress(len(chunk))
+                    if sent:
+                        sent(len(chunk))
             shutil.copystat(path, tmp)
             os.replace(tmp, target)
         except BaseException:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gridctl.agent.contract import bundle_key
+from gridctl.agent.progress import Progress, counter
 from gridctl.agent.store import Store
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.ignore import select_files
@@ -260,26 +261,9 @@ class _HashingReader:
         return data
 
 
-Progress = Callable[[str, int, int], None]
-"""Called with the phase ("packing" or "uploading"), bytes done so far and bytes in all."""
-
-
-def _counter(phase: str, total: int, progress: Progress | None) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    done = 0
-
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        progress(phase, done, total)
-
-    return advance
-
-
 def write_archive(bundle: Bundle, dest: Path, progress: Progress | None = None) -> None:
     """A deterministic tar.gz of exactly the entries: same bundle, same bytes."""
-    on_read = _counter("packing", bundle.total_bytes, progress)
+    on_read = counter("packing", bundle.total_bytes, progress)
     with (
         open(dest, "wb") as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
@@ -316,6 +300,6 @@ def upload(bundle: Bundle, store: Store, *, progress: Progress | None = None) ->
     with tempfile.TemporaryDirectory(prefix="gridctl-bundle-") as tmp:
         archive = Path(tmp) / "bundle.tar.gz"
         write_archive(bundle, archive, progress)
-        sent = _counter("uploading", archive.stat().st_size, progress)
-        store.put_file(bundle.key, archive, progress=sent)
+        sent = counter("uploading", archive.stat().st_size, progress)
+        store.put_file(bundle.key, archive, sent=sent)
     return True

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridctl.agent import datastore as datastores
+from gridctl.agent.progress import Progress
 from gridctl.agent.state import ACTIVE_STATES, STARTED_STATES
 from gridctl.agent.store import Store
 from gridctl.agent.units import format_bytes
@@ -20,7 +21,8 @@ from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import Backend, get_backend
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.plan import RunOptions, RunPlan, plan_run
+from gridctl.cli.options import RunOptions
+from gridctl.cli.plan import RunPlan, plan_run
 from gridctl.cli.settings import default_cloud
 from gridctl.infra import amis, terraform
 
@@ -132,7 +134,7 @@ def _datastore_errors() -> Iterator[None]:
 
 
 def datastore_create(
-    home: Path, name: str, source: Path, cloud: str | None, progress=None
+    home: Path, name: str, source: Path, cloud: str | None, progress: Progress | None = None
 ) -> datastores.CreateResult:
     backend = backend_for(home, cloud or default_cloud(home))
     with _datastore_errors():
@@ -189,8 +191,8 @@ def submit(
     plan: RunPlan,
     backend: Backend,
     bundle: bundles.Bundle,
-    progress: bundles.Progress | None = None,
-    provisioning: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    provisioning: Progress | None = None,
 ) -> Submitted:
     if plan.script not in {entry.path for entry in bundle.entries}:
         raise GridctlError(
@@ -331,7 +333,7 @@ def up(
     subnet_ids: str | None,
     credential: str | None,
     step: Callable[[str], None],
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ):
     from gridctl.infra import environment
     from gridctl.infra.aws import Account
@@ -415,7 +417,7 @@ def down(
     *,
     force: bool,
     step: Callable[[str], None],
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Delete every run, then the environment; for one destroyed elsewhere, forget it here.
 

@@ -13,40 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gridctl.cli import checks
+from gridctl.cli.checks import Check, shown
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.machines import check_disk_size, parse_memory, resolve_instance_type
-from gridctl.cli.names import validate_run_name
+from gridctl.cli.options import RUN_OPTIONS
 
-STRATEGIES = ("grid_search", "random_search", "none")
-VENDORS = ("aws", "local")
-
-_TOP_KEYS = ("name", "description", "compute", "hyper_params")
-_COMPUTE_KEYS = ("provider", "train")
-_PROVIDER_KEYS = ("vendor", "region", "credentials", "cluster")
-_TRAIN_KEYS = (
-    "cpus",
-    "gpus",
-    "instance",
-    "memory",
-    "use_spot",
-    "auto_resume",
-    "nodes",
-    "datastore_name",
-    "datastore_version",
-    "datastore_mount_dir",
-    "scratch",
-    "environment",
-    "framework",
-    "disk_size",
-    "actions",
-    "scale_down_seconds",
-    "distributed",
-    "dockerfile",
-    "dependency_file_info",
+NOT_OPTIONS = (
+    "compute.provider.region",
+    "compute.train.nodes",
+    "compute.train.environment",
+    "compute.train.scratch[0].name",
+    "hyper_params.params",
 )
-_SCRATCH_KEYS = ("size_gb", "mount_path", "name")
-_HYPER_KEYS = ("settings", "params")
-_SETTINGS_KEYS = ("strategy", "trials", "seed")
+"""Keys that set no `run` option (the options' keys come from ``RUN_OPTIONS``)."""
 
 # Grid keys gridctl recognises but cannot honour yet; a value that asks for nothing
 # (null, false, 0, empty) is accepted so Grid's own example files still load.
@@ -61,34 +40,33 @@ _UNSUPPORTED = {
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FLAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_SCRATCH = "compute.train.scratch"
+
+
+def _sections() -> dict[str, tuple[str, ...]]:
+    """Each section of the file (``""`` the top, ``compute.train``) and the keys it may hold."""
+    sections: dict[str, dict[str, None]] = {}
+    configured = [o.config for o in RUN_OPTIONS if o.config is not None]
+    for path in (*configured, *NOT_OPTIONS, *_UNSUPPORTED):
+        parts = path.split(".")
+        for depth in range(len(parts)):
+            section = ".".join(parts[:depth])
+            sections.setdefault(section, {})[parts[depth].removesuffix("[0]")] = None
+    return {section: tuple(keys) for section, keys in sections.items()}
+
+
+_SECTIONS = _sections()
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What a config file asks of `gridctl run`; None where the file is silent."""
+    """What a config file asks of `gridctl run`; ``values`` maps an option's name to the
+    file's value, for the options the file sets."""
 
-    name: str | None = None
-    description: str | None = None
-    cloud: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
     region: str | None = None
-    credential: str | None = None
-    cpus: float | None = None
-    gpus: int | None = None
-    instance_type: str | None = None
-    memory: str | None = None
-    use_spot: bool | None = None
-    auto_resume: bool | None = None
-    datastore_name: str | None = None
-    datastore_version: int | None = None
-    datastore_mount_dir: str | None = None
-    scratch_size: int | None = None
-    scratch_mount_path: str | None = None
-    disk_size: int | None = None
-    framework: str | None = None
-    strategy: str | None = None
-    trials: int | None = None
-    seed: int | None = None
-    environment: dict[str, str] = field(default_factory=dict)
+    script_env: dict[str, str] = field(default_factory=dict)
+    """The script's environment variables (``compute.train.environment``)."""
     params: tuple[tuple[str, str], ...] = ()
 
 
@@ -136,11 +114,6 @@ def _read_yaml(path: Path) -> Any:
         raise GridctlError(f"{src}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 class _Reader:
     """Checks a parsed file against Grid's layout; `src` prefixes every error."""
 
@@ -150,61 +123,64 @@ class _Reader:
     def fail(self, key: str, problem: str) -> NoReturn:
         raise GridctlError(f"{self.src}: {key} {problem}")
 
+    def check(self, check: Check | None, key: str, value: Any) -> Any:
+        """``value`` as ``check`` makes it; None stays None (the file is silent)."""
+        if value is None:
+            return None
+        assert check is not None, f"{key} sets an option but names no check"
+        try:
+            return check(key, value)
+        except GridctlError as exc:
+            raise GridctlError(f"{self.src}: {exc.message}") from None
+
     def run_config(self, data: Any) -> RunConfig:
         if data is None:
             raise GridctlError(f"{self.src}: the file is empty")
         if not isinstance(data, dict):
             raise GridctlError(
                 f"{self.src}: expected a mapping with compute and hyper_params sections, "
-                f"found {_shown(data)}"
+                f"found {shown(data)}"
             )
-        top = self.mapping("", data, _TOP_KEYS)
-        compute = self.mapping("compute", top.get("compute"), _COMPUTE_KEYS)
-        provider = self.mapping("compute.provider", compute.get("provider"), _PROVIDER_KEYS)
-        train = self.mapping("compute.train", compute.get("train"), _TRAIN_KEYS)
-        hyper = self.mapping("hyper_params", top.get("hyper_params"), _HYPER_KEYS)
-        settings = self.mapping("hyper_params.settings", hyper.get("settings"), _SETTINGS_KEYS)
-        self.refuse_unsupported("compute.provider", provider)
-        self.refuse_unsupported("compute.train", train)
-        self.nodes(train.get("nodes"))
-        scratch_size, scratch_mount_path = self.scratch(train.get("scratch"))
+        found: dict[str, Any] = {}
+        self.section("", data, found)
+        for key, reason in _UNSUPPORTED.items():
+            if found.get(key) not in (None, False, [], {}):
+                self.fail(key, f"is not supported yet ({reason}); remove it")
+        self.nodes(found.get("compute.train.nodes"))
+        if f"{_SCRATCH}[0]" in found and found.get(f"{_SCRATCH}[0].size_gb") is None:
+            self.fail(f"{_SCRATCH}[0].size_gb", "is required")
+        values = {
+            entry.name: self.check(entry.check, entry.config, found[entry.config])
+            for entry in RUN_OPTIONS
+            if entry.config is not None and found.get(entry.config) is not None
+        }
+        self.check(checks.text, f"{_SCRATCH}[0].name", found.get(f"{_SCRATCH}[0].name"))
         return RunConfig(
-            name=self.run_name(top.get("name")),
-            description=self.string("description", top.get("description")),
-            cloud=self.choice("compute.provider.vendor", provider.get("vendor"), VENDORS),
-            region=self.string("compute.provider.region", provider.get("region")),
-            credential=self.string("compute.provider.credentials", provider.get("credentials")),
-            cpus=self.positive_number("compute.train.cpus", train.get("cpus")),
-            gpus=self.integer("compute.train.gpus", train.get("gpus"), minimum=0),
-            instance_type=self.instance(train.get("instance")),
-            memory=self.memory(train.get("memory")),
-            use_spot=self.boolean("compute.train.use_spot", train.get("use_spot")),
-            auto_resume=self.boolean("compute.train.auto_resume", train.get("auto_resume")),
-            datastore_name=self.string("compute.train.datastore_name", train.get("datastore_name")),
-            datastore_version=self.integer(
-                "compute.train.datastore_version", train.get("datastore_version"), minimum=1
+            values=values,
+            region=self.check(
+                checks.text, "compute.provider.region", found.get("compute.provider.region")
             ),
-            datastore_mount_dir=self.absolute_path(
-                "compute.train.datastore_mount_dir", train.get("datastore_mount_dir")
-            ),
-            scratch_size=scratch_size,
-            scratch_mount_path=scratch_mount_path,
-            disk_size=self.disk_size(train.get("disk_size")),
-            framework=self.string("compute.train.framework", train.get("framework")),
-            strategy=self.choice(
-                "hyper_params.settings.strategy", settings.get("strategy"), STRATEGIES
-            ),
-            trials=self.integer("hyper_params.settings.trials", settings.get("trials"), minimum=1),
-            seed=self.integer("hyper_params.settings.seed", settings.get("seed"), minimum=0),
-            environment=self.environment(train.get("environment")),
-            params=self.params(hyper.get("params")),
+            script_env=self.script_env(found.get("compute.train.environment")),
+            params=self.params(found.get("hyper_params.params")),
         )
+
+    def section(self, key: str, value: Any, found: dict[str, Any]) -> None:
+        """Every key of the section at ``key``, its subsections' keys too, into ``found``."""
+        for name, item in self.mapping(key, value, _SECTIONS[key]).items():
+            path = f"{key}.{name}" if key else str(name)
+            found[path] = item
+            if path in _SECTIONS:
+                self.section(path, item, found)
+            elif f"{path}[0]" in _SECTIONS:
+                for entry in self.single(path, item):
+                    found[f"{path}[0]"] = entry
+                    self.section(f"{path}[0]", entry, found)
 
     def mapping(self, key: str, value: Any, allowed: Sequence[str]) -> dict[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping, not {_shown(value)}")
+            self.fail(key, f"must be a mapping, not {shown(value)}")
         for name in value:
             if name not in allowed:
                 close = difflib.get_close_matches(str(name), allowed, n=1)
@@ -213,124 +189,40 @@ class _Reader:
                 raise GridctlError(f"{self.src}: unknown key {path}{hint}")
         return value
 
-    def refuse_unsupported(self, section: str, values: dict[str, Any]) -> None:
-        for name, value in values.items():
-            key = f"{section}.{name}"
-            if key in _UNSUPPORTED and value not in (None, False, [], {}):
-                self.fail(key, f"is not supported yet ({_UNSUPPORTED[key]}); remove it")
+    def single(self, key: str, value: Any) -> list[Any]:
+        """A list that Grid allows several entries in (scratch spaces), held to one."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list with one entry, not {shown(value)}")
+        if len(value) > 1:
+            self.fail(key, f"has {len(value)} entries; gridctl supports one scratch space")
+        return value
 
     def nodes(self, value: Any) -> None:
-        nodes = self.integer("compute.train.nodes", value, minimum=0)
-        if nodes is not None and nodes > 1:
+        if value is None:
+            return
+        nodes = self.check(checks.whole_number(0), "compute.train.nodes", value)
+        if nodes > 1:
             self.fail(
                 "compute.train.nodes",
                 f"{nodes} is not supported yet (each experiment runs on one node); "
                 "remove it or set it to 1",
             )
 
-    def string(self, key: str, value: Any) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"must be a non-empty string, not {_shown(value)}")
-        return value
-
-    def boolean(self, key: str, value: Any) -> bool | None:
-        if value is not None and not isinstance(value, bool):
-            self.fail(key, f"must be true or false, not {_shown(value)}")
-        return value
-
-    def integer(self, key: str, value: Any, *, minimum: int) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            kind = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
-            self.fail(key, f"must be {kind}, not {_shown(value)}")
-        return value
-
-    def positive_number(self, key: str, value: Any) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            self.fail(key, f"must be a positive number, not {_shown(value)}")
-        return value
-
-    def choice(self, key: str, value: Any, choices: Sequence[str]) -> str | None:
-        if value is not None and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)}, not {_shown(value)}")
-        return value
-
-    def absolute_path(self, key: str, value: Any) -> str | None:
-        text = self.string(key, value)
-        if text is not None and not text.startswith("/"):
-            self.fail(key, f"must be an absolute path, not {_shown(text)}")
-        return text
-
-    def run_name(self, value: Any) -> str | None:
-        text = self.string("name", value)
-        if text is None:
-            return None
-        try:
-            return validate_run_name(text)
-        except GridctlError as exc:
-            self.fail("name:", exc.message)
-
-    def instance(self, value: Any) -> str | None:
-        text = self.string("compute.train.instance", value)
-        if text is None:
-            return None
-        try:
-            return resolve_instance_type(text).name
-        except GridctlError as exc:
-            self.fail("compute.train.instance:", exc.message)
-
-    def memory(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.fail("compute.train.memory", f"must be a size such as 10G, not {_shown(value)}")
-        text = str(value)
-        parse_memory(text, label=f"{self.src}: compute.train.memory")
-        return text
-
-    def disk_size(self, value: Any) -> int | None:
-        if value is None:
-            return None
-        try:
-            return check_disk_size(value, label="compute.train.disk_size")
-        except GridctlError as exc:
-            raise GridctlError(f"{self.src}: {exc.message}") from None
-
-    def scratch(self, value: Any) -> tuple[int | None, str | None]:
-        key = "compute.train.scratch"
-        if value is None or value == []:
-            return None, None
-        if not isinstance(value, list):
-            self.fail(key, f"must be a list with one entry, not {_shown(value)}")
-        if len(value) > 1:
-            self.fail(key, f"has {len(value)} entries; gridctl supports one scratch space")
-        entry = self.mapping(f"{key}[0]", value[0], _SCRATCH_KEYS)
-        if entry.get("size_gb") is None:
-            self.fail(f"{key}[0].size_gb", "is required")
-        self.string(f"{key}[0].name", entry.get("name"))
-        return (
-            self.integer(f"{key}[0].size_gb", entry["size_gb"], minimum=1),
-            self.absolute_path(f"{key}[0].mount_path", entry.get("mount_path")),
-        )
-
-    def environment(self, value: Any) -> dict[str, str]:
+    def script_env(self, value: Any) -> dict[str, str]:
         key = "compute.train.environment"
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping of NAME: value, not {_shown(value)}")
+            self.fail(key, f"must be a mapping of NAME: value, not {shown(value)}")
         env = {}
         for name, item in value.items():
             if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
-                self.fail(key, f"has {_shown(name)}, which is not a valid variable name")
+                self.fail(key, f"has {shown(name)}, which is not a valid variable name")
             if isinstance(item, list | dict) or item is None:
                 self.fail(
-                    f"{key}.{name}", f"must be a string, number or boolean, not {_shown(item)}"
+                    f"{key}.{name}", f"must be a string, number or boolean, not {shown(item)}"
                 )
             env[name] = str(item)
         return env
@@ -340,12 +232,12 @@ class _Reader:
         if value is None:
             return ()
         if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping of flag: value, not {_shown(value)}")
+            self.fail(key, f"must be a mapping of flag: value, not {shown(value)}")
         params: dict[str, str] = {}
         for name, item in value.items():
             flag = name.lstrip("-") if isinstance(name, str) else ""
             if not _FLAG_RE.fullmatch(flag):
-                self.fail(key, f"has {_shown(name)}, which is not a valid flag name")
+                self.fail(key, f"has {shown(name)}, which is not a valid flag name")
             if flag in params:
                 self.fail(key, f"sets the flag {flag} twice")
             params[flag] = self.param_value(f"{key}.{name}", item)
@@ -364,7 +256,7 @@ class _Reader:
         if not isinstance(value, str | int | float | bool):
             self.fail(
                 key,
-                f"must be a string, number, boolean or list of those, not {_shown(value)} "
+                f"must be a string, number, boolean or list of those, not {shown(value)} "
                 "(quote it to pass it as text)",
             )
         return str(value)

@@ -1,4 +1,4 @@
-"""The ``gridctl`` command: parses, calls one function in ``commands``, renders the result.
+"""The ``gridctl`` command: parses, calls one function in ``commands``, shows the result.
 
 Errors are caught once, in ``main``: a GridctlError or a usage error prints one line and
 exits 2 (1 when the work itself failed); nothing else reaches the user as a traceback.
@@ -6,12 +6,15 @@ exits 2 (1 when the work itself failed); nothing else reaches the user as a trac
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-import re
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -92,113 +95,61 @@ Exit codes: 0 ok, 1 an experiment did not succeed (--wait/--follow), 2 bad input
 """
 
 
+def _with_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with one option per entry of ``RUN_OPTIONS`` in place of its ``flags``
+    parameter (Typer reads options from a real signature), which gets them as a mapping of
+    name to value, None for those not given."""
+    from gridctl.cli.options import RUN_OPTIONS
+
+    generated = [
+        inspect.Parameter(
+            entry.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=entry.type | None,
+            default=typer.Option(
+                None, *entry.flags, help=entry.help, envvar=entry.envvar, show_default=False
+            ),
+        )
+        for entry in RUN_OPTIONS
+    ]
+    signature = inspect.signature(command)
+    params = list(signature.parameters.values())
+    at = [p.name for p in params].index("flags")
+    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[at + 1 :]]
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        flags = {entry.name: kwargs.pop(entry.name) for entry in RUN_OPTIONS}
+        command(**kwargs, flags=flags)
+
+    with_options.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*params[:at], *generated, *keyword]
+    )
+    return with_options
+
+
 @app.command(
     help=RUN_HELP,
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
 )
+@_with_run_options
 def run(
     ctx: typer.Context,
     script: str = typer.Argument(..., help="the script: .py runs with python, .sh with bash"),
     script_args: list[str] | None = typer.Argument(None, help="passed to the script as is"),
-    cloud: str | None = typer.Option(None, help="local or aws (default: local until up)"),
-    name: str | None = typer.Option(None, help="run name (default: generated)"),
-    description: str | None = typer.Option(None, help="free text kept with the run"),
-    config: Path | None = typer.Option(None, help="Grid-style YAML file"),
-    cpus: float | None = typer.Option(None, help="CPUs per experiment (default 1)"),
-    gpus: int | None = typer.Option(None, help="GPUs per experiment (default 0)"),
-    memory: str | None = typer.Option(None, help="memory per experiment, unit required: 10G"),
-    instance_type: str | None = typer.Option(
-        None, "--instance_type", "--instance-type", help="AWS type or Grid nickname (8_v100_32gb)"
-    ),
-    use_spot: bool | None = typer.Option(
-        None, "--use_spot", "--use-spot", help="spot instances", show_default=False
-    ),
-    auto_resume: bool | None = typer.Option(
-        None, "--auto_resume", "--auto-resume", help="resume after a spot interruption"
-    ),
-    sync_interval: float | None = typer.Option(
-        None,
-        "--sync_interval",
-        "--sync-interval",
-        envvar="GRIDCTL_SYNC_INTERVAL",
-        help="seconds between artifact syncs while the script runs [default: 60]: at most"
-        " this much work is lost when a machine dies with no notice",
-        show_default=False,
-    ),
-    strategy: str | None = typer.Option(None, help="grid_search, random_search or none"),
-    trials: int | None = typer.Option(None, help="combinations to pick with random_search"),
-    seed: int | None = typer.Option(None, help="seed for samples and picks"),
-    ignore_warnings: bool = typer.Option(
-        False, "--ignore_warnings", "--ignore-warnings", help="skip warnings and prompts"
-    ),
-    datastore_name: str | None = typer.Option(None, "--datastore_name", "--datastore-name"),
-    datastore_version: int | None = typer.Option(
-        None, "--datastore_version", "--datastore-version"
-    ),
-    datastore_mount_dir: str | None = typer.Option(
-        None, "--datastore_mount_dir", "--datastore-mount-dir", help="default /opt/datastore"
-    ),
-    scratch_size: int | None = typer.Option(
-        None, "--scratch_size", "--scratch-size", help="scratch space in GB"
-    ),
-    scratch_mount_path: str | None = typer.Option(
-        None, "--scratch_mount_path", "--scratch-mount-path", help="default /scratch"
-    ),
-    disk_size: int | None = typer.Option(
-        None,
-        "--disk_size",
-        "--disk-size",
-        help="root disk of each AWS instance in GiB [default: 100]",
-    ),
-    framework: str | None = typer.Option(None, help="lightning, torch, tensorflow, ..."),
-    credential: str | None = typer.Option(None, help="AWS profile to use"),
-    localdir: Path | None = typer.Option(None, help="project root (default: current dir)"),
-    dashes_to_underscores: bool = typer.Option(
-        False,
-        "--dashes_to_underscores",
-        "--dashes-to-underscores",
-        help="rewrite --a-b script flags to --a_b as Grid did",
-    ),
+    flags: dict[str, Any] | None = None,
     dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="print, start nothing"),
     wait: bool = typer.Option(False, help="block until every experiment ends"),
     follow: bool = typer.Option(False, help="stream all logs until every experiment ends"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
-    from gridctl.cli.plan import RunOptions
+    from gridctl.cli import commands, views
+    from gridctl.cli.options import RunOptions
 
     if script.startswith("-"):
         raise _unknown_option(ctx, script)
     home = _home()
-    options = RunOptions(
-        script=script,
-        script_args=tuple(script_args or ()),
-        cloud=cloud,
-        name=name,
-        description=description,
-        config=config,
-        cpus=cpus,
-        gpus=gpus,
-        memory=memory,
-        instance_type=instance_type,
-        use_spot=use_spot,
-        auto_resume=auto_resume,
-        sync_interval=sync_interval,
-        strategy=strategy,
-        trials=trials,
-        seed=seed,
-        ignore_warnings=ignore_warnings,
-        datastore_name=datastore_name,
-        datastore_version=datastore_version,
-        datastore_mount_dir=datastore_mount_dir,
-        scratch_size=scratch_size,
-        scratch_mount_path=scratch_mount_path,
-        disk_size=disk_size,
-        framework=framework,
-        credential=credential,
-        localdir=localdir,
-        dashes_to_underscores=dashes_to_underscores,
-    )
+    options = RunOptions(script, tuple(script_args or ()), flags or {})
     plan = commands.plan(options, home, _confirm, dry_run=dry_run)
     _notices(home)
     for message in plan.warnings:
@@ -212,20 +163,20 @@ def run(
         )
     if dry_run:
         if output is Output.json:
-            render.print_json(render.plan_json(plan))
+            views.print_json(views.plan_json(plan))
         else:
-            _console().print(render.plan_table(plan))
+            _console().print(views.plan_table(plan))
         return
 
     backend = commands.backend_for(home, plan.cloud)
     bundle = commands.scan(plan.localdir, home)
-    for message in commands.bundle_warnings(bundle, ignore_warnings):
+    for message in commands.bundle_warnings(bundle, bool(options.flags["ignore_warnings"])):
         _warn(message)
     with _upload_progress(bundle) as progress, _provisioning(plan.cloud) as provisioning:
         submitted = commands.submit(plan, backend, bundle, progress, provisioning)
     if not (wait or follow):
         if output is Output.json:
-            render.print_json(render.plan_json(submitted.plan))
+            views.print_json(views.plan_json(submitted.plan))
         else:
             _console().print(
                 f"[bold]{plan.name}[/]: {len(plan.experiments)} experiment(s) submitted"
@@ -244,9 +195,9 @@ def run(
         )
         raise typer.Exit(130) from None
     if output is Output.json:
-        render.print_json(render.run_json(final, with_experiments=True))
+        views.print_json(views.run_json(final, with_experiments=True))
     else:
-        _console().print(render.run_table(final))
+        _console().print(views.run_table(final))
     if final.status != State.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
 
@@ -280,10 +231,6 @@ def _upload_progress(bundle):
     return _progress_bar("code bundle")
 
 
-TERRAFORM_PROGRESS = re.compile(r"^(\S+): (Creat|Destroy|Modif|Read)\w* complete")
-DONE = {"Creat": "created", "Destroy": "destroyed", "Modif": "modified", "Read": "read"}
-
-
 @contextmanager
 def _steps(title: str):
     """A spinner naming the current step and how many Terraform resources are done; when
@@ -301,11 +248,11 @@ def _steps(title: str):
             current[0] = name
             status.update(name)
 
-        def progress(line: str) -> None:
+        def progress(phase: str, resources: int, total: int | None) -> None:
+            # Counted over the whole command: Terraform counts per run of terraform.
             nonlocal done
-            if TERRAFORM_PROGRESS.match(line):
-                done += 1
-                status.update(f"{current[0]} ({done} resources done)")
+            done += 1
+            status.update(f"{current[0]} ({done} resources done)")
 
         yield step, progress
 
@@ -317,10 +264,8 @@ def _step_lines(title: str):
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    def progress(output: str) -> None:
-        match = TERRAFORM_PROGRESS.match(output)
-        if match:
-            line(f"  {match.group(1)} {DONE[match.group(2)]}")
+    def progress(phase: str, done: int, total: int | None) -> None:
+        line(f"  {phase}")
 
     line(title)
     return (lambda name: line(f"{title}: {name}")), progress
@@ -373,7 +318,7 @@ def status(
     watch: bool = typer.Option(False, help="refresh until the run(s) end; Ctrl-C to leave"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
     from gridctl.cli.backends.base import ExperimentStatus
 
     home = _home()
@@ -386,17 +331,17 @@ def status(
 
     def table(result):
         if isinstance(result, ExperimentStatus):
-            return render.experiment_table(result)
-        return render.run_table(result) if name else render.runs_table(result)
+            return views.experiment_table(result)
+        return views.run_table(result) if name else views.runs_table(result)
 
     result = snapshot()
     if output is Output.json:
         if isinstance(result, ExperimentStatus):
-            render.print_json({"run": result.run, **render.experiment_json(result)})
+            views.print_json({"run": result.run, **views.experiment_json(result)})
         elif name:
-            render.print_json(render.run_json(result, with_experiments=True))
+            views.print_json(views.run_json(result, with_experiments=True))
         else:
-            render.print_json([render.run_json(r, with_experiments=False) for r in result])
+            views.print_json([views.run_json(r, with_experiments=False) for r in result])
         return
     if not watch:
         _console().print(table(result))
@@ -444,13 +389,13 @@ def artifacts(
     match: str | None = typer.Option(None, help="only paths matching this regex"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     copied = commands.artifacts(home, names, dest, match)
     if output is Output.json:
-        render.print_json({"dest": str(dest), "files": [str(p) for p in copied]})
+        views.print_json({"dest": str(dest), "files": [str(p) for p in copied]})
     else:
         _console().print(f"{len(copied)} file(s) downloaded to {dest}/")
 
@@ -463,13 +408,13 @@ def stop(
     names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     stopped = commands.stop(home, names)
     if output is Output.json:
-        render.print_json([render.experiment_json(e) for e in stopped])
+        views.print_json([views.experiment_json(e) for e in stopped])
     else:
         for e in stopped:
             _console().print(f"{e.name}: {e.status}")
@@ -491,13 +436,13 @@ def interrupt(
     ),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     interrupted = commands.interrupt(home, names, window)
     if output is Output.json:
-        render.print_json([render.experiment_json(e) for e in interrupted])
+        views.print_json([views.experiment_json(e) for e in interrupted])
     else:
         for e in interrupted:
             _console().print(f"{e.name}: interruption sent ({window:g} s to save)")
@@ -508,13 +453,13 @@ def delete(
     names: list[str] = typer.Argument(..., metavar="RUN_OR_EXPERIMENT"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
     deleted = commands.delete(home, names)
     if output is Output.json:
-        render.print_json({"deleted": deleted})
+        views.print_json({"deleted": deleted})
     else:
         _console().print(f"deleted {len(deleted)} experiment(s)")
 
@@ -529,7 +474,7 @@ def bundle(
     output: Output = OUTPUT,
 ) -> None:
     from gridctl.agent.units import format_bytes
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     result = commands.scan(localdir, _home())
     for message in result.warnings:
@@ -537,12 +482,12 @@ def bundle(
     paths = [e.path for e in result.entries]
     if list_:
         if output is Output.json:
-            render.print_json(paths)
+            views.print_json(paths)
         else:
             sys.stdout.write("".join(p + "\n" for p in paths))
         return
     if output is Output.json:
-        render.print_json(
+        views.print_json(
             {
                 "files": len(paths),
                 "bytes": result.total_bytes,
@@ -598,17 +543,17 @@ def down(
     force: bool = typer.Option(False, help="stop and delete active runs first"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask: for scripts"),
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     doomed = commands.teardown(home, name=name, force=force)
     if not doomed.destroyed:
         if not (yes or sys.stdin.isatty()):
             raise GridctlError(
-                f"gridctl down would delete {render.teardown_summary(doomed)}; pass --yes to"
+                f"gridctl down would delete {views.teardown_summary(doomed)}; pass --yes to"
                 " confirm (there is no terminal to ask on)"
             )
-        sys.stdout.write(render.teardown_listing(doomed) + "\n")
+        sys.stdout.write(views.teardown_listing(doomed) + "\n")
         if not yes and not typer.confirm(
             f"Destroy environment {doomed.environment} and all of the above?", default=False
         ):
@@ -648,7 +593,7 @@ def datastore_create(
 ) -> None:
     from contextlib import nullcontext
 
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     bar = _progress_bar(f"datastore {name}") if sys.stderr.isatty() else nullcontext(None)
@@ -658,9 +603,9 @@ def datastore_create(
     for path in result.skipped:
         _warn(f"skipped {path}: not a regular file")
     if output is Output.json:
-        render.print_json(render.datastore_created_json(result))
+        views.print_json(views.datastore_created_json(result))
     else:
-        _console().print(render.datastore_created(result))
+        _console().print(views.datastore_created(result))
 
 
 @datastore_app.command(
@@ -669,15 +614,15 @@ def datastore_create(
     " status, created_at}]}].",
 )
 def datastore_list(cloud: str | None = CLOUD, output: Output = OUTPUT) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     found = commands.datastore_list(home, cloud)
     _notices(home)
     if output is Output.json:
-        render.print_json(render.datastores_json(found))
+        views.print_json(views.datastores_json(found))
     else:
-        _console().print(render.datastores_table(found))
+        _console().print(views.datastores_table(found))
 
 
 @datastore_app.command(
@@ -692,13 +637,13 @@ def datastore_delete(
     cloud: str | None = CLOUD,
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.cli import commands, render
+    from gridctl.cli import commands, views
 
     home = _home()
     deleted = commands.datastore_delete(home, name, version, force=force, cloud=cloud)
     _notices(home)
     if output is Output.json:
-        render.print_json({"name": name, "deleted_versions": deleted})
+        views.print_json({"name": name, "deleted_versions": deleted})
     else:
         _console().print(f"deleted {name} version(s) {', '.join(map(str, deleted))}")
 
@@ -714,7 +659,7 @@ def _progress_bar(what: str):
         with Progress(console=_console(stderr=True), transient=True) as progress:
             tasks: dict[str, int] = {}
 
-            def update(phase: str, done: int, total: int) -> None:
+            def update(phase: str, done: int, total: int | None) -> None:
                 if phase not in tasks:
                     tasks[phase] = progress.add_task(f"{phase} {what}", total=total)
                 progress.update(tasks[phase], completed=done)

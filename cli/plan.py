@@ -1,7 +1,7 @@
 """From `gridctl run` options to a validated plan: the experiments, their argv and resources.
 
-Settings take this precedence: command-line flag > ``--config`` file > default. Planning
-starts nothing and touches no backend beyond asking whether a run name is taken.
+Settings take this precedence (``options.settle``): command-line flag > ``--config`` file >
+default. Planning starts nothing and touches no backend beyond asking whether a run name is taken.
 """
 
 from __future__ import annotations
@@ -26,45 +26,18 @@ from gridctl.cli.machines import (
     resolve_instance_type,
 )
 from gridctl.cli.names import experiment_name, generate_run_name, validate_run_name
+from gridctl.cli.options import (
+    CLOUDS,
+    DEFAULT_DATASTORE_MOUNT_DIR,
+    DEFAULT_SCRATCH_MOUNT_PATH,
+    RUN_OPTIONS,
+    RunOptions,
+    RunSettings,
+    settle,
+)
 
-CLOUDS = ("local", "aws")
 FRAMEWORKS = ("lightning", "torch", "tensorflow", "keras", "jax", "julia", "torchelastic")
-DEFAULT_DATASTORE_MOUNT_DIR = "/opt/datastore"
-DEFAULT_SCRATCH_MOUNT_PATH = "/scratch"
 DEFAULT_INSTANCE_TYPE = "t2.medium"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """`gridctl run` as the user typed it; None means "not given"."""
-
-    script: str
-    script_args: tuple[str, ...] = ()
-    cloud: str | None = None
-    name: str | None = None
-    description: str | None = None
-    config: Path | None = None
-    cpus: float | None = None
-    gpus: int | None = None
-    memory: str | None = None
-    instance_type: str | None = None
-    use_spot: bool | None = None
-    auto_resume: bool | None = None
-    sync_interval: float | None = None
-    strategy: str | None = None
-    trials: int | None = None
-    seed: int | None = None
-    ignore_warnings: bool = False
-    datastore_name: str | None = None
-    datastore_version: int | None = None
-    datastore_mount_dir: str | None = None
-    scratch_size: int | None = None
-    scratch_mount_path: str | None = None
-    disk_size: int | None = None
-    framework: str | None = None
-    credential: str | None = None
-    localdir: Path | None = None
-    dashes_to_underscores: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,12 +81,13 @@ class RunPlan:
     scratch_mount_path: str = DEFAULT_SCRATCH_MOUNT_PATH
     disk_size: int | None = None
     """GiB of each instance's root disk; None on a local run."""
-    environment: dict[str, str] = field(default_factory=dict)
+    script_env: dict[str, str] = field(default_factory=dict)
+    """Environment variables for the script (``compute.train.environment``)."""
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
     def spec(self, e: PlannedExperiment, bundle_key: str, env: dict[str, str]) -> ExperimentSpec:
-        """What the agent gets for one experiment; ``env`` is the script's environment."""
+        """What the agent gets for one experiment; ``env`` is the script's environment variables."""
         datastore = None
         if self.datastore_name is not None:
             assert self.datastore_version is not None, "resolved by the backend first"
@@ -138,14 +112,6 @@ class RunPlan:
             datastore=datastore,
             scratch=scratch,
         )
-
-
-def _pick(flag, configured, default=None):
-    if flag is not None:
-        return flag
-    if configured is not None:
-        return configured
-    return default
 
 
 def _script_path(script: str, root: Path) -> Path:
@@ -205,28 +171,16 @@ def _validate_name(name: str | None, run_exists: Callable[[str], bool]) -> str:
     return name
 
 
-def _ignored_locally(
-    cloud: str,
-    *,
-    instance_name: str | None,
-    use_spot: bool,
-    credential: str | None,
-    disk_size: int | None,
-) -> tuple[str, ...]:
-    """A warning naming the options that choose AWS machines or credentials when the run is
-    local; --instance_type is still checked against the request, so the command also works
-    on AWS."""
+def _ignored_locally(cloud: str, settings: RunSettings) -> tuple[str, ...]:
+    """A warning naming the options given that the run's backend does not use (those that
+    choose AWS machines or credentials, on a local run); --instance_type is still checked
+    against the request, so the command also works on AWS."""
     given = [
-        flag
-        for flag, value in (
-            ("--instance_type", instance_name is not None),
-            ("--use_spot", use_spot),
-            ("--credential", credential is not None),
-            ("--disk_size", disk_size is not None),
-        )
-        if value
+        entry.flags[0]
+        for entry in RUN_OPTIONS
+        if cloud not in entry.backends and getattr(settings, entry.name) != entry.default
     ]
-    if cloud != "local" or not given:
+    if not given:
         return ()
     verb, pronoun = ("applies", "it") if len(given) == 1 else ("apply", "them")
     return (f"{', '.join(given)} only {verb} to AWS runs; local runs ignore {pronoun}",)
@@ -244,59 +198,42 @@ def plan_run(
     ``confirm(count)`` is asked when the sweep is large (above ``sweep.CONFIRM_ABOVE``)
     and ``--ignore_warnings`` was not given; it returns False to refuse.
     """
-    cfg = load_config(options.config) if options.config else RunConfig()
-    cloud = _pick(options.cloud, cfg.cloud, default_cloud)
+    config_path = options.flags.get("config")
+    cfg = load_config(config_path) if config_path else RunConfig()
+    s = settle(options.flags, cfg.values)
+    cloud = s.cloud or default_cloud
     if cloud not in CLOUDS:
         raise GridctlError(f"--cloud must be one of {', '.join(CLOUDS)}, got {cloud!r}")
-    framework = _pick(options.framework, cfg.framework)
-    if framework is not None and framework not in FRAMEWORKS:
+    if s.framework is not None and s.framework not in FRAMEWORKS:
         raise GridctlError(f"--framework must be one of {', '.join(FRAMEWORKS)}")
 
-    cpus = _positive("--cpus", _pick(options.cpus, cfg.cpus))
-    gpus = _pick(options.gpus, cfg.gpus, 0)
-    if gpus < 0:
-        raise GridctlError(f"--gpus must be zero or more, got {gpus}")
-    memory_text = _pick(options.memory, cfg.memory)
-    memory = parse_memory(memory_text) if memory_text is not None else 0
-    instance_name = _pick(options.instance_type, cfg.instance_type)
+    cpus = _positive("--cpus", s.cpus)
+    if s.gpus < 0:
+        raise GridctlError(f"--gpus must be zero or more, got {s.gpus}")
+    memory = parse_memory(s.memory) if s.memory is not None else 0
     instance = None
     notes: list[str] = []
-    if instance_name is not None:
-        instance = resolve_instance_type(instance_name)
-        check_fits(instance, cpus=cpus, gpus=gpus, memory_bytes=memory or None)
+    if s.instance_type is not None:
+        instance = resolve_instance_type(s.instance_type)
+        check_fits(instance, cpus=cpus, gpus=s.gpus, memory_bytes=memory or None)
     elif cloud == "aws":
         default = resolve_instance_type(DEFAULT_INSTANCE_TYPE)
-        instance = pick_instance_type(default, cpus=cpus, gpus=gpus, memory_bytes=memory or None)
+        instance = pick_instance_type(default, cpus=cpus, gpus=s.gpus, memory_bytes=memory or None)
         if instance != default:
             notes.append(
                 f"no --instance_type given; using {instance.name} ({instance.summary}), the"
                 " smallest type that fits one experiment"
             )
-    resources = Resources(cpus=cpus or 1.0, gpus=gpus, memory=memory, pin_cpus=cpus is not None)
-    scratch_size = _positive("--scratch_size", _pick(options.scratch_size, cfg.scratch_size), int)
-    datastore_version = _positive(
-        "--datastore_version", _pick(options.datastore_version, cfg.datastore_version), int
-    )
-    datastore_name = _pick(options.datastore_name, cfg.datastore_name)
-    datastore_mount_dir = _pick(
-        options.datastore_mount_dir, cfg.datastore_mount_dir, DEFAULT_DATASTORE_MOUNT_DIR
-    )
-    scratch_mount_path = _pick(
-        options.scratch_mount_path, cfg.scratch_mount_path, DEFAULT_SCRATCH_MOUNT_PATH
-    )
-    disk_size = _pick(options.disk_size, cfg.disk_size)
-    if disk_size is not None:
-        check_disk_size(disk_size)
-    if datastore_version is not None and datastore_name is None:
+    resources = Resources(cpus=cpus or 1.0, gpus=s.gpus, memory=memory, pin_cpus=cpus is not None)
+    scratch_size = _positive("--scratch_size", s.scratch_size, int)
+    datastore_version = _positive("--datastore_version", s.datastore_version, int)
+    if s.disk_size is not None:
+        check_disk_size(s.disk_size)
+    if datastore_version is not None and s.datastore_name is None:
         raise GridctlError("--datastore_version needs --datastore_name")
 
-    strategy = _pick(options.strategy, cfg.strategy, "grid_search")
-    trials = _pick(options.trials, cfg.trials)
-    seed = _pick(options.seed, cfg.seed)
-    if seed is None:
-        seed = secrets.randbits(31)
-
-    root = (options.localdir or Path.cwd()).absolute()
+    seed = s.seed if s.seed is not None else secrets.randbits(31)
+    root = (s.localdir or Path.cwd()).absolute()
     if not root.is_dir():
         raise GridctlError(f"--localdir {root} is not a directory")
     script = _script_path(options.script, root)
@@ -305,55 +242,48 @@ def plan_run(
 
     args = merge_params(list(options.script_args), cfg.params)
     parsed = sweep.parse_args(
-        args, strategy=strategy, dashes_to_underscores=options.dashes_to_underscores
+        args, strategy=s.strategy, dashes_to_underscores=s.dashes_to_underscores
     )
-    count = sweep.experiment_count(parsed, strategy=strategy, trials=trials)
+    count = sweep.experiment_count(parsed, strategy=s.strategy, trials=s.trials)
     sweep.check_limit(count)
-    if count > sweep.CONFIRM_ABOVE and not options.ignore_warnings and not confirm(count):
+    if count > sweep.CONFIRM_ABOVE and not s.ignore_warnings and not confirm(count):
         raise GridctlError(
             f"this sweep makes {count} experiments (more than {sweep.CONFIRM_ABOVE});"
             " pass --ignore_warnings to start them"
         )
-    name = _validate_name(_pick(options.name, cfg.name), run_exists)
-    expansion = sweep.expand(parsed, strategy=strategy, trials=trials, seed=seed)
+    name = _validate_name(s.name, run_exists)
+    expansion = sweep.expand(parsed, strategy=s.strategy, trials=s.trials, seed=seed)
     experiments = tuple(
         PlannedExperiment(
             name=experiment_name(name, i), index=i, params=combo.params, argv=argv0 + combo.args
         )
         for i, combo in enumerate(expansion.combinations)
     )
-    use_spot = bool(_pick(options.use_spot, cfg.use_spot, False))
-    credential = _pick(options.credential, cfg.credential)
-    ignored = _ignored_locally(
-        cloud,
-        instance_name=instance_name,
-        use_spot=use_spot,
-        credential=credential,
-        disk_size=disk_size,
-    )
     return RunPlan(
         name=name,
         cloud=cloud,
-        description=_pick(options.description, cfg.description),
+        description=s.description,
         localdir=root,
         script=script_rel,
-        strategy=strategy,
+        strategy=s.strategy,
         seed=seed,
         resources=resources,
         experiments=experiments,
         instance_type=instance,
-        use_spot=use_spot,
-        auto_resume=bool(_pick(options.auto_resume, cfg.auto_resume, False)),
-        sync_interval=_positive("--sync_interval", options.sync_interval),
-        credential=credential,
-        framework=framework,
-        datastore_name=datastore_name,
+        use_spot=s.use_spot,
+        auto_resume=s.auto_resume,
+        sync_interval=_positive("--sync_interval", s.sync_interval),
+        credential=s.credential,
+        framework=s.framework,
+        datastore_name=s.datastore_name,
         datastore_version=datastore_version,
-        datastore_mount_dir=_absolute("--datastore_mount_dir", datastore_mount_dir),
+        datastore_mount_dir=_absolute("--datastore_mount_dir", s.datastore_mount_dir),
         scratch_size=scratch_size,
-        scratch_mount_path=_absolute("--scratch_mount_path", scratch_mount_path),
-        disk_size=_pick(disk_size, DEFAULT_DISK_SIZE) if cloud == "aws" else None,
-        environment=dict(cfg.environment),
-        warnings=ignored + expansion.warnings,
+        scratch_mount_path=_absolute("--scratch_mount_path", s.scratch_mount_path),
+        disk_size=(DEFAULT_DISK_SIZE if s.disk_size is None else s.disk_size)
+        if cloud == "aws"
+        else None,
+        script_env=dict(cfg.script_env),
+        warnings=_ignored_locally(cloud, s) + expansion.warnings,
         notes=tuple(notes),
     )

@@ -3,8 +3,8 @@
 python-terraform renders the command lines. Its ``cmd()`` takes the environment from
 ``os.environ`` alone and cannot stream output (0.10.1 leaks ``-synchronous`` into argv
 when asked not to wait), so the process itself is run here, with the per-call
-environment (``TF_DATA_DIR``, ``TF_WORKSPACE``, the account) and a line callback that
-the CLI turns into a progress display.
+environment (``TF_DATA_DIR``, ``TF_WORKSPACE``, the account), and each resource it finishes
+reported as progress.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridctl.agent.progress import Progress
 from gridctl.infra.errors import InfraError
 
 # The S3 backend's use_lockfile, which locks run and environment state, came in 1.10.
@@ -33,7 +34,8 @@ _DETAIL = re.compile(r"^(?:│\s*)(\S.*)$")
 
 LOCK_TIMEOUT = "120s"
 
-Progress = Callable[[str], None]
+_FINISHED = re.compile(r"^(\S+): (Creat|Destroy|Modif|Read)\w* complete")
+_DONE = {"Creat": "created", "Destroy": "destroyed", "Modif": "modified", "Read": "read"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def run(
         env["TF_WORKSPACE"] = workdir.workspace
     workdir.log_path.parent.mkdir(parents=True, exist_ok=True)
     captured: list[str] = []
+    finished = 0
     with workdir.log_path.open("a") as log:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
@@ -133,8 +136,10 @@ def run(
             for line in proc.stdout:
                 log.write(line)
                 captured.append(line)
-                if progress is not None:
-                    progress(line.rstrip("\n"))
+                match = _FINISHED.match(line)
+                if match and progress is not None:
+                    finished += 1
+                    progress(f"{match.group(1)} {_DONE[match.group(2)]}", finished, None)
             code = proc.wait()
         except KeyboardInterrupt:
             # Terraform got the same Ctrl-C: let it stop cleanly, so that its state is saved

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,15 @@ def pytest_configure(config: pytest.Config) -> None:
     home = tempfile.mkdtemp(prefix="gridctl-tests-home-")
     os.environ["HOME"] = home
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+    _answer_ctrl_c()
+
+
+def _answer_ctrl_c() -> None:
+    """A shell starts background jobs (``make test &``) with SIGINT ignored, and every process
+    started from one inherits that, so gridctl rightly ignores the Ctrl-C that tests send it.
+    Tests stand for a user at a terminal: Ctrl-C is answered, in this process and its children."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Gridctl:

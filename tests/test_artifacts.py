@@ -17,7 +17,7 @@ from gridctl.agent.artifacts import (
     PUT_LATENCY,
     ArtifactSync,
 )
-from gridctl.agent.store import LocalStore, Progress
+from gridctl.agent.store import LocalStore, Sent
 
 PREFIX = "runs/r/e/artifacts"
 WAIT = 30
@@ -33,9 +33,9 @@ class HookedStore(LocalStore):
         self.around = around
         self.puts: list[str] = []
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+    def put_file(self, key: str, path: Path, sent: Sent | None = None) -> None:
         self.puts.append(key)
-        self.around(key, path, lambda: LocalStore.put_file(self, key, path, progress))
+        self.around(key, path, lambda: LocalStore.put_file(self, key, path, sent))
 
 
 def write(root: Path, rel: str, data: bytes) -> Path:

@@ -12,6 +12,7 @@ import pytest
 
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import EXIT_USAGE, GridctlError
+from gridctl.cli.options import RUN_OPTIONS
 
 GRID_FILE = """\
 # Main compute configuration.
@@ -78,28 +79,30 @@ def error(path: Path) -> str:
 def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GRID_FILE))
     assert config == RunConfig(
-        name="cifar-sweep",
-        description="ResNet on CIFAR-10, Adam vs SGD",
-        cloud="aws",
+        values=dict(
+            name="cifar-sweep",
+            description="ResNet on CIFAR-10, Adam vs SGD",
+            cloud="aws",
+            credential="research",
+            cpus=3,
+            gpus=1,
+            instance_type="p3.2xlarge",
+            memory="60G",
+            use_spot=True,
+            auto_resume=True,
+            datastore_name="cifar10",
+            datastore_version=2,
+            datastore_mount_dir="/opt/datastore",
+            scratch_size=100,
+            scratch_mount_path="/scratch",
+            disk_size=200,
+            framework="lightning",
+            strategy="random_search",
+            trials=4,
+            seed=42,
+        ),
         region="eu-west-1",
-        credential="research",
-        cpus=3,
-        gpus=1,
-        instance_type="p3.2xlarge",
-        memory="60G",
-        use_spot=True,
-        auto_resume=True,
-        datastore_name="cifar10",
-        datastore_version=2,
-        datastore_mount_dir="/opt/datastore",
-        scratch_size=100,
-        scratch_mount_path="/scratch",
-        disk_size=200,
-        framework="lightning",
-        strategy="random_search",
-        trials=4,
-        seed=42,
-        environment={"WANDB_PROJECT": "cifar", "OMP_NUM_THREADS": "4"},
+        script_env={"WANDB_PROJECT": "cifar", "OMP_NUM_THREADS": "4"},
         params=(
             ("learning_rate", "uniform(0.001, 0.008, 20)"),
             ("optimizer", "['adam', 'sgd']"),
@@ -110,6 +113,12 @@ def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
             ("tag", "1e-5"),
         ),
     )
+
+
+def test_every_option_with_a_config_key_is_read_from_it(tmp_path: Path) -> None:
+    """The realistic file sets every key: each option that has one gets the file's value."""
+    configured = {entry.name for entry in RUN_OPTIONS if entry.config is not None}
+    assert set(load_config(write(tmp_path, GRID_FILE)).values) == configured
 
 
 @pytest.mark.parametrize("text", ["{}\n", "compute:\nhyper_params:\n", "compute: {train: {}}\n"])
@@ -141,12 +150,17 @@ def test_nulls_mean_absent(tmp_path: Path) -> None:
 def test_local_vendor_and_aws_instance_name(tmp_path: Path) -> None:
     text = "compute: {provider: {vendor: local}, train: {instance: g4dn.xlarge, cpus: 0.5}}\n"
     config = load_config(write(tmp_path, text))
-    assert (config.cloud, config.instance_type, config.cpus) == ("local", "g4dn.xlarge", 0.5)
+    values = config.values
+    assert (values["cloud"], values["instance_type"], values["cpus"]) == (
+        "local",
+        "g4dn.xlarge",
+        0.5,
+    )
 
 
 def test_strategy_none_and_seed_zero(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "hyper_params: {settings: {strategy: none, seed: 0}}\n"))
-    assert (config.strategy, config.seed) == ("none", 0)
+    assert (config.values["strategy"], config.values["seed"]) == ("none", 0)
 
 
 @pytest.mark.parametrize(

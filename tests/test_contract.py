@@ -35,7 +35,7 @@ KEY = re.compile(
 """A string that starts a store key, or ends one of an experiment's objects."""
 TAG = re.compile(r"gridctl:(run|experiment|bucket|environment)\b|aws:autoscaling:groupName")
 STATUS_WORD = re.compile(r"^(" + "|".join(State) + r")$")
-OUTPUT_FORMATTING = {Path("cli/render.py")}
+OUTPUT_FORMATTING = {Path("cli/views.py")}
 """Where status words are the text shown (colours), not a state."""
 SUBCOMMANDS = {(Path("agent/__main__.py"), "failed")}
 """Words that happen to be a state: ``python -m gridctl.agent failed`` is a command."""

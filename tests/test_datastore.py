@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gridctl.agent import datastore, readonly
 from gridctl.agent.datastore import DatastoreError, FileEntry, Manifest
-from gridctl.agent.store import LocalStore, Progress
+from gridctl.agent.store import LocalStore, Sent
 
 
 class Interrupted(Exception):
@@ -52,14 +52,14 @@ class TestStore(LocalStore):
     def local_path(self, key: str) -> Path | None:
         return None if self.remote else super().local_path(key)
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+    def put_file(self, key: str, path: Path, sent: Sent | None = None) -> None:
         with self._lock:
             if self.uploads_before_failing is not None:
                 if self.uploads_before_failing == 0:
                     raise Interrupted
                 self.uploads_before_failing -= 1
             self.puts.append(key)
-        super().put_file(key, path, progress)
+        super().put_file(key, path, sent)
 
     def get_file(self, key: str, dest: Path) -> None:
         with self._lock:
@@ -255,8 +255,8 @@ def test_progress_reports_hashing_then_uploading(store, source):
 
 def test_a_file_changing_during_its_upload_fails_the_create_naming_it(tmp_path, source):
     class ChangingStore(TestStore):
-        def put_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
-            super().put_file(key, path, progress)
+        def put_file(self, key: str, path: Path, sent: Sent | None = None) -> None:
+            super().put_file(key, path, sent)
             if path.name == "b.bin":
                 path.write_bytes(b"b" * 2001)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -77,3 +78,15 @@ def test_the_wheel_holds_only_gridctl_packages(built):
     } <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gridctl = gridctl.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_one_progress_callback_type():
+    """Long work reports through agent/progress.py's Progress; no module declares its own."""
+    declared = [
+        str(path.relative_to(REPO))
+        for folder in ("cli", "agent", "infra")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for line in path.read_text().splitlines()
+        if re.match(r"(Progress\s*[:=]|class Progress\b)", line)
+    ]
+    assert declared == ["agent/progress.py"]

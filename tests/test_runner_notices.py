@@ -42,11 +42,11 @@ class SlowFinalSync(LocalStore):
         self.reached = threading.Event()
         self.release = threading.Event()
 
-    def put_file(self, key, path, progress=None):
+    def put_file(self, key, path, sent=None):
         if key.endswith(self.held) and not self.release.is_set():
             self.reached.set()
             assert self.release.wait(30)
-        super().put_file(key, path, progress)
+        super().put_file(key, path, sent)
 
 
 def runner_for(tmp_path: Path, script: str, store: LocalStore | None = None):

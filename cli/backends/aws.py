@@ -30,6 +30,7 @@ from gridctl.agent.contract import (
     run_of,
     run_prefix,
 )
+from gridctl.agent.progress import Progress
 from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
 from gridctl.agent.spec import ExperimentSpec, MachineSpec
@@ -223,7 +224,9 @@ class AwsBackend:
             ),
         )
 
-    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress=None) -> None:
+    def submit(
+        self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress: Progress | None = None
+    ) -> None:
         assert plan.instance_type is not None
         wheel = build_agent_wheel()
         if not self.store.exists(wheel.key):
@@ -253,7 +256,7 @@ class AwsBackend:
             "image": dataclasses.asdict(self._image(plan.instance_type)),
         }
         for e in plan.experiments:
-            spec = plan.spec(e, bundle_key, dict(plan.environment))
+            spec = plan.spec(e, bundle_key, dict(plan.script_env))
             self.store.put_bytes(ExperimentKeys(plan.name, e.name).spec, spec.to_json().encode())
         for machine in machines:
             self.store.put_bytes(machine.key, machine.to_json().encode())
@@ -264,7 +267,7 @@ class AwsBackend:
             self._fail_run(run, exc.message, progress)
             raise InfraError(exc.message, EXIT_FAILED) from None
 
-    def _fail_run(self, run: dict, reason: str, progress) -> None:
+    def _fail_run(self, run: dict, reason: str, progress: Progress | None) -> None:
         """A failed apply leaves nothing running or billable, and says why on every experiment."""
         # Should this fail too, the run's state stays in the bucket for `gridctl delete`.
         with contextlib.suppress(InfraError):

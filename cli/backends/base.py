@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from gridctl.agent.contract import ExperimentKeys
+from gridctl.agent.progress import Progress
 from gridctl.agent.spec import DatastoreMount, ExperimentSpec
 from gridctl.agent.state import Attempt, History, State, run_state
 from gridctl.agent.store import Store
@@ -120,9 +121,9 @@ class Backend(Protocol):
         *,
         bundle_key: str,
         bundle_id: str,
-        progress: Callable[[str], None] | None = None,
+        progress: Progress | None = None,
     ) -> None:
-        """Start the plan's experiments; ``progress`` hears provisioning output, if any."""
+        """Start the plan's experiments; ``progress`` hears of each resource provisioned, if any."""
 
     def runs(self) -> list[RunStatus]: ...
 

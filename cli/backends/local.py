@@ -13,6 +13,7 @@ from gridctl.agent import datastore as datastores
 from gridctl.agent import logs as logfiles
 from gridctl.agent.contract import ExperimentKeys, run_prefix
 from gridctl.agent.daemon import Home
+from gridctl.agent.progress import Progress
 from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
 from gridctl.agent.resources import machine_capacity
 from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
@@ -85,9 +86,11 @@ class LocalBackend:
     def run_exists(self, name: str) -> bool:
         return self.registry.run_exists(name)
 
-    def submit(self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress=None) -> None:
+    def submit(
+        self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress: Progress | None = None
+    ) -> None:
         """Queue the experiments for the local scheduler (nothing to provision here)."""
-        env = {**os.environ, **plan.environment}
+        env = {**os.environ, **plan.script_env}
         argv0 = plan.experiments[0].argv[0]
         if argv0 in INTERPRETERS and resolve_interpreter(argv0, env.get("PATH")) is None:
             raise GridctlError(f"{argv0} is not on your PATH")

@@ -893,7 +893,7 @@ def test_the_store_round_trips_files_and_bytes(cloud, tmp_path):
     source = tmp_path / "model.bin"
     source.write_bytes(os.urandom(3000))
     sent: list[int] = []
-    store.put_file("runs/r/e/artifacts/model.bin", source, progress=sent.append)
+    store.put_file("runs/r/e/artifacts/model.bin", source, sent=sent.append)
     assert sum(sent) == 3000
     assert store.exists("runs/r/e/artifacts/model.bin")
     store.get_file("runs/r/e/artifacts/model.bin", tmp_path / "back" / "model.bin")

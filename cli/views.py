@@ -1,4 +1,4 @@
-"""Turns command results into rich tables for people or stable JSON for programs."""
+"""Views of command results: rich tables for people, stable JSON for programs."""
 
 from __future__ import annotations
 

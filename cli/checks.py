@@ -1,0 +1,98 @@
+"""Checks for one value of a Grid YAML file each: the value as gridctl keeps it, or a
+GridctlError that names the key (the reader adds the file name).
+
+A check takes the key and the parsed YAML value, never None (an absent key is not checked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from gridctl.cli.errors import GridctlError
+from gridctl.cli.machines import check_disk_size, parse_memory, resolve_instance_type
+from gridctl.cli.names import validate_run_name
+
+Check = Callable[[str, Any], Any]
+
+
+def shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def fail(key: str, problem: str) -> NoReturn:
+    raise GridctlError(f"{key} {problem}")
+
+
+def text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        fail(key, f"must be a non-empty string, not {shown(value)}")
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        fail(key, f"must be true or false, not {shown(value)}")
+    return value
+
+
+def whole_number(minimum: int) -> Check:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            kind = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+            fail(key, f"must be {kind}, not {shown(value)}")
+        return value
+
+    return check
+
+
+def positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        fail(key, f"must be a positive number, not {shown(value)}")
+    return value
+
+
+def choice(choices: Sequence[str]) -> Check:
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            fail(key, f"must be one of {', '.join(choices)}, not {shown(value)}")
+        return value
+
+    return check
+
+
+def absolute_path(key: str, value: Any) -> str:
+    path = text(key, value)
+    if not path.startswith("/"):
+        fail(key, f"must be an absolute path, not {shown(path)}")
+    return path
+
+
+def run_name(key: str, value: Any) -> str:
+    name = text(key, value)
+    try:
+        return validate_run_name(name)
+    except GridctlError as exc:
+        raise GridctlError(f"{key}: {exc.message}") from None
+
+
+def instance(key: str, value: Any) -> str:
+    """A Grid nickname (1_v100_16gb) becomes its AWS type name."""
+    name = text(key, value)
+    try:
+        return resolve_instance_type(name).name
+    except GridctlError as exc:
+        raise GridctlError(f"{key}: {exc.message}") from None
+
+
+def memory(key: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        fail(key, f"must be a size such as 10G, not {shown(value)}")
+    size = str(value)
+    parse_memory(size, label=key)
+    return size
+
+
+def disk_size(key: str, value: Any) -> int:
+    return check_disk_size(value, label=key)
