@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from gridctl.agent.contract import EXPERIMENT_TAG
 from gridctl.agent.runner import RunnerSettings
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     failed.add_argument("reason", help="why the node failed")
     failed.add_argument("--bucket", required=True)
     failed.add_argument("--run", required=True)
-    failed.add_argument("--machine", required=True, help="the instance's gridctl:experiment")
+    failed.add_argument("--machine", required=True, help=f"the instance's {EXPERIMENT_TAG} tag")
     failed.add_argument("--instance", required=True, help="this instance's id")
     failed.add_argument("--since", type=float, required=True, help="when the failure came")
     failed.add_argument("--log", type=Path, required=True, help="the log to quote and keep")

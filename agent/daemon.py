@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridctl.agent import datastore
+from gridctl.agent.contract import ExperimentKeys
 from gridctl.agent.registry import ExperimentRecord, Registry
 from gridctl.agent.resources import Capacity, machine_capacity
 from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.scheduler import Allocation, request_for, schedule, waiting
 from gridctl.agent.spot import REQUESTED_REASON, interruption
+from gridctl.agent.state import ORPHAN_REASON, STARTED_STATES, State
 from gridctl.agent.store import LocalStore
 
-ORPHAN_REASON = "the local agent ended unexpectedly (crash or reboot)"
 TICK = 0.2
 IDLE_EXIT = 2.0
 
@@ -61,14 +62,11 @@ class Home:
         """Datastore versions materialized on this machine (``mounts/``)."""
         return self.root / "mounts"
 
-    def log_key(self, run: str, experiment: str) -> str:
-        return f"runs/{run}/{experiment}/log"
-
     def workspace(self, run: str, experiment: str) -> Workspace:
         return Workspace(
             exec_dir=self.root / "work" / experiment,
             scratch_dir=self.root / "scratch" / experiment,
-            log_path=self.store.path(self.log_key(run, experiment)),
+            log_path=self.store.path(ExperimentKeys(run, experiment).log),
             bundle_cache=self.root / "cache" / "bundles",
             notice_file=self.root / "notices" / f"{experiment}.json",
             mount_root=Path("/"),
@@ -105,7 +103,7 @@ def mark_orphans(home: Home, registry: Registry) -> list[str]:
     """
     import psutil
 
-    orphans = registry.experiments(statuses=("starting", "running"))
+    orphans = registry.experiments(statuses=STARTED_STATES)
     for record in orphans:
         if record.pid:
             try:
@@ -119,7 +117,7 @@ def mark_orphans(home: Home, registry: Registry) -> list[str]:
         if record.spec.auto_resume:
             registry.requeue(record.name, ORPHAN_REASON)
         else:
-            registry.finish(record.name, "failed", None, ORPHAN_REASON)
+            registry.finish(record.name, State.FAILED, None, ORPHAN_REASON)
     return [r.name for r in orphans]
 
 
@@ -132,7 +130,7 @@ def reconcile(home: Home) -> None:
         registry = Registry(home.registry)
         try:
             mark_orphans(home, registry)
-            queued = bool(registry.experiments(statuses=("queued",)))
+            queued = bool(registry.experiments(statuses=(State.QUEUED,)))
         finally:
             registry.close()
         lock.release()
@@ -171,10 +169,10 @@ class _RegistryRecorder:
         finally:
             registry.close()
 
-    def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
+    def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
         registry = Registry(self.home.registry)
         try:
-            if status == "interrupted" and self.auto_resume:
+            if status == State.INTERRUPTED and self.auto_resume:
                 registry.requeue(self.name, reason)
             else:
                 registry.finish(self.name, status, exit_code, reason)
@@ -198,7 +196,7 @@ class Scheduler:
         for name in [n for n, (_, _, t) in self.active.items() if not t.is_alive()]:
             del self.active[name]
             self.interrupted.discard(name)
-        for record in self.registry.experiments(statuses=("starting", "running")):
+        for record in self.registry.experiments(statuses=STARTED_STATES):
             if record.name not in self.active:
                 continue
             runner = self.active[record.name][0]
@@ -209,7 +207,9 @@ class Scheduler:
                 runner.notice(interruption(REQUESTED_REASON, record.interrupt_window))
         # A resume is queued before its previous attempt's thread has quite finished.
         queued = [
-            r for r in self.registry.experiments(statuses=("queued",)) if r.name not in self.active
+            r
+            for r in self.registry.experiments(statuses=(State.QUEUED,))
+            if r.name not in self.active
         ]
         running = [alloc for _, alloc, _ in self.active.values()]
         records = {r.name: r for r in queued}
@@ -267,7 +267,7 @@ def serve(home: Home, settings: RunnerSettings | None = None) -> int:
                 # Release first, then look again: a CLI that queued work after our last
                 # look either sees the lock free and spawns a scheduler, or we see its work.
                 lock.release()
-                if not scheduler.registry.experiments(statuses=("queued",)):
+                if not scheduler.registry.experiments(statuses=(State.QUEUED,)):
                     return 0
                 if not lock.try_acquire():
                     return 0

@@ -1,11 +1,8 @@
 """Datastores: named, versioned, read-only data sets that experiments mount.
 
 In the store (local directory or bucket) a name holds content-addressed objects shared by
-all its versions, and one folder per version::
-
-    datastores/<name>/objects/<sha256>
-    datastores/<name>/versions/<v>/manifest.json   every file's path, size and hash
-    datastores/<name>/versions/<v>/complete.json   written last: the version is usable
+all its versions, and one folder per version with its manifest and, written last once the
+version is usable, ``complete.json`` (the keys are in ``agent/contract.py``).
 
 Uploading only the objects the store lacks is what makes a rerun after Ctrl-C resume and a
 new version send only what changed; data identical to the newest version makes no new one.
@@ -48,11 +45,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from gridctl.agent import readonly
+from gridctl.agent.contract import (
+    DATASTORES,
+    datastore_object_key,
+    datastore_objects,
+    datastore_prefix,
+    datastore_version_key,
+    datastore_versions,
+)
 from gridctl.agent.progress import Progress, counter
 from gridctl.agent.store import Sent, Store
 from gridctl.agent.units import format_bytes
 
-PREFIX = "datastores"
 MANIFEST = "manifest.json"
 COMPLETE = "complete.json"
 MANIFEST_FORMAT = 1
@@ -205,27 +209,10 @@ class CreateResult:
     """SOURCE_DIR holds exactly what ``version`` (the newest) holds: no version was made."""
 
 
-def _prefix(name: str) -> str:
-    return f"{PREFIX}/{name}"
-
-
-def _objects(name: str) -> str:
-    return f"{PREFIX}/{name}/objects"
-
-
-def _object_key(name: str, sha256: str) -> str:
-    return f"{PREFIX}/{name}/objects/{sha256}"
-
-
-def _version_key(name: str, version: int, file: str = "") -> str:
-    folder = f"{PREFIX}/{name}/versions/{version}"
-    return f"{folder}/{file}" if file else folder
-
-
 def names(store: Store) -> list[str]:
     """Every name with anything stored under it, sorted."""
     found = set()
-    for key in store.list(PREFIX):
+    for key in store.list(DATASTORES):
         parts = key.split("/")
         if len(parts) > 2 and _NAME.fullmatch(parts[1]):
             found.add(parts[1])
@@ -235,7 +222,7 @@ def names(store: Store) -> list[str]:
 def _version_files(store: Store, name: str) -> dict[int, set[str]]:
     """Version number -> the files its folder holds, for versions that have a manifest."""
     found: dict[int, set[str]] = {}
-    for key in store.list(f"{_prefix(name)}/versions"):
+    for key in store.list(datastore_versions(name)):
         parts = key.split("/")
         if len(parts) == 5 and parts[3].isdigit() and str(int(parts[3])) == parts[3]:
             found.setdefault(int(parts[3]), set()).add(parts[4])
@@ -243,7 +230,7 @@ def _version_files(store: Store, name: str) -> dict[int, set[str]]:
 
 
 def _read_complete(store: Store, name: str, version: int) -> dict:
-    raw = store.get_bytes(_version_key(name, version, COMPLETE))
+    raw = store.get_bytes(datastore_version_key(name, version, COMPLETE))
     try:
         data = json.loads(raw)
         for key, kind in (("manifest_sha256", str), ("files", int), ("bytes", int)):
@@ -257,7 +244,7 @@ def _read_complete(store: Store, name: str, version: int) -> dict:
 
 
 def _read_manifest(store: Store, name: str, version: int) -> tuple[Manifest, bytes]:
-    raw = store.get_bytes(_version_key(name, version, MANIFEST))
+    raw = store.get_bytes(datastore_version_key(name, version, MANIFEST))
     manifest = Manifest.from_json(raw)
     if (manifest.name, manifest.version) != (name, version):
         raise DatastoreError(
@@ -381,9 +368,9 @@ def create(
     version = newest + 1
     manifest = Manifest(name, version, files, time.time())
     raw = manifest.to_json().encode()
-    store.put_bytes(_version_key(name, version, MANIFEST), raw)
+    store.put_bytes(datastore_version_key(name, version, MANIFEST), raw)
 
-    stored = {key.rsplit("/", 1)[-1] for key in store.list(_objects(name))}
+    stored = {key.rsplit("/", 1)[-1] for key in store.list(datastore_objects(name))}
     scanned = {f.path: f for f in found}
     send: dict[str, FileEntry] = {}
     for entry in files:
@@ -393,11 +380,13 @@ def create(
     uploading = counter("uploading", sent_bytes, progress) if send else None
 
     def upload(entry: FileEntry) -> None:
-        _upload(store, _object_key(name, entry.sha256), source, scanned[entry.path], uploading)
+        _upload(
+            store, datastore_object_key(name, entry.sha256), source, scanned[entry.path], uploading
+        )
 
     _parallel(upload, list(send.values()), workers)
 
-    if store.get_bytes(_version_key(name, version, MANIFEST)) != raw:
+    if store.get_bytes(datastore_version_key(name, version, MANIFEST)) != raw:
         raise DatastoreError(
             f"datastore {name!r} version {version} was rewritten by another create while"
             " this one ran; rerun gridctl datastore create"
@@ -409,7 +398,7 @@ def create(
         "created_at": manifest.created_at,
         "completed_at": time.time(),
     }
-    store.put_bytes(_version_key(name, version, COMPLETE), json.dumps(summary).encode())
+    store.put_bytes(datastore_version_key(name, version, COMPLETE), json.dumps(summary).encode())
     return CreateResult(
         name=name,
         version=version,
@@ -539,9 +528,9 @@ def delete(store: Store, name: str, version: int | None = None) -> list[int]:
     name = validate_name(name)
     listing = _version_files(store, name)
     if version is None:
-        if not listing and next(iter(store.list(_prefix(name))), None) is None:
+        if not listing and next(iter(store.list(datastore_prefix(name))), None) is None:
             raise _unknown(name)
-        store.delete_prefix(_prefix(name))
+        store.delete_prefix(datastore_prefix(name))
         return list(listing)
     if not listing:
         raise _unknown(name)
@@ -549,13 +538,13 @@ def delete(store: Store, name: str, version: int | None = None) -> list[int]:
         raise _no_version(name, version, list(listing))
     remaining = [v for v in listing if v != version]
     if not remaining:
-        store.delete_prefix(_prefix(name))
+        store.delete_prefix(datastore_prefix(name))
         return [version]
     # Read what stays before deleting anything: a manifest we cannot read stops us here.
     used = {entry.sha256 for v in remaining for entry in _read_manifest(store, name, v)[0].files}
-    store.delete_prefix(_version_key(name, version, COMPLETE))  # unusable from here on
-    store.delete_prefix(_version_key(name, version))
-    unused = [k for k in store.list(_objects(name)) if k.rsplit("/", 1)[-1] not in used]
+    store.delete_prefix(datastore_version_key(name, version, COMPLETE))  # unusable from here on
+    store.delete_prefix(datastore_version_key(name, version))
+    unused = [k for k in store.list(datastore_objects(name)) if k.rsplit("/", 1)[-1] not in used]
     _parallel(store.delete_prefix, unused, DEFAULT_WORKERS)
     return [version]
 
@@ -697,7 +686,7 @@ def _fill(store: Store, manifest: Manifest, root: Path, what: str, workers: int)
     for entry in manifest.files:
         groups.setdefault(entry.sha256, []).append(entry)
     device = root.stat().st_dev
-    local = {sha: store.local_path(_object_key(manifest.name, sha)) for sha in groups}
+    local = {sha: store.local_path(datastore_object_key(manifest.name, sha)) for sha in groups}
     need = sum(
         entries[0].size for sha, entries in groups.items() if not _on_device(local[sha], device)
     )
@@ -718,7 +707,7 @@ def _fill(store: Store, manifest: Manifest, root: Path, what: str, workers: int)
             if stored is not None:
                 _link_or_copy(stored, first)
             else:
-                _download(store, _object_key(manifest.name, sha), first, entries[0], what)
+                _download(store, datastore_object_key(manifest.name, sha), first, entries[0], what)
         except FileNotFoundError:
             raise DatastoreError(
                 f"{what}: {entries[0].path}: its content is missing from the store"

@@ -15,11 +15,13 @@ import argparse
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gridctl.agent.node import Keys, NodeStatus
-from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
+from gridctl.agent import state
+from gridctl.agent.contract import ExperimentKeys, StatusRecord, machine_key
+from gridctl.agent.spec import ExperimentSpec, MachineSpec
+from gridctl.agent.state import ACTIVE_STATES, State
 
 TAIL_LINES = 5
 """Lines of the log quoted in the reason: enough for the error, short enough for a table."""
@@ -82,22 +84,27 @@ def failed_record(
     reason: str,
     since: float,
     now: float,
-) -> NodeStatus | None:
+) -> StatusRecord | None:
     """The record that ends the experiment ``failed``; None when it had ended before
-    ``since`` (when the failure came) and waits for nothing more."""
+    ``since`` (when the failure came) and waits for nothing more. An end recorded after
+    the failure came is the failing node's, and is overruled."""
     if previous is None:
-        record = NodeStatus.first(instance, now)
+        record = StatusRecord.first(instance, now)
     else:
-        record = NodeStatus.from_json(previous)
-        awaits_resume = record.status == "interrupted" and spec is not None and spec.auto_resume
+        record = StatusRecord.from_json(previous)
+        awaits_resume = record.status == State.INTERRUPTED and spec is not None and spec.auto_resume
         ended_before = record.finished_at is not None and record.finished_at < since
         if record.status not in ACTIVE_STATES and ended_before and not awaits_resume:
             return None
         if awaits_resume and ended_before:
-            record.attempts.append(Attempt(instance, now))
-            record.instance = instance
-    record.finish("failed", None, reason, now)
-    return record
+            record = replace(state.resume(record, instance, now), instance=instance)
+    if record.status == State.QUEUED:
+        record = state.fail(record, reason, now)
+    elif record.status in ACTIVE_STATES:
+        record = state.finish(record, State.FAILED, None, reason, now)
+    else:
+        record = state.overrule(record, reason, now)
+    return record.beat(now)
 
 
 def fail_machine(
@@ -111,7 +118,7 @@ def fail_machine(
     why = f"{reason}; last lines of {log.name}: {quoted}" if quoted else reason
     recorded = []
     for name in MachineSpec.from_json(data).experiments:
-        keys = Keys(run, name)
+        keys = ExperimentKeys(run, name)
         spec_data = bucket.get(keys.spec)
         spec = ExperimentSpec.from_json(spec_data.decode()) if spec_data else None
         record = failed_record(bucket.get(keys.status), spec, instance, why, since, time.time())

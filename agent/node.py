@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import queue
 import signal
@@ -20,10 +19,21 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from gridctl.agent import state
+from gridctl.agent.contract import (
+    BUCKET_TAG,
+    EXPERIMENT_TAG,
+    GROUP_TAG,
+    RUN_TAG,
+    ExperimentKeys,
+    InterruptRequest,
+    StatusRecord,
+    machine_key,
+)
 from gridctl.agent.imds import Identity, IMDSClient, IMDSError
 from gridctl.agent.logs import note, stamp
 from gridctl.agent.resources import Capacity
@@ -31,14 +41,7 @@ from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, 
 from gridctl.agent.s3store import S3Store, boto_config
 from gridctl.agent.scheduler import Allocation, Request, request_for, schedule
 from gridctl.agent.scratch import Disks, mount_instance_store, mount_volume
-from gridctl.agent.spec import (
-    ACTIVE_STATES,
-    Attempt,
-    ExperimentSpec,
-    MachineSpec,
-    Scratch,
-    machine_key,
-)
+from gridctl.agent.spec import ExperimentSpec, MachineSpec, Scratch
 from gridctl.agent.spot import (
     INTERRUPTION,
     REQUESTED_REASON,
@@ -47,14 +50,10 @@ from gridctl.agent.spot import (
     SpotWatcher,
     interruption,
 )
+from gridctl.agent.state import ACTIVE_STATES, LOST_REASON, State
 
-RUN_TAG = "gridctl:run"
-EXPERIMENT_TAG = "gridctl:experiment"
-BUCKET_TAG = "gridctl:bucket"
-GROUP_TAG = "aws:autoscaling:groupName"
 _TICK = 0.2
 TERMINATED_REASON = "instance terminated"
-LOST_REASON = "the node running it stopped reporting (instance lost or rebooted)"
 STALE_BEATS = 3
 """Heartbeats a node may miss before a replacement takes its experiment over."""
 NEEDED_TAGS = (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG)
@@ -117,82 +116,6 @@ class NodeSettings:
         return self.root / "opt" / "gridctl" / "instance-store"
 
 
-@dataclass(frozen=True)
-class Keys:
-    """One experiment's objects in the bucket (the same keys as the local store)."""
-
-    run: str
-    experiment: str
-
-    @property
-    def base(self) -> str:
-        return f"runs/{self.run}/{self.experiment}"
-
-    @property
-    def spec(self) -> str:
-        return f"{self.base}/spec.json"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status.json"
-
-    @property
-    def log(self) -> str:
-        return f"{self.base}/log"
-
-    @property
-    def control(self) -> str:
-        """Requests to the node: ``stop`` and ``interrupt``."""
-        return f"{self.base}/control"
-
-    @property
-    def stop(self) -> str:
-        return f"{self.control}/stop"
-
-    @property
-    def interrupt(self) -> str:
-        return f"{self.control}/interrupt"
-
-
-@dataclass
-class NodeStatus:
-    """``status.json``: the one record of an experiment on AWS (missing means queued)."""
-
-    status: str
-    instance: str
-    started_at: float
-    heartbeat_at: float
-    exit_code: int | None = None
-    reason: str | None = None
-    finished_at: float | None = None
-    resumes: int = 0
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @classmethod
-    def first(cls, instance: str, now: float) -> NodeStatus:
-        return cls("starting", instance, now, now, attempts=[Attempt(instance, now)])
-
-    def finish(self, status: str, exit_code: int | None, reason: str | None, now: float) -> None:
-        """End the experiment and its latest attempt."""
-        self.status, self.exit_code, self.reason = status, exit_code, reason
-        self.finished_at = self.heartbeat_at = now
-        if self.attempts:
-            attempt = self.attempts[-1]
-            attempt.status, attempt.reason, attempt.finished_at = status, reason, now
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> NodeStatus:
-        """Lenient about keys it does not know, so a newer writer does not break it."""
-        raw = json.loads(data)
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in raw.items() if k in known}
-        values["attempts"] = [Attempt(**a) for a in raw.get("attempts", [])]
-        return cls(**values)
-
-
 class LogShipper:
     """Uploads the whole log file every few seconds while it changes, and once at the end."""
 
@@ -237,7 +160,9 @@ class LogShipper:
 class BucketRecorder:
     """The runner's Recorder on a node: each change rewrites status.json, one at a time."""
 
-    def __init__(self, store: S3Store, keys: Keys, record: NodeStatus, log: LogShipper) -> None:
+    def __init__(
+        self, store: S3Store, keys: ExperimentKeys, record: StatusRecord, log: LogShipper
+    ) -> None:
         self.store = store
         self.keys = keys
         self.record = record
@@ -252,13 +177,13 @@ class BucketRecorder:
     def running(self, pid: int, pid_started: float) -> None:
         with self._lock:
             now = time.time()
-            self.record.status = self.record.attempts[-1].status = "running"
-            self.record.heartbeat_at = now
-            if not self.record.resumes:  # a resumed experiment started with its first attempt
-                self.record.started_at = now
+            record = state.running(self.record)
+            # A resumed experiment started with its first attempt.
+            started = record.started_at if record.resumes else now
+            self.record = replace(record, heartbeat_at=now, started_at=started)
             self._write()
 
-    def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
+    def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
         """The log goes up before the status: an ended experiment has all its files."""
         try:
             self.log.close()
@@ -266,13 +191,14 @@ class BucketRecorder:
             say(f"cannot upload the final log: {exc}")
         with self._lock:
             self._ended = True
-            self.record.finish(status, exit_code, reason, time.time())
+            now = time.time()
+            self.record = state.finish(self.record, status, exit_code, reason, now).beat(now)
             self._write()
 
     def heartbeat(self) -> None:
         with self._lock:
             if not self._ended:
-                self.record.heartbeat_at = time.time()
+                self.record = self.record.beat(time.time())
                 self._write()
 
     def _write(self) -> None:
@@ -308,14 +234,26 @@ def install_requirements(exec_dir: Path, log: BinaryIO) -> None:
         raise NodeError(f"pip install -r requirements.txt failed (exit code {code}){detail}")
 
 
-def read_status(store: S3Store, keys: Keys) -> bytes | None:
+def _resumable(record: StatusRecord, spec: ExperimentSpec) -> bool:
+    """Whether a replacement has anything to do: the experiment had not ended, or it was
+    interrupted and resumes."""
+    if record.status == State.INTERRUPTED:
+        return spec.auto_resume
+    return record.status in ACTIVE_STATES
+
+
+def _beat(record: StatusRecord) -> float:
+    return record.heartbeat_at or 0.0
+
+
+def read_status(store: S3Store, keys: ExperimentKeys) -> bytes | None:
     try:
         return store.get_bytes(keys.status)
     except FileNotFoundError:
         return None
 
 
-def read_spec(store: S3Store, keys: Keys) -> ExperimentSpec:
+def read_spec(store: S3Store, keys: ExperimentKeys) -> ExperimentSpec:
     try:
         spec = ExperimentSpec.from_json(store.get_bytes(keys.spec).decode())
     except FileNotFoundError:
@@ -358,22 +296,18 @@ class Broadcast:
             runner.notice(notice)
 
 
-def read_interrupt(store: S3Store, keys: Keys) -> Notice | None:
-    """``control/interrupt`` (``{"window": S}``), written by ``gridctl interrupt``."""
+def read_interrupt(store: S3Store, keys: ExperimentKeys) -> Notice | None:
+    """``control/interrupt``, written by ``gridctl interrupt``."""
     try:
-        data = json.loads(store.get_bytes(keys.interrupt) or b"{}")
+        request = InterruptRequest.decode(store.get_bytes(keys.interrupt))
     except FileNotFoundError:
         return None
-    except ValueError:
-        data = {}
-    window = data.get("window") if isinstance(data, dict) else None
-    window = float(window) if isinstance(window, (int, float)) and window > 0 else WINDOW
-    return interruption(REQUESTED_REASON, window)
+    return interruption(REQUESTED_REASON, request.window or WINDOW)
 
 
 def watch_controls(
     runner: ExperimentRunner,
-    keys: Keys,
+    keys: ExperimentKeys,
     broadcast: Broadcast,
     interval: float,
     done: threading.Event,
@@ -470,7 +404,7 @@ class Node:
         jobs: list[Job] = []
         clean = True
         for name in machine.experiments:
-            prepared = self.prepare(store, Keys(machine.run, name))
+            prepared = self.prepare(store, ExperimentKeys(machine.run, name))
             if isinstance(prepared, Job):
                 jobs.append(prepared)
             else:
@@ -484,7 +418,7 @@ class Node:
         if None in outcomes:
             self.scale_to_zero()
             return 1
-        if "interrupted" in outcomes and any(job.spec.auto_resume for job in jobs):
+        if State.INTERRUPTED in outcomes and any(job.spec.auto_resume for job in jobs):
             # The group keeps its capacity, so a replacement resumes the experiments; after
             # `gridctl interrupt` this node ends its own instance, as a reclaim would.
             return 0 if not self.broadcast.requested or self.terminate_self() else 1
@@ -531,11 +465,11 @@ class Node:
         except FileNotFoundError:
             raise NodeError(f"no machine spec at s3://{store.bucket}/{key}") from None
 
-    def prepare(self, store: S3Store, keys: Keys) -> Job | bool:
+    def prepare(self, store: S3Store, keys: ExperimentKeys) -> Job | bool:
         """The experiment recorded ``starting`` (a first attempt or a resume); or, when
         there is nothing to run, whether that was settled cleanly (a failure to start is
         recorded in its status.json)."""
-        record = NodeStatus.first(self.identity.instance_id, time.time())
+        record = StatusRecord.first(self.identity.instance_id, time.time())
         try:
             spec = read_spec(store, keys)
             previous = read_status(store, keys)
@@ -555,7 +489,9 @@ class Node:
             return Job(spec, recorder)
         except Exception as exc:  # every failure to start is reported
             say(f"cannot start {keys.experiment}: {exc}")
-            record.finish("failed", None, f"the node could not start it: {exc}", time.time())
+            why = f"the node could not start it: {exc}"
+            now = time.time()
+            record = state.finish(record, State.FAILED, None, why, now).beat(now)
             try:
                 store.put_bytes(keys.status, record.to_json())
             except Exception as error:  # the bucket itself may be the cause
@@ -563,37 +499,33 @@ class Node:
             return False
 
     def take_over(
-        self, store: S3Store, keys: Keys, spec: ExperimentSpec, previous: bytes
-    ) -> NodeStatus | None:
+        self, store: S3Store, keys: ExperimentKeys, spec: ExperimentSpec, previous: bytes
+    ) -> StatusRecord | None:
         """This instance replaces one that ran the experiment: the record of the next
         attempt when it resumes (``--auto_resume``), None when it has ended."""
-        state = json.loads(previous).get("status")
-        if state not in ACTIVE_STATES and (state != "interrupted" or not spec.auto_resume):
-            say(f"{keys.experiment} has ended ({state}): nothing to run")
+        record = StatusRecord.from_json(previous)
+        if not _resumable(record, spec):
+            say(f"{keys.experiment} has ended ({record.status}): nothing to run")
             return None
-        record = NodeStatus.from_json(previous)
         stale_after = STALE_BEATS * self.settings.heartbeat_interval
         # A replacement can boot before the node it replaces has finished its final sync.
-        while record.status in ACTIVE_STATES and time.time() - record.heartbeat_at < stale_after:
+        while record.status in ACTIVE_STATES and time.time() - _beat(record) < stale_after:
             time.sleep(min(self.settings.heartbeat_interval, 1.0))
-            record = NodeStatus.from_json(store.get_bytes(keys.status))
+            record = StatusRecord.from_json(store.get_bytes(keys.status))
         now = time.time()
         if record.status in ACTIVE_STATES:
             say(f"{keys.experiment} was left {record.status} by {record.instance}")
             if not spec.auto_resume:
-                record.finish("failed", None, LOST_REASON, now)
+                record = state.finish(record, State.FAILED, None, LOST_REASON, now).beat(now)
                 store.put_bytes(keys.status, record.to_json())
                 return None
-            record.finish("interrupted", None, LOST_REASON, record.heartbeat_at)
-        elif record.status != "interrupted" or not spec.auto_resume:
+            record = state.finish(record, State.INTERRUPTED, None, LOST_REASON, _beat(record))
+        elif not _resumable(record, spec):
             say(f"{keys.experiment} has ended ({record.status}): nothing to run")
             return None
         store.delete_prefix(keys.interrupt)  # served by the attempt it interrupted
-        record.resumes += 1
         instance = self.identity.instance_id
-        record.status, record.instance, record.heartbeat_at = "starting", instance, now
-        record.exit_code = record.reason = record.finished_at = None
-        record.attempts.append(Attempt(instance, now))
+        record = replace(state.resume(record, instance, now), instance=instance).beat(now)
         say(f"{keys.experiment}: resume {record.resumes}")
         return record
 
@@ -609,14 +541,14 @@ class Node:
             if not schedule([job.request], [], capacity):
                 queued.pop(job.spec.name)
                 reason = f"it does not fit this machine ({capacity})"
-                job.recorder.finished("failed", None, reason)
-                outcomes.append("failed")
+                job.recorder.finished(State.FAILED, None, reason)
+                outcomes.append(State.FAILED)
         while queued or running:
             notice = self.broadcast.interruption
             if notice is not None:
                 for job in queued.values():
-                    job.recorder.finished("interrupted", None, notice.reason)
-                    outcomes.append("interrupted")
+                    job.recorder.finished(State.INTERRUPTED, None, notice.reason)
+                    outcomes.append(State.INTERRUPTED)
                 queued.clear()
             requests = [job.request for job in queued.values()]
             for allocation in schedule(requests, list(running.values()), capacity):

@@ -1,7 +1,9 @@
 """The local backend's run registry: runs, experiments and their states in SQLite.
 
 Every CLI call and the local scheduler open their own connection; WAL mode and
-``BEGIN IMMEDIATE`` make concurrent submissions and status updates safe.
+``BEGIN IMMEDIATE`` make concurrent submissions and status updates safe. Each change of
+state is the state machine's (``agent/state.py``), read and written back in one
+transaction, and written only while the row is in a state that move may leave.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gridctl.agent.spec import Attempt, ExperimentSpec
+from gridctl.agent import state
+from gridctl.agent.spec import ExperimentSpec
+from gridctl.agent.state import STARTED_STATES, Attempt, History, Move, State
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -72,24 +76,17 @@ class RunRecord:
     localdir: str
 
 
-@dataclass(frozen=True)
-class ExperimentRecord:
+@dataclass(frozen=True, kw_only=True)
+class ExperimentRecord(History):
     name: str
     run: str
     index: int
     spec: ExperimentSpec
-    status: str
-    exit_code: int | None
-    resumes: int
     created_at: float
-    started_at: float | None
-    finished_at: float | None
     pid: int | None
     pid_started: float | None
     gpu_ids: tuple[int, ...]
-    reason: str | None
     stop_requested: bool
-    attempts: tuple[Attempt, ...] = ()
     interrupt_window: float | None = None
     """Seconds ``gridctl interrupt`` gave it to save, while that is pending."""
 
@@ -174,8 +171,8 @@ class Registry:
             )
             db.executemany(
                 "INSERT INTO experiments (name, run, idx, spec, status, created_at)"
-                " VALUES (?, ?, ?, ?, 'queued', ?)",
-                [(e.name, run.name, e.index, e.to_json(), now) for e in experiments],
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(e.name, run.name, e.index, e.to_json(), State.QUEUED, now) for e in experiments],
             )
 
     def run_exists(self, name: str) -> bool:
@@ -204,7 +201,7 @@ class Registry:
             args.append(run)
         if statuses is not None:
             wanted = list(statuses)
-            query += f" AND status IN ({','.join('?' * len(wanted))})"
+            query += f" AND status IN ({_marks(wanted)})"
             args.extend(wanted)
         query += " ORDER BY created_at, run, idx"
         return [_experiment(r) for r in self._db.execute(query, args)]
@@ -217,78 +214,76 @@ class Registry:
         with self._write() as db:
             db.execute("DELETE FROM experiments WHERE name = ?", (name,))
 
-    def _attempts(self, db: sqlite3.Connection, name: str) -> list[Attempt]:
-        row = db.execute("SELECT attempts FROM experiments WHERE name = ?", (name,)).fetchone()
-        return [Attempt(**a) for a in json.loads(row["attempts"])] if row else []
+    def _read(self, db: sqlite3.Connection, name: str) -> ExperimentRecord | None:
+        row = db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        return _experiment(row) if row else None
 
-    def _set_attempts(self, db: sqlite3.Connection, name: str, attempts: list[Attempt]) -> None:
-        encoded = json.dumps([asdict(a) for a in attempts])
-        db.execute("UPDATE experiments SET attempts = ? WHERE name = ?", (encoded, name))
+    def _save(
+        self, db: sqlite3.Connection, move: str, after: History, name: str, **columns
+    ) -> bool:
+        """Write what ``move`` made of the row, if the row is still in a state it leaves."""
+        values = {
+            "status": after.status,
+            "exit_code": after.exit_code,
+            "reason": after.reason,
+            "started_at": after.started_at,
+            "finished_at": after.finished_at,
+            "resumes": after.resumes,
+            "attempts": json.dumps([asdict(a) for a in after.attempts]),
+            **columns,
+        }
+        leaves = state.sources(move)
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        cur = db.execute(
+            f"UPDATE experiments SET {assignments} WHERE name = ? AND status IN ({_marks(leaves)})",  # noqa: S608 - only our column names and placeholders
+            [*values.values(), name, *leaves],
+        )
+        return cur.rowcount == 1
 
     def claim(self, name: str, gpu_ids: Sequence[int]) -> bool:
-        """Move a queued experiment to ``starting`` as a new attempt; False if it was
-        stopped meanwhile. A resumed experiment keeps the start of its first attempt."""
+        """Start a queued experiment's new attempt; False if it was stopped meanwhile."""
         now = time.time()
         with self._write() as db:
-            cur = db.execute(
-                "UPDATE experiments SET status = 'starting', gpu_ids = ?, reason = NULL,"
-                " started_at = COALESCE(started_at, ?) WHERE name = ? AND status = 'queued'",
-                (json.dumps(list(gpu_ids)), now, name),
-            )
-            if cur.rowcount != 1:
+            record = self._read(db, name)
+            if record is None or record.status not in state.sources(Move.START):
                 return False
-            self._set_attempts(db, name, [*self._attempts(db, name), Attempt("local", now)])
-            return True
+            started = state.start(record, "local", now)
+            return self._save(db, Move.START, started, name, gpu_ids=json.dumps(list(gpu_ids)))
 
     def wait(self, reasons: Mapping[str, str | None]) -> None:
         """Say why queued experiments have not started yet (None: they could)."""
         with self._write() as db:
             db.executemany(
-                "UPDATE experiments SET reason = ? WHERE name = ? AND status = 'queued'",
-                [(reason, name) for name, reason in reasons.items()],
+                "UPDATE experiments SET reason = ? WHERE name = ? AND status = ?",
+                [(reason, name, State.QUEUED) for name, reason in reasons.items()],
             )
 
     def mark_running(self, name: str, pid: int, pid_started: float) -> None:
+        """An experiment deleted meanwhile is left deleted."""
         with self._write() as db:
-            db.execute(
-                "UPDATE experiments SET status = 'running', pid = ?, pid_started = ?"
-                " WHERE name = ?",
-                (pid, pid_started, name),
-            )
-            attempts = self._attempts(db, name)
-            if attempts:
-                attempts[-1].status = "running"
-                self._set_attempts(db, name, attempts)
-
-    def _close_attempt(
-        self, db: sqlite3.Connection, name: str, status: str, reason: str | None, now: float
-    ) -> None:
-        attempts = self._attempts(db, name)
-        if attempts and attempts[-1].finished_at is None:
-            attempts[-1].status, attempts[-1].reason, attempts[-1].finished_at = status, reason, now
-            self._set_attempts(db, name, attempts)
+            record = self._read(db, name)
+            if record is not None:
+                after = state.running(record)
+                self._save(db, Move.RUNNING, after, name, pid=pid, pid_started=pid_started)
 
     def finish(self, name: str, status: str, exit_code: int | None, reason: str | None) -> None:
         now = time.time()
         with self._write() as db:
-            db.execute(
-                "UPDATE experiments SET status = ?, exit_code = ?, reason = ?, finished_at = ?,"
-                " interrupt_window = NULL WHERE name = ?",
-                (status, exit_code, reason, now, name),
-            )
-            self._close_attempt(db, name, status, reason, now)
+            record = self._read(db, name)
+            if record is not None:
+                after = state.finish(record, status, exit_code, reason, now)
+                self._save(db, Move.FINISH, after, name, interrupt_window=None)
 
     def requeue(self, name: str, reason: str | None) -> None:
         """End the current attempt ``interrupted`` and queue the next one (a resume)."""
         now = time.time()
         with self._write() as db:
-            db.execute(
-                "UPDATE experiments SET status = 'queued', resumes = resumes + 1, pid = NULL,"
-                " pid_started = NULL, gpu_ids = NULL, exit_code = NULL, reason = NULL,"
-                " interrupt_window = NULL WHERE name = ?",
-                (name,),
-            )
-            self._close_attempt(db, name, "interrupted", reason, now)
+            record = self._read(db, name)
+            if record is not None:
+                self._save(
+                    db, Move.REQUEUE, state.requeue(record, reason, now), name,
+                    pid=None, pid_started=None, gpu_ids=None, interrupt_window=None,
+                )  # fmt: skip
 
     def request_interrupt(self, names: Iterable[str], window: float) -> list[str]:
         """Flag started experiments for an interruption; the names it applies to."""
@@ -296,9 +291,8 @@ class Registry:
         with self._write() as db:
             for name in names:
                 cur = db.execute(
-                    "UPDATE experiments SET interrupt_window = ?"
-                    " WHERE name = ? AND status IN ('starting', 'running')",
-                    (window, name),
+                    f"UPDATE experiments SET interrupt_window = ? WHERE name = ? AND {_STARTED}",  # noqa: S608 - placeholders only
+                    (window, name, *STARTED_STATES),
                 )
                 if cur.rowcount:
                     flagged.append(name)
@@ -309,13 +303,19 @@ class Registry:
         now = time.time()
         with self._write() as db:
             for name in names:
+                record = self._read(db, name)
+                if record is not None and record.status == State.QUEUED:
+                    self._save(db, Move.STOP, state.stop(record, now), name)
                 db.execute(
-                    "UPDATE experiments SET status = 'stopped', finished_at = ?,"
-                    " reason = 'stopped by user' WHERE name = ? AND status = 'queued'",
-                    (now, name),
+                    f"UPDATE experiments SET stop_requested = 1 WHERE name = ? AND {_STARTED}",  # noqa: S608 - placeholders only
+                    (name, *STARTED_STATES),
                 )
-                db.execute(
-                    "UPDATE experiments SET stop_requested = 1"
-                    " WHERE name = ? AND status IN ('starting', 'running')",
-                    (name,),
-                )
+
+
+def _marks(values: Sequence[object]) -> str:
+    """SQL placeholders for ``IN (...)``."""
+    return ",".join("?" * len(values))
+
+
+_STARTED = f"status IN ({_marks(STARTED_STATES)})"
+"""The guard of what applies to started experiments only (bind STARTED_STATES to it)."""

@@ -34,11 +34,13 @@ from typing import BinaryIO, Protocol
 from gridctl.agent import datastore
 from gridctl.agent.archive import extract
 from gridctl.agent.artifacts import ArtifactSync
+from gridctl.agent.contract import ExperimentKeys
 from gridctl.agent.limits import MemoryLimit, limit_memory, pin, thread_variables
 from gridctl.agent.logs import note, pump
 from gridctl.agent.scratch import shortfall
 from gridctl.agent.spec import ExperimentSpec
 from gridctl.agent.spot import INTERRUPTION, Notice
+from gridctl.agent.state import STOPPED_BY_USER, State
 from gridctl.agent.store import Store
 from gridctl.agent.units import format_bytes
 
@@ -66,7 +68,7 @@ class Recorder(Protocol):
 
     def running(self, pid: int, pid_started: float) -> None: ...
 
-    def finished(self, status: str, exit_code: int | None, reason: str | None) -> None: ...
+    def finished(self, status: State, exit_code: int | None, reason: str | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class RunnerSettings:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str
+    status: State
     exit_code: int | None
     reason: str | None
 
@@ -205,7 +207,7 @@ class ExperimentRunner:
 
     @property
     def artifact_prefix(self) -> str:
-        return f"runs/{self.spec.run}/{self.spec.name}/artifacts"
+        return ExperimentKeys(self.spec.run, self.spec.name).artifacts
 
     def request_stop(self) -> None:
         """SIGTERM the script's process group now and SIGKILL it after the grace period."""
@@ -311,7 +313,7 @@ class ExperimentRunner:
         try:
             outcome = self._run()
         except Exception as exc:  # the status is recorded on every exit path
-            outcome = Outcome("failed", None, f"agent error: {exc!r}")
+            outcome = Outcome(State.FAILED, None, f"agent error: {exc!r}")
         with self._lock:
             self._exited.set()
         try:
@@ -383,32 +385,32 @@ class ExperimentRunner:
                 sync = self._prepare(log)
             except Exception as exc:  # any failure to prepare fails the experiment
                 if self._interrupt is not None:  # e.g. pip killed as the instance goes
-                    return Outcome("interrupted", None, self._interrupt.reason)
-                return Outcome("failed", None, f"could not prepare the experiment: {exc}")
+                    return Outcome(State.INTERRUPTED, None, self._interrupt.reason)
+                return Outcome(State.FAILED, None, f"could not prepare the experiment: {exc}")
             try:
                 with self._lock:
                     if self._interrupt is not None:
-                        return Outcome("interrupted", None, self._interrupt.reason)
+                        return Outcome(State.INTERRUPTED, None, self._interrupt.reason)
                     if self._stop.is_set():
-                        return Outcome("stopped", None, "stopped by user")
+                        return Outcome(State.STOPPED, None, STOPPED_BY_USER)
                     self._proc = self._launch(log)
             except OSError as exc:
                 note(log, f"cannot start {self.spec.argv[0]}: {exc}")
-                return Outcome("failed", None, f"cannot start: {exc.strerror or exc}")
+                return Outcome(State.FAILED, None, f"cannot start: {exc.strerror or exc}")
             code = self._supervise(self._proc, log, sync)
         over = self._memory.exceeded() if self._memory is not None else None
         sync.sync()
         exit_code, why = describe_exit(code)
         if over is not None:
-            return Outcome("failed", exit_code, over)
+            return Outcome(State.FAILED, exit_code, over)
         if self._interrupt is not None:
             # Whatever the script did after the notice, this attempt did not complete.
-            return Outcome("interrupted", exit_code, self._interrupt.reason)
+            return Outcome(State.INTERRUPTED, exit_code, self._interrupt.reason)
         if self._stop.is_set():
-            return Outcome("stopped", exit_code, "stopped by user")
+            return Outcome(State.STOPPED, exit_code, STOPPED_BY_USER)
         if code == 0:
-            return Outcome("succeeded", 0, None)
-        return Outcome("failed", exit_code, why)
+            return Outcome(State.SUCCEEDED, 0, None)
+        return Outcome(State.FAILED, exit_code, why)
 
     def _launch(self, log) -> subprocess.Popen[bytes]:
         env = self.environment()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-STATES = ("queued", "starting", "running", "interrupted", "succeeded", "failed", "stopped")
-ACTIVE_STATES = ("queued", "starting", "running")
+from gridctl.agent.contract import machine_key
 
 
 @dataclass(frozen=True)
@@ -72,19 +71,6 @@ class ExperimentSpec:
         return cls(**data)
 
 
-@dataclass
-class Attempt:
-    """One try at an experiment: the first, or a resume after an interruption.
-
-    ``instance`` is the EC2 instance that ran it, or ``local``."""
-
-    instance: str
-    started_at: float
-    finished_at: float | None = None
-    status: str = "starting"
-    reason: str | None = None
-
-
 @dataclass(frozen=True)
 class MachineSpec:
     """One node's work on AWS: the experiments that share it and what it offers them.
@@ -113,8 +99,3 @@ class MachineSpec:
         data = json.loads(text)
         data["experiments"] = tuple(data["experiments"])
         return cls(**data)
-
-
-def machine_key(run: str, name: str) -> str:
-    """Where a machine's spec lives in the bucket; the node knows only its tags."""
-    return f"runs/{run}/machines/{name}.json"

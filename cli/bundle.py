@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gridctl.agent.contract import bundle_key
 from gridctl.agent.progress import Progress, counter
 from gridctl.agent.store import Store
 from gridctl.cli.errors import GridctlError
@@ -59,11 +60,6 @@ class Bundle:
     @property
     def key(self) -> str:
         return bundle_key(self.bundle_id)
-
-
-def bundle_key(bundle_id: str) -> str:
-    """Where a bundle lives in the store: once, whatever number of runs use it."""
-    return f"bundles/{bundle_id}.tar.gz"
 
 
 def delete_unused(store: Store, bundle_ids: Iterable[str], in_use: Iterable[str]) -> None:

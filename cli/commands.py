@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gridctl.agent import datastore as datastores
 from gridctl.agent.progress import Progress
-from gridctl.agent.spec import ACTIVE_STATES
+from gridctl.agent.state import ACTIVE_STATES, STARTED_STATES
 from gridctl.agent.store import Store
 from gridctl.agent.units import format_bytes
 from gridctl.cli import bundle as bundles
@@ -253,7 +253,7 @@ def wait(home: Path, name: str, on_change: Callable[[RunStatus], None] | None = 
         if on_change and current != last:
             on_change(current)
         last = current
-        if current.status not in ("queued", "running"):
+        if current.status not in ACTIVE_STATES:
             return current
         time.sleep(POLL)
 
@@ -310,7 +310,7 @@ def interrupt(home: Path, names: Sequence[str], window: float) -> list[Experimen
     found: list[ExperimentStatus] = []
     for backend, share in _by_backend(home, names):
         experiments = backend.experiments(share)
-        idle = [e.name for e in experiments if e.status not in ("starting", "running")]
+        idle = [e.name for e in experiments if e.status not in STARTED_STATES]
         if idle:
             raise GridctlError(
                 f"only running experiments can be interrupted; not running: {', '.join(idle)}"
@@ -413,7 +413,7 @@ def teardown(home: Path, *, name: str | None, force: bool) -> Teardown:
 
 
 def _refuse_active(existing: Sequence[RunStatus], force: bool) -> None:
-    active = [r.name for r in existing if r.status in ("queued", "running")]
+    active = [r.name for r in existing if r.status in ACTIVE_STATES]
     if active and not force:
         raise GridctlError(f"runs still active: {', '.join(active)}; stop them or pass --force")
 

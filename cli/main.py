@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from gridctl.agent.s3store import BucketMissing
+from gridctl.agent.state import ACTIVE_STATES, State
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.infra.errors import InfraError
 
@@ -197,7 +198,7 @@ def run(
         views.print_json(views.run_json(final, with_experiments=True))
     else:
         _console().print(views.run_table(final))
-    if final.status != "succeeded":
+    if final.status != State.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -351,7 +352,7 @@ def status(
 
     def active(result) -> bool:
         shown = result if isinstance(result, list) else [result]
-        return any(r.status in ("queued", "starting", "running") for r in shown)
+        return any(r.status in ACTIVE_STATES for r in shown)
 
     with Live(table(result), console=_console(), auto_refresh=False) as live:
         while active(result):

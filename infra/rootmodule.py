@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridctl.agent.contract import ENVIRONMENT_TAG
 from gridctl.infra.amis import OSS_DRIVER, Image
 
 # The S3 backend's use_lockfile (state locking without DynamoDB) needs Terraform 1.10.
@@ -119,7 +120,7 @@ def environment_root(target: Target, inputs: EnvironmentInputs, backend: dict | 
         "bucket_name": literal(inputs.bucket),
         "force_destroy": True,
         "deny_insecure_transport": inputs.deny_insecure_transport,
-        "tags": {"gridctl:environment": literal(inputs.name)},
+        "tags": {ENVIRONMENT_TAG: literal(inputs.name)},
     }
     if inputs.ami_id:
         module["ami_id"] = literal(inputs.ami_id)
@@ -204,7 +205,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "scratch_size": inputs.scratch_size,
         **({"root_volume_size": inputs.disk_size} if inputs.disk_size is not None else {}),
         "max_lifetime_hours": inputs.max_lifetime_hours,
-        "tags": {"gridctl:environment": literal(inputs.environment)},
+        "tags": {ENVIRONMENT_TAG: literal(inputs.environment)},
     }
     return {
         "terraform": terraform_block(backend),

@@ -14,6 +14,7 @@ import fcntl
 import shutil
 from pathlib import Path
 
+from gridctl.agent.contract import wheel_key
 from gridctl.infra import rootmodule, terraform
 from gridctl.infra.environment import RUNS_STATE_KEY, EnvironmentRecord, terraform_dir
 
@@ -42,7 +43,9 @@ def _prepared(home: Path, record: EnvironmentRecord, progress) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     with (base / ".init.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        empty = rootmodule.RunInputs(record.name, "seed", False, "wheels/none", record.outputs, ())
+        empty = rootmodule.RunInputs(
+            record.name, "seed", False, wheel_key("none"), record.outputs, ()
+        )
         changed = rootmodule.write_root(
             seed, rootmodule.run_root(record.target, empty, _backend(record))
         )

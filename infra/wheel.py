@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import gridctl.agent
+from gridctl.agent.contract import wheel_key
 
 DISTRIBUTION = "gridctl_agent"
 REQUIRES = ("boto3>=1.34", "psutil>=5.9", "nvidia-ml-py>=12")
@@ -29,7 +30,7 @@ class AgentWheel:
 
     @property
     def key(self) -> str:
-        return f"wheels/{self.filename}"
+        return wheel_key(self.filename)
 
 
 def _record_hash(data: bytes) -> str:

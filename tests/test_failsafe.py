@@ -10,8 +10,9 @@ import zipfile
 from io import BytesIO
 from pathlib import Path
 
+from gridctl.agent import state
+from gridctl.agent.contract import StatusRecord
 from gridctl.agent.failsafe import failed_record, tail
-from gridctl.agent.node import NodeStatus
 from gridctl.agent.spec import ExperimentSpec
 from gridctl.infra.wheel import build_agent_wheel
 
@@ -22,9 +23,8 @@ RESUMING = ExperimentSpec(
 
 
 def ended(status: str, at: float) -> bytes:
-    record = NodeStatus.first("i-old", at - 10)
-    record.finish(status, 0 if status == "succeeded" else None, None, at)
-    return record.to_json()
+    record = StatusRecord.first("i-old", at - 10)
+    return state.finish(record, status, 0 if status == "succeeded" else None, None, at).to_json()
 
 
 def test_a_queued_experiment_gets_a_failed_record_with_this_instance():
@@ -36,8 +36,7 @@ def test_a_queued_experiment_gets_a_failed_record_with_this_instance():
 
 
 def test_an_active_experiment_is_failed_and_keeps_its_history():
-    running = NodeStatus.first("i-new", 50)
-    running.status = "running"
+    running = state.running(StatusRecord.first("i-new", 50))
     record = failed_record(running.to_json(), SPEC, "i-new", "lifetime", since=100, now=101)
     assert record is not None
     assert (record.status, record.started_at, len(record.attempts)) == ("failed", 50, 1)

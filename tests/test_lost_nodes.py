@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from gridctl.agent.contract import StatusRecord
 from gridctl.cli.backends.lost import (
     DEFAULT_LOST_AFTER,
     instance_gone,
@@ -37,7 +40,8 @@ def test_a_bad_lost_after_is_refused_by_name(value: str):
     ],
 )
 def test_a_heartbeat_is_stale_only_for_an_experiment_a_node_should_run(record, stale):
-    assert is_stale(record, now=200.0, after=60.0) is stale
+    read = StatusRecord.from_json(json.dumps(record).encode())
+    assert is_stale(read, now=200.0, after=60.0) is stale
 
 
 def test_an_instance_is_gone_when_ec2_ends_or_forgets_it():

@@ -14,18 +14,35 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
 from gridctl.agent import datastore as datastores
+from gridctl.agent import state
+from gridctl.agent.contract import (
+    RUNS,
+    ExperimentKeys,
+    InterruptRequest,
+    StatusRecord,
+    machine_key,
+    run_key,
+    run_of,
+    run_prefix,
+)
 from gridctl.agent.progress import Progress
 from gridctl.agent.resources import Capacity
 from gridctl.agent.scheduler import Request, pack
-from gridctl.agent.spec import ACTIVE_STATES, Attempt, ExperimentSpec, MachineSpec, machine_key
+from gridctl.agent.spec import ExperimentSpec, MachineSpec
+from gridctl.agent.state import ACTIVE_STATES, LOST_REASON, State
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import lost
-from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
+from gridctl.cli.backends.base import (
+    ExperimentStatus,
+    RunStatus,
+    download_artifacts,
+    experiment_status,
+)
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import InstanceType, equivalent_types
 from gridctl.cli.plan import RunPlan
@@ -84,6 +101,13 @@ def machines_for(plan: RunPlan) -> list[MachineSpec]:
         )
         for index, members in enumerate(groups)
     ]
+
+
+def _failed(record: StatusRecord, reason: str, now: float) -> StatusRecord:
+    """The record of an experiment whose machine could not be made."""
+    if record.status == State.QUEUED:
+        return state.fail(record, reason, now)
+    return state.finish(record, State.FAILED, None, reason, now)
 
 
 class AwsBackend:
@@ -170,7 +194,7 @@ class AwsBackend:
         return []
 
     def run_exists(self, name: str) -> bool:
-        return self.store.exists(f"runs/{name}/run.json")
+        return self.store.exists(run_key(name))
 
     def _image(self, itype: InstanceType) -> amis.Image:
         return amis.image_for(itype.name, itype.gpu_model, self.record.own_image)
@@ -233,10 +257,10 @@ class AwsBackend:
         }
         for e in plan.experiments:
             spec = plan.spec(e, bundle_key, dict(plan.script_env))
-            self.store.put_bytes(f"runs/{plan.name}/{e.name}/spec.json", spec.to_json().encode())
+            self.store.put_bytes(ExperimentKeys(plan.name, e.name).spec, spec.to_json().encode())
         for machine in machines:
             self.store.put_bytes(machine.key, machine.to_json().encode())
-        self.store.put_bytes(f"runs/{plan.name}/run.json", json.dumps(run).encode())
+        self.store.put_bytes(run_key(plan.name), json.dumps(run).encode())
         try:
             runs.apply(self.home, self.record, self._inputs(run), progress)
         except InfraError as exc:
@@ -249,58 +273,49 @@ class AwsBackend:
         with contextlib.suppress(InfraError):
             runs.destroy(self.home, self.record, self._inputs(run), progress)
         for name in run["experiments"]:
-            self._write_status(run["name"], name, "failed", reason)
+            self._write_status(run["name"], name, lambda r, now: _failed(r, reason, now))
 
-    def _write_status(self, run: str, experiment: str, status: str, reason: str) -> None:
-        record = self._status(run, experiment) or {"attempts": [], "resumes": 0}
+    def _write_status(
+        self, run: str, experiment: str, move: Callable[[StatusRecord, float], StatusRecord]
+    ) -> None:
+        """Record what the state machine's ``move(record, now)`` makes of the experiment's
+        record (a queued one has none yet); one that ended meanwhile keeps its end."""
         now = time.time()
-        record.update(status=status, reason=reason, finished_at=now, heartbeat_at=now)
-        for key in ("exit_code", "instance", "started_at"):  # the node's record has them all
-            record.setdefault(key, None)
-        self.store.put_bytes(f"runs/{run}/{experiment}/status.json", json.dumps(record).encode())
+        record = self._status(run, experiment) or StatusRecord()
+        if record.status in ACTIVE_STATES:
+            record = move(record, now).beat(now)
+            self.store.put_bytes(ExperimentKeys(run, experiment).status, record.to_json())
 
     # -- reading ----------------------------------------------------------------------
 
     def _run_record(self, name: str) -> dict | None:
         try:
-            return json.loads(self.store.get_bytes(f"runs/{name}/run.json"))
+            return json.loads(self.store.get_bytes(run_key(name)))
         except FileNotFoundError:
             return None
 
-    def _status(self, run: str, experiment: str) -> dict | None:
+    def _status(self, run: str, experiment: str) -> StatusRecord | None:
         try:
-            return json.loads(self.store.get_bytes(f"runs/{run}/{experiment}/status.json"))
+            return StatusRecord.from_json(
+                self.store.get_bytes(ExperimentKeys(run, experiment).status)
+            )
         except FileNotFoundError:
             return None
 
     def _experiment(self, run: str, name: str) -> ExperimentStatus:
         spec = ExperimentSpec.from_json(
-            self.store.get_bytes(f"runs/{run}/{name}/spec.json").decode()
+            self.store.get_bytes(ExperimentKeys(run, name).spec).decode()
         )
-        status = self._status(run, name) or {}
+        status = self._status(run, name) or StatusRecord()
         if lost.is_stale(status, time.time(), self._lost_after):
             status = self._settle_lost(run, name, spec.auto_resume)
-        return ExperimentStatus(
-            name=name,
-            run=run,
-            status=status.get("status", "queued"),
-            params=spec.params,
-            argv=spec.argv,
-            exit_code=status.get("exit_code"),
-            resumes=status.get("resumes", 0),
-            started_at=status.get("started_at"),
-            finished_at=status.get("finished_at"),
-            reason=status.get("reason"),
-            instance=status.get("instance"),
-            attempts=tuple(Attempt(**a) for a in status.get("attempts", ())),
-            datastore=spec.datastore,
-        )
+        return experiment_status(run, name, spec, status, status.instance)
 
     @cached_property
     def _lost_after(self) -> float:
         return lost.lost_after(os.environ)
 
-    def _settle_lost(self, run: str, name: str, auto_resume: bool) -> dict:
+    def _settle_lost(self, run: str, name: str, auto_resume: bool) -> StatusRecord:
         """The experiment's record once its silent node is settled: failed with the agent's
         own reason, its machine's group at zero unless another experiment still runs there.
         With --auto_resume, an instance EC2 no longer runs was reclaimed with no notice: its
@@ -308,24 +323,23 @@ class AwsBackend:
 
         The record is rewritten only if unchanged since read (a conditional write), so a
         node that speaks again, or a teammate's CLI doing the same, is never overwritten."""
-        from gridctl.agent.node import LOST_REASON, NodeStatus
-
-        key = f"runs/{run}/{name}/status.json"
+        key = ExperimentKeys(run, name).status
         try:
             data, etag = self.store.get_with_etag(key)
         except FileNotFoundError:
-            return {}
-        record = json.loads(data)
+            return StatusRecord()
+        record = StatusRecord.from_json(data)
         if not lost.is_stale(record, time.time(), self._lost_after):
             return record
-        instance = record.get("instance")
+        instance = record.instance
         if auto_resume and lost.instance_gone(self._instance_state(instance)):
-            return {**record, "reason": f"{instance} was lost: waiting for its replacement"}
-        ended = NodeStatus.from_json(data)
-        ended.finish("failed", None, LOST_REASON, time.time())
-        record.update(json.loads(ended.to_json()))
-        if not self.store.put_if_unchanged(key, json.dumps(record).encode(), etag):
-            return self._status(run, name) or {}
+            return dataclasses.replace(
+                record, reason=f"{instance} was lost: waiting for its replacement"
+            )
+        now = time.time()
+        record = state.finish(record, State.FAILED, None, LOST_REASON, now).beat(now)
+        if not self.store.put_if_unchanged(key, record.to_json(), etag):
+            return self._status(run, name) or StatusRecord()
         self._scale_to_zero(self._idle_groups(self.experiments([name])))
         return record
 
@@ -356,7 +370,7 @@ class AwsBackend:
         )
 
     def _run_records(self) -> list[dict]:
-        names = {key.split("/")[1] for key in self.store.list("runs/") if key.endswith("/run.json")}
+        names = {run_of(key) for key in self.store.list(RUNS)} - {None}
         found = [self._run_record(n) for n in sorted(names)]
         return [r for r in found if r is not None]
 
@@ -385,7 +399,7 @@ class AwsBackend:
 
     def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]:
         (status,) = self.experiments([experiment])
-        key = f"runs/{status.run}/{experiment}/log"
+        key = ExperimentKeys(status.run, experiment).log
 
         def text() -> str:
             try:
@@ -449,9 +463,9 @@ class AwsBackend:
         the machines left with nothing to run."""
         targets = [e for e in self.experiments(names) if e.status in ACTIVE_STATES]
         for e in targets:
-            self.store.put_bytes(f"runs/{e.run}/{e.name}/control/stop", b"")
+            self.store.put_bytes(ExperimentKeys(e.run, e.name).stop, b"")
         deadline = time.monotonic() + STOP_WAIT
-        pending = [e for e in targets if e.status != "queued"]
+        pending = [e for e in targets if e.status != State.QUEUED]
         while pending and time.monotonic() < deadline:
             time.sleep(POLL)
             pending = [e for e in self.experiments([e.name for e in pending])]
@@ -459,7 +473,7 @@ class AwsBackend:
         self._scale_to_zero(self._idle_groups(targets))
         for e in self.experiments([e.name for e in targets]):
             if e.status in ACTIVE_STATES:
-                self._write_status(e.run, e.name, "stopped", "stopped by user")
+                self._write_status(e.run, e.name, state.stop)
         return self.experiments(names)
 
     def delete_datastore(self, name: str, version: int | None) -> list[int]:
@@ -471,8 +485,8 @@ class AwsBackend:
         machine, then ends its instance; the group replaces it as after a reclaim."""
         targets = self.experiments(names)
         for e in targets:
-            request = json.dumps({"window": window, "requested_at": time.time()})
-            self.store.put_bytes(f"runs/{e.run}/{e.name}/control/interrupt", request.encode())
+            request = InterruptRequest(window, requested_at=time.time())
+            self.store.put_bytes(ExperimentKeys(e.run, e.name).interrupt, request.encode())
         return targets
 
     def delete(self, names: Sequence[str]) -> list[str]:
@@ -489,7 +503,7 @@ class AwsBackend:
             self.stop(sorted(experiments))
             if experiments.issuperset(record["experiments"]):
                 runs.destroy(self.home, self.record, self._inputs(record))
-                self.store.delete_prefix(f"runs/{run}")
+                self.store.delete_prefix(run_prefix(run))
                 self.store.delete_prefix(runs.state_key(run))
                 emptied.append(record["bundle_id"])
                 deleted += record["experiments"]
@@ -500,7 +514,7 @@ class AwsBackend:
             }
             record["experiments"] = [e for e in record["experiments"] if e not in experiments]
             record["machines"] = {machine: members for machine, members in kept.items() if members}
-            self.store.put_bytes(f"runs/{run}/run.json", json.dumps(record).encode())
+            self.store.put_bytes(run_key(run), json.dumps(record).encode())
             for machine, members in record["machines"].items():
                 # A replacement node must not look for the deleted experiments.
                 spec = MachineSpec.from_json(self.store.get_bytes(machine_key(run, machine)))
@@ -511,7 +525,7 @@ class AwsBackend:
             for machine in sorted(set(kept) - set(record["machines"])):
                 self.store.delete_prefix(machine_key(run, machine))
             for name in sorted(experiments):
-                self.store.delete_prefix(f"runs/{run}/{name}")
+                self.store.delete_prefix(ExperimentKeys(run, name).base)
                 deleted.append(name)
         if emptied:
             in_use = (r["bundle_id"] for r in self._run_records())

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from gridctl.agent.contract import ExperimentKeys
 from gridctl.agent.progress import Progress
-from gridctl.agent.spec import STATES, Attempt, DatastoreMount
+from gridctl.agent.spec import DatastoreMount, ExperimentSpec
+from gridctl.agent.state import Attempt, History, State, run_state
 from gridctl.agent.store import Store
 from gridctl.cli.plan import RunPlan
 
@@ -19,7 +21,7 @@ from gridctl.cli.plan import RunPlan
 class ExperimentStatus:
     name: str
     run: str
-    status: str
+    status: State
     params: dict[str, object]
     argv: tuple[str, ...]
     exit_code: int | None = None
@@ -32,18 +34,25 @@ class ExperimentStatus:
     datastore: DatastoreMount | None = None
 
 
-def derive_status(states: Sequence[str]) -> str:
-    """A run is active while any experiment is; once all ended, the worst outcome names it."""
-    present = set(states)
-    for state in ("running", "starting"):
-        if state in present:
-            return "running"
-    if "queued" in present:
-        return "queued"
-    for state in ("failed", "interrupted", "stopped"):
-        if state in present:
-            return state
-    return "succeeded"
+def experiment_status(
+    run: str, name: str, spec: ExperimentSpec, record: History, instance: str | None
+) -> ExperimentStatus:
+    """What every backend shows of an experiment: its spec and its state's record."""
+    return ExperimentStatus(
+        name=name,
+        run=run,
+        status=record.status,
+        params=spec.params,
+        argv=spec.argv,
+        exit_code=record.exit_code,
+        resumes=record.resumes,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        reason=record.reason,
+        instance=instance,
+        attempts=record.attempts,
+        datastore=spec.datastore,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,13 +66,13 @@ class RunStatus:
     experiments: tuple[ExperimentStatus, ...] = field(default_factory=tuple)
 
     @property
-    def status(self) -> str:
-        return derive_status([e.status for e in self.experiments])
+    def status(self) -> State:
+        return run_state(e.status for e in self.experiments)
 
     @property
     def counts(self) -> dict[str, int]:
         found = Counter(e.status for e in self.experiments)
-        return {state: found[state] for state in STATES if found[state]}
+        return {state: found[state] for state in State if found[state]}
 
     @property
     def started_at(self) -> float | None:
@@ -83,7 +92,7 @@ def download_artifacts(
     pattern = re.compile(match) if match else None
     copied: list[Path] = []
     for run, experiment in experiments:
-        prefix = f"runs/{run}/{experiment}/artifacts/"
+        prefix = ExperimentKeys(run, experiment).artifacts + "/"
         for key in store.list(prefix):
             rel = key[len(prefix) :]
             if pattern and not pattern.search(rel):

@@ -11,16 +11,22 @@ from pathlib import Path
 from gridctl.agent import daemon
 from gridctl.agent import datastore as datastores
 from gridctl.agent import logs as logfiles
+from gridctl.agent.contract import ExperimentKeys, run_prefix
 from gridctl.agent.daemon import Home
 from gridctl.agent.progress import Progress
 from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
 from gridctl.agent.resources import machine_capacity
 from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
 from gridctl.agent.scratch import nearest_existing, shortfall
-from gridctl.agent.spec import ACTIVE_STATES
+from gridctl.agent.state import ACTIVE_STATES
 from gridctl.agent.units import format_bytes
 from gridctl.cli import bundle as bundles
-from gridctl.cli.backends.base import ExperimentStatus, RunStatus, download_artifacts
+from gridctl.cli.backends.base import (
+    ExperimentStatus,
+    RunStatus,
+    download_artifacts,
+    experiment_status,
+)
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.plan import RunPlan
 
@@ -33,21 +39,7 @@ def _check_writable(flag: str, path: Path, where: Path) -> None:
 
 
 def _status(record: ExperimentRecord) -> ExperimentStatus:
-    return ExperimentStatus(
-        name=record.name,
-        run=record.run,
-        status=record.status,
-        params=record.spec.params,
-        argv=record.spec.argv,
-        exit_code=record.exit_code,
-        resumes=record.resumes,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        reason=record.reason,
-        instance="local",
-        attempts=record.attempts,
-        datastore=record.spec.datastore,
-    )
+    return experiment_status(record.run, record.name, record.spec, record, "local")
 
 
 class LocalBackend:
@@ -210,7 +202,7 @@ class LocalBackend:
         if active:
             self.stop(active)
         for record in records:
-            self.store.delete_prefix(f"runs/{record.run}/{record.name}")
+            self.store.delete_prefix(ExperimentKeys(record.run, record.name).base)
             shutil.rmtree(self.home.workspace(record.run, record.name).scratch_dir, True)
             self.registry.delete_experiment(record.name)
         emptied: list[str] = []
@@ -218,7 +210,7 @@ class LocalBackend:
             found = self.registry.get_run(run)
             if found is None or self.registry.experiments(run):
                 continue
-            self.store.delete_prefix(f"runs/{run}")
+            self.store.delete_prefix(run_prefix(run))
             self.registry.delete_run(run)
             emptied.append(found.bundle_id)
         if emptied:

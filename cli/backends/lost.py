@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from gridctl.agent.contract import StatusRecord
+from gridctl.agent.state import STARTED_STATES
 from gridctl.cli.errors import GridctlError
 
 LOST_AFTER_VARIABLE = "GRIDCTL_LOST_AFTER"
 DEFAULT_LOST_AFTER = 600.0
-NODE_STATES = ("starting", "running")
-"""The states only a live agent keeps up (queued has no node yet)."""
 GONE_INSTANCE_STATES = ("shutting-down", "terminated")
 
 
@@ -36,10 +36,11 @@ def lost_after(env: Mapping[str, str]) -> float:
     return seconds
 
 
-def is_stale(record: Mapping[str, object], now: float, after: float) -> bool:
-    """An experiment a node should be running whose heartbeat is older than ``after``."""
-    beat = record.get("heartbeat_at")
-    if record.get("status") not in NODE_STATES or not isinstance(beat, int | float):
+def is_stale(record: StatusRecord, now: float, after: float) -> bool:
+    """An experiment a node should be running whose heartbeat is older than ``after``
+    (queued has no node yet)."""
+    beat = record.heartbeat_at
+    if record.status not in STARTED_STATES or beat is None:
         return False
     return now - beat > after
 

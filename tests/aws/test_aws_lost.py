@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import Gridctl
 
-from gridctl.agent.node import LOST_REASON, NodeStatus
-from gridctl.agent.spec import Attempt
+from gridctl.agent.contract import StatusRecord
+from gridctl.agent.state import LOST_REASON, Attempt, State
 
 from .cloud import client, first_bucket, groups, running_instances
 from .nodes import NodeSimulator
@@ -51,7 +51,10 @@ def test_a_silent_node_ends_its_experiment_unless_a_replacement_is_coming(
     cloud.wait_until(lambda: group_instance(aws_env, "gridctl-default-reclaimed-exp0"), 60)
     instance = group_instance(aws_env, "gridctl-default-reclaimed-exp0")
     then = time.time() - 3600
-    record = NodeStatus("running", instance, then, then, attempts=[Attempt(instance, then)])
+    record = StatusRecord(
+        status=State.RUNNING, instance=instance, started_at=then, heartbeat_at=then,
+        attempts=(Attempt(instance, then),),
+    )  # fmt: skip
     key = "runs/reclaimed/reclaimed-exp0/status.json"
     client(aws_env, "s3").put_object(Bucket=first_bucket(aws_env), Key=key, Body=record.to_json())
     client(aws_env, "ec2").terminate_instances(InstanceIds=[instance])

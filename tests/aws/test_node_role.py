@@ -12,8 +12,8 @@ import pytest
 from conftest import Gridctl
 from scripts import RESUMABLE_EXAMPLE, steps_logged
 
-from gridctl.agent.node import GROUP_TAG
-from gridctl.agent.spec import ACTIVE_STATES, machine_key
+from gridctl.agent.contract import GROUP_TAG, machine_key
+from gridctl.agent.state import ACTIVE_STATES
 from gridctl.infra.environment import ENV_STATE_KEY, INPUTS_KEY, RUNS_STATE_KEY
 from gridctl.infra.runs import state_key
 

@@ -1,0 +1,194 @@
+"""What the CLI and the agents agree on through the store: where each object lives, the
+tags that lead a node to its work, and the records they exchange. The local backend keeps
+the same layout in its directory store. Nothing else spells a key or a tag::
+
+    runs/<run>/run.json                       the run (AWS: its machines and Terraform inputs)
+    runs/<run>/machines/<machine>.json        one node's work (MachineSpec)
+    runs/<run>/<experiment>/spec.json         ExperimentSpec, written by the CLI
+    runs/<run>/<experiment>/status.json       StatusRecord, written by the node (missing: queued)
+    runs/<run>/<experiment>/log               the whole log, shipped while it grows
+    runs/<run>/<experiment>/artifacts/...     the exec dir's files
+    runs/<run>/<experiment>/control/stop      gridctl stop (empty)
+    runs/<run>/<experiment>/control/interrupt gridctl interrupt (InterruptRequest)
+    bundles/<id>.tar.gz                       the project's code, shared by runs
+    wheels/<file>.whl                         the agent a node installs
+    datastores/<name>/objects/<sha256>        content shared by a name's versions
+    datastores/<name>/versions/<v>/manifest.json   every file's path, size and hash
+    datastores/<name>/versions/<v>/complete.json   written last: the version is usable
+
+Standard library only: the failsafe reads these on a bare interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+
+from gridctl.agent.state import Attempt, History, State, start
+
+RUNS = "runs"
+BUNDLES = "bundles"
+WHEELS = "wheels"
+DATASTORES = "datastores"
+
+ENVIRONMENT_TAG = "gridctl:environment"
+"""On everything an environment makes; the node role's rights are scoped by it."""
+RUN_TAG = "gridctl:run"
+EXPERIMENT_TAG = "gridctl:experiment"
+"""The machine a node is for (named after its experiment when it runs only one)."""
+BUCKET_TAG = "gridctl:bucket"
+GROUP_TAG = "aws:autoscaling:groupName"
+"""AWS's own tag on a group's instances."""
+
+
+def run_prefix(run: str) -> str:
+    return f"{RUNS}/{run}"
+
+
+def run_key(run: str) -> str:
+    return f"{run_prefix(run)}/run.json"
+
+
+def run_of(key: str) -> str | None:
+    """The run whose ``run.json`` ``key`` is, None for any other key."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == RUNS and parts[2] == "run.json":
+        return parts[1]
+    return None
+
+
+def machine_key(run: str, name: str) -> str:
+    """Where a machine's spec lives in the bucket; the node knows only its tags."""
+    return f"{run_prefix(run)}/machines/{name}.json"
+
+
+@dataclass(frozen=True)
+class ExperimentKeys:
+    """One experiment's objects."""
+
+    run: str
+    experiment: str
+
+    @property
+    def base(self) -> str:
+        return f"{run_prefix(self.run)}/{self.experiment}"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.base}/spec.json"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status.json"
+
+    @property
+    def log(self) -> str:
+        return f"{self.base}/log"
+
+    @property
+    def artifacts(self) -> str:
+        """A folder: an artifact's key is this, ``/``, its path in the exec dir."""
+        return f"{self.base}/artifacts"
+
+    @property
+    def control(self) -> str:
+        """Requests to the node: ``stop`` and ``interrupt``."""
+        return f"{self.base}/control"
+
+    @property
+    def stop(self) -> str:
+        return f"{self.control}/stop"
+
+    @property
+    def interrupt(self) -> str:
+        return f"{self.control}/interrupt"
+
+
+def bundle_key(bundle_id: str) -> str:
+    """Where a bundle lives in the store: once, whatever number of runs use it."""
+    return f"{BUNDLES}/{bundle_id}.tar.gz"
+
+
+def wheel_key(filename: str) -> str:
+    return f"{WHEELS}/{filename}"
+
+
+def datastore_prefix(name: str) -> str:
+    return f"{DATASTORES}/{name}"
+
+
+def datastore_objects(name: str) -> str:
+    return f"{datastore_prefix(name)}/objects"
+
+
+def datastore_object_key(name: str, sha256: str) -> str:
+    return f"{datastore_objects(name)}/{sha256}"
+
+
+def datastore_versions(name: str) -> str:
+    return f"{datastore_prefix(name)}/versions"
+
+
+def datastore_version_key(name: str, version: int, file: str = "") -> str:
+    """A version's folder, or the key of ``file`` in it."""
+    folder = f"{datastore_versions(name)}/{version}"
+    return f"{folder}/{file}" if file else folder
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusRecord(History):
+    """``status.json``: the one record of an experiment on AWS. The node writes it; the
+    CLI writes it only for what no node can (a failed apply, a stop or a node it found
+    lost), and reads everything it shows from it."""
+
+    instance: str | None = None
+    heartbeat_at: float | None = None
+    """Moves while the agent lives, so the CLI can tell a lost node."""
+
+    @classmethod
+    def first(cls, instance: str, now: float) -> StatusRecord:
+        """The first attempt, on ``instance``."""
+        return start(cls(instance=instance, heartbeat_at=now), instance, now)
+
+    def beat(self, now: float) -> StatusRecord:
+        """The record as written at ``now``: every write is a sign of life."""
+        return replace(self, heartbeat_at=now)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> StatusRecord:
+        """Lenient about keys it lacks or does not know, so an older or newer writer does
+        not break it."""
+        raw = json.loads(data)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known and v is not None}
+        values["status"] = State(raw.get("status") or State.QUEUED)
+        values["attempts"] = tuple(Attempt(**a) for a in raw.get("attempts") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class InterruptRequest:
+    """``control/interrupt``: ``gridctl interrupt`` asks the node to act as if reclaimed."""
+
+    window: float | None
+    """Seconds the script gets to save; None: the spot notice's own."""
+    requested_at: float | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> InterruptRequest:
+        """Anything unreadable asks for the default window rather than nothing."""
+        try:
+            raw = json.loads(data or b"{}")
+        except ValueError:
+            raw = {}
+        raw = raw if isinstance(raw, dict) else {}
+        window = raw.get("window")
+        valid = isinstance(window, int | float) and window > 0
+        at = raw.get("requested_at")
+        return cls(float(window) if valid else None, at if isinstance(at, int | float) else None)
