@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from gridctl.agent.contract import EXPERIMENT_TAG
-from gridctl.agent.runner import RunnerSettings
+from gridctl.agent.core.contract import EXPERIMENT_TAG
+from gridctl.agent.runner.experiment import RunnerSettings
 
 
 def _runner_options(parser: argparse.ArgumentParser) -> None:
@@ -57,15 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     failed.add_argument("--log", type=Path, required=True, help="the log to quote and keep")
     args = parser.parse_args(argv)
     if args.command == "failed":
-        from gridctl.agent import failsafe
+        from gridctl.agent.node import failsafe
 
         return failsafe.main(args)
     settings = RunnerSettings(grace_period=args.grace_period, sync_interval=args.sync_interval)
     if args.command == "node":
-        from gridctl.agent.node import NodeSettings, serve_node
+        from gridctl.agent.node.agent import serve_node
+        from gridctl.agent.node.settings import NodeSettings
 
         return serve_node(NodeSettings.from_env(settings))
-    from gridctl.agent.daemon import Home, serve
+    from gridctl.agent.service.daemon import serve
+    from gridctl.agent.service.home import Home
 
     return serve(Home(args.home), settings)
 

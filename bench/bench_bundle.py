@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gridctl.agent.store import LocalStore
+from gridctl.agent.core.store import LocalStore
 from gridctl.cli.bundle import RACY_NS, scan, upload
 from gridctl.cli.ignore import select_files
 

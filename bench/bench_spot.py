@@ -25,12 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gridctl.agent.imds import IMDSClient  # noqa: E402
-from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace  # noqa: E402
-from gridctl.agent.s3store import S3Store  # noqa: E402
-from gridctl.agent.spec import ExperimentSpec  # noqa: E402
-from gridctl.agent.spot import WINDOW, SpotWatcher  # noqa: E402
-from gridctl.agent.store import LocalStore, Store  # noqa: E402
+from gridctl.agent.core.s3store import S3Store  # noqa: E402
+from gridctl.agent.core.spec import ExperimentSpec  # noqa: E402
+from gridctl.agent.core.store import LocalStore, Store  # noqa: E402
+from gridctl.agent.node.imds import IMDSClient  # noqa: E402
+from gridctl.agent.node.spot import SpotWatcher  # noqa: E402
+from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings, Workspace  # noqa: E402
+from gridctl.agent.runner.notice import WINDOW  # noqa: E402
 from gridctl.cli.bundle import scan, upload  # noqa: E402
 from tests.aws.emulator import REGION, moto_bucket  # noqa: E402
 from tests.aws.imds import MetadataService  # noqa: E402

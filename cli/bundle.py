@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gridctl.agent.contract import bundle_key
-from gridctl.agent.progress import Progress, counter
-from gridctl.agent.store import Store
+from gridctl.agent.core.contract import bundle_key
+from gridctl.agent.core.progress import Progress, counter
+from gridctl.agent.core.store import Store
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.ignore import select_files
 

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridctl.agent import datastore as datastores
-from gridctl.agent.progress import Progress
-from gridctl.agent.state import ACTIVE_STATES, STARTED_STATES
-from gridctl.agent.store import Store
-from gridctl.agent.units import format_bytes
+from gridctl.agent.core import datastore as datastores
+from gridctl.agent.core.progress import Progress
+from gridctl.agent.core.state import ACTIVE_STATES, STARTED_STATES
+from gridctl.agent.core.store import Store
+from gridctl.agent.core.units import format_bytes
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import Backend, get_backend
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
@@ -66,7 +66,7 @@ def _destroyed_notice(home: Path) -> str | None:
     """The notice for an AWS environment whose bucket someone destroyed (a teammate's
     ``down``), else None. Only a missing bucket counts: a network error or an access denial
     propagates as itself. Asked once per process: every command may ask."""
-    from gridctl.agent.s3store import BucketMissing
+    from gridctl.agent.core.s3store import BucketMissing
     from gridctl.infra import environment
 
     record = environment.load(home)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 
-from gridctl.agent.units import count, format_bytes
+from gridctl.agent.core.units import count, format_bytes
 from gridctl.cli.errors import GridctlError
 
 

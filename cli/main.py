@@ -18,8 +18,8 @@ from typing import Any
 
 import typer
 
-from gridctl.agent.s3store import BucketMissing
-from gridctl.agent.state import ACTIVE_STATES, State
+from gridctl.agent.core.s3store import BucketMissing
+from gridctl.agent.core.state import ACTIVE_STATES, State
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.infra.errors import InfraError
 
@@ -473,7 +473,7 @@ def bundle(
     list_: bool = typer.Option(False, "--list", help="print every path"),
     output: Output = OUTPUT,
 ) -> None:
-    from gridctl.agent.units import format_bytes
+    from gridctl.agent.core.units import format_bytes
     from gridctl.cli import commands, views
 
     result = commands.scan(localdir, _home())

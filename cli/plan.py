@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridctl.agent.spec import DatastoreMount, ExperimentSpec, Scratch
+from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch
 from gridctl.cli import sweep
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import GridctlError

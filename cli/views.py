@@ -9,8 +9,8 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from gridctl.agent.datastore import CreateResult, Version
-from gridctl.agent.units import count, format_bytes
+from gridctl.agent.core.datastore import CreateResult, Version
+from gridctl.agent.core.units import count, format_bytes
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.plan import RunPlan
 from gridctl.cli.sweep import format_value

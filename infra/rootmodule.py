@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridctl.agent.contract import ENVIRONMENT_TAG
+from gridctl.agent.core.contract import ENVIRONMENT_TAG
 from gridctl.infra.amis import OSS_DRIVER, Image
 
 # The S3 backend's use_lockfile (state locking without DynamoDB) needs Terraform 1.10.

@@ -14,7 +14,7 @@ import fcntl
 import shutil
 from pathlib import Path
 
-from gridctl.agent.contract import wheel_key
+from gridctl.agent.core.contract import wheel_key
 from gridctl.infra import rootmodule, terraform
 from gridctl.infra.environment import RUNS_STATE_KEY, EnvironmentRecord, terraform_dir
 

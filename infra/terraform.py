@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridctl.agent.progress import Progress
+from gridctl.agent.core.progress import Progress
 from gridctl.infra.errors import InfraError
 
 # The S3 backend's use_lockfile, which locks run and environment state, came in 1.10.

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import gridctl.agent
-from gridctl.agent.contract import wheel_key
+from gridctl.agent.core.contract import wheel_key
 
 DISTRIBUTION = "gridctl_agent"
 REQUIRES = ("boto3>=1.34", "psutil>=5.9", "nvidia-ml-py>=12")
@@ -38,9 +38,15 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest.decode()}"
 
 
+NOT_ON_NODES = ("__pycache__", "service")
+"""Folders of ``gridctl.agent`` a node never runs: the local backend's service stays home."""
+
+
 def _sources() -> list[tuple[str, bytes]]:
     root = Path(gridctl.agent.__file__).parent
-    files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    files = sorted(
+        p for p in root.rglob("*.py") if not set(p.relative_to(root).parts) & set(NOT_ON_NODES)
+    )
     return [(f"gridctl/agent/{p.relative_to(root).as_posix()}", p.read_bytes()) for p in files]
 
 

@@ -103,7 +103,7 @@ def unsealed(tmp_path: Path):
     """Lets pytest delete what a test sealed (materialized datastores): as root, immutable
     files resist even rm -rf."""
     yield
-    from gridctl.agent import readonly
+    from gridctl.agent.core import readonly
 
     readonly.unseal(tmp_path)
 

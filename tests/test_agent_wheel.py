@@ -18,7 +18,8 @@ def test_the_wheel_is_reproducible_and_holds_only_the_agent():
     names = zipfile.ZipFile(BytesIO(first.data)).namelist()
     code = [n for n in names if not n.startswith("gridctl_agent-")]
     assert code and all(n.startswith("gridctl/agent/") for n in code)
-    assert "gridctl/agent/node.py" in code
+    assert {"gridctl/agent/node/agent.py", "gridctl/agent/runner/experiment.py"} <= set(code)
+    assert not [n for n in code if n.startswith("gridctl/agent/service/")]
 
 
 def test_pip_installs_it_and_the_agent_starts_from_it(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent.archive import UnsafeArchiveError, extract
+from gridctl.agent.runner.archive import UnsafeArchiveError, extract
 
 
 def member(
@@ -137,7 +137,7 @@ def test_symlink_loop_inside_is_harmless_and_allowed(tmp_path: Path) -> None:
 
 def test_agent_archive_does_not_import_the_cli() -> None:
     code = (
-        "import sys, gridctl.agent.archive\n"
+        "import sys, gridctl.agent.runner.archive\n"
         "print([m for m in sys.modules if m.startswith('gridctl.cli')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

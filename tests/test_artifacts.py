@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent import artifacts
-from gridctl.agent.artifacts import (
+from gridctl.agent.core.store import LocalStore, Sent
+from gridctl.agent.runner import artifacts
+from gridctl.agent.runner.artifacts import (
     DEFAULT_THROUGHPUT,
     MARGIN,
     MIN_MEASURED_BYTES,
     PUT_LATENCY,
     ArtifactSync,
 )
-from gridctl.agent.store import LocalStore, Sent
 
 PREFIX = "runs/r/e/artifacts"
 WAIT = 30

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent.archive import extract
-from gridctl.agent.store import LocalStore
+from gridctl.agent.core.store import LocalStore
+from gridctl.agent.runner.archive import extract
 from gridctl.cli import bundle as bundles
 from gridctl.cli.bundle import scan, upload, write_archive
 from gridctl.cli.errors import GridctlError

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent.spec import DatastoreMount
-from gridctl.agent.store import LocalStore
+from gridctl.agent.core.spec import DatastoreMount
+from gridctl.agent.core.store import LocalStore
 from gridctl.cli import commands
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.bundle import DOWNLOADS_MARKER

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent.contract import (
+from gridctl.agent.core.contract import (
     ExperimentKeys,
     InterruptRequest,
     StatusRecord,
@@ -22,12 +22,12 @@ from gridctl.agent.contract import (
     run_key,
     run_of,
 )
-from gridctl.agent.state import Attempt, State
+from gridctl.agent.core.state import Attempt, State
 
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("cli", "agent", "infra")
-CONTRACT = Path("agent/contract.py")
-STATE_MACHINE = Path("agent/state.py")
+CONTRACT = Path("agent/core/contract.py")
+STATE_MACHINE = Path("agent/core/state.py")
 KEY = re.compile(
     r"^(runs|bundles|wheels|datastores|machines|control)/"
     r"|/(run|spec|status|machines/.*)\.json$|/(log|artifacts|control|stop|interrupt)/?$"
@@ -72,7 +72,7 @@ def test_keys_tags_and_states_are_spelled_only_by_their_modules():
     for folder in SCANNED:
         for path in sorted((ROOT / folder).rglob("*.py")):
             problems += stray(path.read_text(), path.relative_to(ROOT))
-    assert not problems, "spell these through agent/contract.py or agent/state.py:\n" + "\n".join(
+    assert not problems, "spell these through agent/core/contract.py or agent/core/state.py:\n" + "\n".join(
         problems
     )
 
@@ -95,7 +95,7 @@ def test_the_check_finds_a_stray_spelling(line: str):
 
 def test_the_check_leaves_prose_and_other_paths_alone():
     source = '"""Keys such as ``runs/<run>/run.json`` are the contract\'s."""\nx = "a/b"\n'
-    assert not stray(source, Path("agent/store.py"))
+    assert not stray(source, Path("agent/core/store.py"))
     assert not stray('tags = {"gridctl:run": run}\n', CONTRACT)
 
 

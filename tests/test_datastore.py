@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gridctl.agent import datastore, readonly
-from gridctl.agent.datastore import DatastoreError, FileEntry, Manifest
-from gridctl.agent.store import LocalStore, Sent
+from gridctl.agent.core import datastore, readonly
+from gridctl.agent.core.datastore import DatastoreError, FileEntry, Manifest
+from gridctl.agent.core.store import LocalStore, Sent
 
 
 class Interrupted(Exception):

@@ -10,10 +10,10 @@ import zipfile
 from io import BytesIO
 from pathlib import Path
 
-from gridctl.agent import state
-from gridctl.agent.contract import StatusRecord
-from gridctl.agent.failsafe import failed_record, tail
-from gridctl.agent.spec import ExperimentSpec
+from gridctl.agent.core import state
+from gridctl.agent.core.contract import StatusRecord
+from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.node.failsafe import failed_record, tail
 from gridctl.infra.wheel import build_agent_wheel
 
 SPEC = ExperimentSpec("r", "r-exp0", 0, ("python", "t.py"), "bundles/b.tar.gz")

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from gridctl.agent.imds import Identity, IMDSClient, IMDSError
+from gridctl.agent.node.imds import Identity, IMDSClient, IMDSError
 
 META = "/latest/meta-data"
 

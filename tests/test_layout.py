@@ -24,11 +24,53 @@ def _modules_after(code: str) -> set[str]:
     return set(out.split())
 
 
-def test_the_agent_never_imports_the_cli():
-    agent_modules = [p.stem for p in (REPO / "agent").glob("*.py") if p.stem != "__main__"]
-    loaded = _modules_after("\n".join(f"import gridctl.agent.{m}" for m in agent_modules))
-    assert {f"gridctl.agent.{m}" for m in agent_modules if m != "__init__"} <= loaded
-    assert not [m for m in loaded if m.startswith("gridctl.cli")]
+def _agent_modules(role: str = "") -> list[str]:
+    """Every module of ``agent/`` (or of one role's subpackage), as a dotted name."""
+    root = REPO / "agent"
+    names = []
+    for path in sorted((root / role).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and parts[-1] != "__main__":
+            names.append(".".join(("gridctl", "agent", *parts)))
+    return names
+
+
+def _loaded_by(modules: list[str]) -> set[str]:
+    return _modules_after("\n".join(f"import {m}" for m in modules))
+
+
+ROLES = ("core", "runner", "service", "node")
+
+# Which roles a role may import, besides itself: cli -> infra -> agent, and inside the agent
+# the shared core below the runner, the runner below the local service and the node agent,
+# which never import each other.
+ALLOWED = {
+    "core": set(),
+    "runner": {"core"},
+    "service": {"core", "runner"},
+    "node": {"core", "runner"},
+}
+
+
+def test_the_agent_never_imports_the_cli_or_infra():
+    modules = _agent_modules()
+    loaded = _loaded_by(modules)
+    assert set(modules) <= loaded
+    assert not [m for m in loaded if m.startswith(("gridctl.cli", "gridctl.infra"))]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_agent_role_imports_only_the_roles_below_it(role):
+    loaded = _loaded_by(_agent_modules(role))
+    reached = {m.split(".")[2] for m in loaded if m.startswith("gridctl.agent.")}
+    assert reached & set(ROLES) <= ALLOWED[role] | {role}, sorted(reached)
+
+
+def test_infra_never_imports_the_cli():
+    modules = [f"gridctl.infra.{p.stem}" for p in sorted((REPO / "infra").glob("*.py"))]
+    assert not [m for m in _loaded_by(modules) if m.startswith("gridctl.cli")]
 
 
 def test_help_loads_no_heavy_module():
@@ -112,7 +154,7 @@ def test_the_wheel_holds_only_gridctl_packages(built):
 
 
 def test_one_progress_callback_type():
-    """Long work reports through agent/progress.py's Progress; no module declares its own."""
+    """Long work reports through agent/core/progress.py's Progress; no module declares its own."""
     declared = [
         str(path.relative_to(REPO))
         for folder in ("cli", "agent", "infra")
@@ -120,4 +162,4 @@ def test_one_progress_callback_type():
         for line in path.read_text().splitlines()
         if re.match(r"(Progress\s*[:=]|class Progress\b)", line)
     ]
-    assert declared == ["agent/progress.py"]
+    assert declared == ["agent/core/progress.py"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent.limits import THREAD_VARIABLES, Cgroup, Watchdog, pin, thread_variables
+from gridctl.agent.core.limits import THREAD_VARIABLES, Cgroup, Watchdog, pin, thread_variables
 
 MIB = 1 << 20
 HOG = "import time\nhog = b'x' * (300 * 2**20)\nprint('allocated', flush=True)\ntime.sleep(60)\n"
@@ -120,7 +120,7 @@ def test_a_cgroup_v1_memory_hierarchy_gets_the_limit_with_swap(tmp_path):
 
 
 def machine_cgroup() -> Cgroup | None:
-    from gridctl.agent.limits import CGROUP_ROOT
+    from gridctl.agent.core.limits import CGROUP_ROOT
 
     return Cgroup.create(CGROUP_ROOT, Path("/proc/self/cgroup"), 100 * MIB, "test")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gridctl.agent.contract import StatusRecord
+from gridctl.agent.core.contract import StatusRecord
 from gridctl.cli.backends.lost import (
     DEFAULT_LOST_AFTER,
     instance_gone,

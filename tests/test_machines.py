@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gridctl.agent.units import format_bytes
+from gridctl.agent.core.units import format_bytes
 from gridctl.cli.errors import EXIT_USAGE, GridctlError
 from gridctl.cli.machines import (
     INSTANCE_TYPES,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
-from gridctl.agent.spec import ExperimentSpec
-from gridctl.agent.spot import REBALANCE, Notice, interruption
-from gridctl.agent.store import LocalStore
+from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.core.store import LocalStore
+from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings, Workspace
+from gridctl.agent.runner.notice import REBALANCE, Notice, interruption
 from gridctl.cli.bundle import scan, upload
 
 

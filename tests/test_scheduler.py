@@ -2,8 +2,8 @@
 
 import pytest
 
-from gridctl.agent.resources import Capacity
-from gridctl.agent.scheduler import Allocation, Mount, Request, pack, schedule, waiting
+from gridctl.agent.core.resources import Capacity
+from gridctl.agent.core.scheduler import Allocation, Mount, Request, pack, schedule, waiting
 
 MACHINE = Capacity(cpus=4, gpus=2, memory=8 << 30)
 

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gridctl.agent import state
-from gridctl.agent.registry import Registry, RunRecord
-from gridctl.agent.spec import ExperimentSpec
-from gridctl.agent.state import (
+from gridctl.agent.core import state
+from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.core.state import (
     ENDED_STATES,
     MOVES,
     STARTED_STATES,
@@ -23,6 +22,7 @@ from gridctl.agent.state import (
     Move,
     State,
 )
+from gridctl.agent.service.registry import Registry, RunRecord
 
 FINAL = (State.SUCCEEDED, State.FAILED, State.STOPPED)
 """Ended for good: only ``interrupted`` may resume."""
@@ -32,7 +32,7 @@ ALLOWED = {
     *((started, end) for started in STARTED_STATES for end in ENDED_STATES),
     *((end, State.FAILED) for end in ENDED_STATES if end != State.FAILED),
 }  # fmt: skip
-"""The diagram in agent/state.py, written out apart from the table the code obeys."""
+"""The diagram in agent/core/state.py, written out apart from the table the code obeys."""
 
 
 def apply(record: History, move: Move, target: State, now: float) -> History:

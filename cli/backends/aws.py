@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from gridctl.agent import datastore as datastores
-from gridctl.agent import state
-from gridctl.agent.contract import (
+from gridctl.agent.core import datastore as datastores
+from gridctl.agent.core import state
+from gridctl.agent.core.contract import (
     RUNS,
     ExperimentKeys,
     InterruptRequest,
@@ -30,11 +30,11 @@ from gridctl.agent.contract import (
     run_of,
     run_prefix,
 )
-from gridctl.agent.progress import Progress
-from gridctl.agent.resources import Capacity
-from gridctl.agent.scheduler import Request, pack
-from gridctl.agent.spec import ExperimentSpec, MachineSpec
-from gridctl.agent.state import ACTIVE_STATES, LOST_REASON, State
+from gridctl.agent.core.progress import Progress
+from gridctl.agent.core.resources import Capacity
+from gridctl.agent.core.scheduler import Request, pack
+from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
+from gridctl.agent.core.state import ACTIVE_STATES, LOST_REASON, State
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends import lost
 from gridctl.cli.backends.base import (
@@ -120,7 +120,7 @@ class AwsBackend:
         self.home = home
         self.record = record
         self.account = record.account
-        from gridctl.agent.s3store import S3Store
+        from gridctl.agent.core.s3store import S3Store
 
         self.store = S3Store(record.bucket, record.region, endpoint_url())
 

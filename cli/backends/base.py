@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gridctl.agent.contract import ExperimentKeys
-from gridctl.agent.progress import Progress
-from gridctl.agent.spec import DatastoreMount, ExperimentSpec
-from gridctl.agent.state import Attempt, History, State, run_state
-from gridctl.agent.store import Store
+from gridctl.agent.core.contract import ExperimentKeys
+from gridctl.agent.core.progress import Progress
+from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec
+from gridctl.agent.core.state import Attempt, History, State, run_state
+from gridctl.agent.core.store import Store
 from gridctl.cli.plan import RunPlan
 
 

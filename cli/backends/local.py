@@ -8,18 +8,18 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from gridctl.agent import daemon
-from gridctl.agent import datastore as datastores
-from gridctl.agent import logs as logfiles
-from gridctl.agent.contract import ExperimentKeys, run_prefix
-from gridctl.agent.daemon import Home
-from gridctl.agent.progress import Progress
-from gridctl.agent.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
-from gridctl.agent.resources import machine_capacity
-from gridctl.agent.runner import INTERPRETERS, resolve_interpreter
-from gridctl.agent.scratch import nearest_existing, shortfall
-from gridctl.agent.state import ACTIVE_STATES
-from gridctl.agent.units import format_bytes
+from gridctl.agent.core import datastore as datastores
+from gridctl.agent.core import logs as logfiles
+from gridctl.agent.core.contract import ExperimentKeys, run_prefix
+from gridctl.agent.core.progress import Progress
+from gridctl.agent.core.resources import machine_capacity
+from gridctl.agent.core.state import ACTIVE_STATES
+from gridctl.agent.core.units import format_bytes
+from gridctl.agent.runner.experiment import INTERPRETERS, resolve_interpreter
+from gridctl.agent.runner.scratch import nearest_existing, shortfall
+from gridctl.agent.service import daemon
+from gridctl.agent.service.home import Home
+from gridctl.agent.service.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
 from gridctl.cli import bundle as bundles
 from gridctl.cli.backends.base import (
     ExperimentStatus,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from gridctl.agent.contract import StatusRecord
-from gridctl.agent.state import STARTED_STATES
+from gridctl.agent.core.contract import StatusRecord
+from gridctl.agent.core.state import STARTED_STATES
 from gridctl.cli.errors import GridctlError
 
 LOST_AFTER_VARIABLE = "GRIDCTL_LOST_AFTER"

@@ -23,8 +23,8 @@ from typing import Any
 import boto3
 import psutil
 
-from gridctl.agent.s3store import S3Store
-from gridctl.agent.spec import ExperimentSpec, MachineSpec
+from gridctl.agent.core.s3store import S3Store
+from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
 from gridctl.cli.bundle import scan, upload
 
 from .imds import MetadataService

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import Gridctl
 
-from gridctl.agent.contract import StatusRecord
-from gridctl.agent.state import LOST_REASON, Attempt, State
+from gridctl.agent.core.contract import StatusRecord
+from gridctl.agent.core.state import LOST_REASON, Attempt, State
 
 from .cloud import client, first_bucket, groups, running_instances
 from .nodes import NodeSimulator

@@ -151,7 +151,7 @@ def test_only_a_missing_bucket_is_a_destroyed_environment(aws_env, monkeypatch):
     from botocore.exceptions import ClientError, EndpointConnectionError
     from botocore.stub import Stubber
 
-    from gridctl.agent.s3store import BucketMissing, S3Store
+    from gridctl.agent.core.s3store import BucketMissing, S3Store
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.setenv(name, aws_env[name])

@@ -25,10 +25,10 @@ import psutil
 import pytest
 from conftest import Gridctl
 
-from gridctl.agent.runner import KILL_MARGIN, RunnerSettings
-from gridctl.agent.s3store import S3Store
-from gridctl.agent.spec import ExperimentSpec, MachineSpec
-from gridctl.agent.spot import WINDOW
+from gridctl.agent.core.s3store import S3Store
+from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
+from gridctl.agent.runner.experiment import KILL_MARGIN, RunnerSettings
+from gridctl.agent.runner.notice import WINDOW
 from gridctl.cli.bundle import scan, upload
 from gridctl.infra import environment
 from gridctl.infra.wheel import REQUIRES, AgentWheel, build_agent_wheel

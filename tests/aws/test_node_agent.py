@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent import s3store
-from gridctl.agent.imds import TAGS_PATH
-from gridctl.agent.spec import MachineSpec
+from gridctl.agent.core import s3store
+from gridctl.agent.core.spec import MachineSpec
+from gridctl.agent.node.imds import TAGS_PATH
 
 from .single_node import (
     BASE,
@@ -711,8 +711,8 @@ def test_the_store_lists_and_deletes_folders(cloud, monkeypatch):
 def test_an_agent_left_to_its_defaults_makes_few_billed_requests_per_hour(monkeypatch):
     """S3 bills every PUT and LIST: what a node's heartbeat, log shipping and control polling
     cost per experiment-hour is what the README promises, and each is still tunable."""
-    from gridctl.agent.node import NodeSettings
-    from gridctl.agent.runner import RunnerSettings
+    from gridctl.agent.node.settings import NodeSettings
+    from gridctl.agent.runner.experiment import RunnerSettings
 
     settings = NodeSettings.from_env(RunnerSettings())
     looks = (settings.heartbeat_interval, settings.log_interval, settings.control_interval)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.agent.scratch import (
+from gridctl.agent.core.spec import ExperimentSpec, Scratch
+from gridctl.agent.core.units import GIB
+from gridctl.agent.runner.scratch import (
     DATASTORE_CACHE,
     LOOP_DEVICES,
     Disks,
@@ -22,8 +24,6 @@ from gridctl.agent.scratch import (
     pick,
     scratch_disk,
 )
-from gridctl.agent.spec import ExperimentSpec, Scratch
-from gridctl.agent.units import GIB
 
 from .single_node import EXPERIMENT, RUN, Cloud, log_of
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import Gridctl
 from scripts import RESUMABLE_EXAMPLE, steps_logged
 
-from gridctl.agent.contract import GROUP_TAG, machine_key
-from gridctl.agent.state import ACTIVE_STATES
+from gridctl.agent.core.contract import GROUP_TAG, machine_key
+from gridctl.agent.core.state import ACTIVE_STATES
 from gridctl.infra.environment import ENV_STATE_KEY, INPUTS_KEY, RUNS_STATE_KEY
 from gridctl.infra.runs import state_key
 
@@ -208,7 +208,7 @@ def test_a_denied_read_of_a_missing_key_is_a_missing_key(monkeypatch):
     from botocore.exceptions import ClientError
     from botocore.stub import Stubber
 
-    from gridctl.agent.s3store import S3Store
+    from gridctl.agent.core.s3store import S3Store
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", NODE_ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

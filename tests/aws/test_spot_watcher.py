@@ -5,14 +5,9 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from gridctl.agent.imds import IMDSClient
-from gridctl.agent.spot import (
-    INTERRUPTION,
-    INTERRUPTION_PATH,
-    REBALANCE,
-    SpotWatcher,
-    parse_instance_action,
-)
+from gridctl.agent.node.imds import IMDSClient
+from gridctl.agent.node.spot import INTERRUPTION_PATH, SpotWatcher, parse_instance_action
+from gridctl.agent.runner.notice import INTERRUPTION, REBALANCE
 
 
 def watcher_for(service, delivered: list) -> SpotWatcher:

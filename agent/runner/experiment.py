@@ -31,18 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
-from gridctl.agent import datastore
-from gridctl.agent.archive import extract
-from gridctl.agent.artifacts import ArtifactSync
-from gridctl.agent.contract import ExperimentKeys
-from gridctl.agent.limits import MemoryLimit, limit_memory, pin, thread_variables
-from gridctl.agent.logs import note, pump
-from gridctl.agent.scratch import shortfall
-from gridctl.agent.spec import ExperimentSpec
-from gridctl.agent.spot import INTERRUPTION, Notice
-from gridctl.agent.state import STOPPED_BY_USER, State
-from gridctl.agent.store import Store
-from gridctl.agent.units import format_bytes
+from gridctl.agent.core import datastore
+from gridctl.agent.core.contract import ExperimentKeys
+from gridctl.agent.core.limits import MemoryLimit, limit_memory, pin, thread_variables
+from gridctl.agent.core.logs import note, pump
+from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.core.state import STOPPED_BY_USER, State
+from gridctl.agent.core.store import Store
+from gridctl.agent.core.units import format_bytes
+from gridctl.agent.runner.archive import extract
+from gridctl.agent.runner.artifacts import ArtifactSync
+from gridctl.agent.runner.notice import INTERRUPTION, Notice
+from gridctl.agent.runner.scratch import shortfall
 
 RESTORE_WORKERS = 8
 KILL_MARGIN = 5.0

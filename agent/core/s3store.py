@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from gridctl.agent.store import Sent
+from gridctl.agent.core.store import Sent
 
 MAX_ATTEMPTS = 8
 _DELETE_BATCH = 1000

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gridctl.agent import state
-from gridctl.agent.contract import ExperimentKeys, StatusRecord, machine_key
-from gridctl.agent.spec import ExperimentSpec, MachineSpec
-from gridctl.agent.state import ACTIVE_STATES, State
+from gridctl.agent.core import state
+from gridctl.agent.core.contract import ExperimentKeys, StatusRecord, machine_key
+from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
+from gridctl.agent.core.state import ACTIVE_STATES, State
 
 TAIL_LINES = 5
 """Lines of the log quoted in the reason: enough for the error, short enough for a table."""

@@ -2,7 +2,7 @@
 
 Every CLI call and the local scheduler open their own connection; WAL mode and
 ``BEGIN IMMEDIATE`` make concurrent submissions and status updates safe. Each change of
-state is the state machine's (``agent/state.py``), read and written back in one
+state is the state machine's (``agent/core/state.py``), read and written back in one
 transaction, and written only while the row is in a state that move may leave.
 """
 
@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gridctl.agent import state
-from gridctl.agent.spec import ExperimentSpec
-from gridctl.agent.state import STARTED_STATES, Attempt, History, Move, State
+from gridctl.agent.core import state
+from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.core.state import STARTED_STATES, Attempt, History, Move, State
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

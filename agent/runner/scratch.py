@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridctl.agent.units import GIB
+from gridctl.agent.core.units import GIB
 
 LOOP_DEVICES = "GRIDCTL_LOOP_DEVICES"
 """Loop devices (comma-separated paths) that may stand in for the scratch disk: tests set

@@ -18,60 +18,19 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from gridctl.agent import datastore
-from gridctl.agent.contract import ExperimentKeys
-from gridctl.agent.registry import ExperimentRecord, Registry
-from gridctl.agent.resources import Capacity, machine_capacity
-from gridctl.agent.runner import ExperimentRunner, RunnerSettings, Workspace
-from gridctl.agent.scheduler import Allocation, request_for, schedule, waiting
-from gridctl.agent.spot import REQUESTED_REASON, interruption
-from gridctl.agent.state import ORPHAN_REASON, STARTED_STATES, State
-from gridctl.agent.store import LocalStore
+from gridctl.agent.core import datastore
+from gridctl.agent.core.resources import Capacity, machine_capacity
+from gridctl.agent.core.scheduler import Allocation, request_for, schedule, waiting
+from gridctl.agent.core.state import ORPHAN_REASON, STARTED_STATES, State
+from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings
+from gridctl.agent.runner.notice import REQUESTED_REASON, interruption
+from gridctl.agent.service.home import Home
+from gridctl.agent.service.registry import ExperimentRecord, Registry
 
 TICK = 0.2
 IDLE_EXIT = 2.0
-
-
-@dataclass(frozen=True)
-class Home:
-    """The layout of ``GRIDCTL_HOME``, shared by the CLI and the agent."""
-
-    root: Path
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "registry.db"
-
-    @property
-    def store(self) -> LocalStore:
-        return LocalStore(self.root / "store")
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "agent.lock"
-
-    @property
-    def agent_log(self) -> Path:
-        return self.root / "agent.log"
-
-    @property
-    def datastore_cache(self) -> Path:
-        """Datastore versions materialized on this machine (``mounts/``)."""
-        return self.root / "mounts"
-
-    def workspace(self, run: str, experiment: str) -> Workspace:
-        return Workspace(
-            exec_dir=self.root / "work" / experiment,
-            scratch_dir=self.root / "scratch" / experiment,
-            log_path=self.store.path(ExperimentKeys(run, experiment).log),
-            bundle_cache=self.root / "cache" / "bundles",
-            notice_file=self.root / "notices" / f"{experiment}.json",
-            mount_root=Path("/"),
-            datastore_cache=self.datastore_cache,
-        )
 
 
 class AgentLock:
@@ -180,7 +139,7 @@ class _RegistryRecorder:
             registry.close()
 
 
-class Scheduler:
+class Dispatcher:
     def __init__(self, home: Home, capacity: Capacity, settings: RunnerSettings) -> None:
         self.home = home
         self.capacity = capacity
@@ -256,7 +215,7 @@ def serve(home: Home, settings: RunnerSettings | None = None) -> int:
     registry = Registry(home.registry)
     mark_orphans(home, registry)
     registry.close()
-    scheduler = Scheduler(home, machine_capacity(), settings or RunnerSettings())
+    scheduler = Dispatcher(home, machine_capacity(), settings or RunnerSettings())
     idle_since: float | None = None
     while True:
         if scheduler.tick():

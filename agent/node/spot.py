@@ -1,9 +1,5 @@
-"""Spot notices: the two-minute interruption warning and the earlier rebalance hint.
-
-A node learns of both from the instance metadata service; ``gridctl interrupt`` and an
-instance that is going away produce the same ``Notice``, so every path an interruption can
-take ends in the same place: ``ExperimentRunner.notice``.
-"""
+"""Spot notices as a node learns them from the instance metadata service: the two-minute
+interruption warning and the earlier rebalance hint, each turned into a runner ``Notice``."""
 
 from __future__ import annotations
 
@@ -12,38 +8,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from gridctl.agent.imds import IMDSClient, IMDSError
-from gridctl.agent.logs import stamp
+from gridctl.agent.core.logs import stamp
+from gridctl.agent.node.imds import IMDSClient, IMDSError
+from gridctl.agent.runner.notice import INTERRUPTION, REBALANCE, WINDOW, Notice
 
-INTERRUPTION = "interruption"
-REBALANCE = "rebalance"
 INTERRUPTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
-WINDOW = 120.0
-"""Seconds between an interruption notice and the reclaim, as AWS gives them."""
-REQUESTED_REASON = "interrupted by gridctl interrupt"
-
-
-@dataclass(frozen=True)
-class Notice:
-    """``deadline`` (epoch seconds) is when the instance goes; None for a rebalance hint."""
-
-    kind: str
-    seen_at: float
-    deadline: float | None
-    reason: str
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-
-def interruption(reason: str, window: float, now: float | None = None) -> Notice:
-    """An interruption that leaves ``window`` seconds, from whatever source."""
-    seen = time.time() if now is None else now
-    return Notice(INTERRUPTION, seen, seen + window, reason)
 
 
 def _epoch(text: object) -> float | None:

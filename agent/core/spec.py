@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from gridctl.agent.contract import machine_key
+from gridctl.agent.core.contract import machine_key
 
 
 @dataclass(frozen=True)

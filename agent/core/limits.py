@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gridctl.agent.units import format_bytes
+from gridctl.agent.core.units import format_bytes
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",

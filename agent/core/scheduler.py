@@ -14,10 +14,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gridctl.agent.limits import cores_for
-from gridctl.agent.resources import Capacity
-from gridctl.agent.spec import ExperimentSpec
-from gridctl.agent.units import format_bytes
+from gridctl.agent.core.limits import cores_for
+from gridctl.agent.core.resources import Capacity
+from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.core.units import format_bytes
 
 
 @dataclass(frozen=True)

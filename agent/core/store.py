@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from gridctl.agent import readonly
+from gridctl.agent.core import readonly
 
 Sent = Callable[[int], None]
 """Called with the number of bytes a transfer just moved (``progress.counter`` makes one)."""

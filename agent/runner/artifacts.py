@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from time import monotonic
 
-from gridctl.agent.store import Store
+from gridctl.agent.core.store import Store
 
 Snapshot = dict[str, tuple[int, int]]
 """Relative POSIX path -> (size, mtime in ns) of each regular file."""

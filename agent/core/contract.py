@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from gridctl.agent.state import Attempt, History, State, start
+from gridctl.agent.core.state import Attempt, History, State, start
 
 RUNS = "runs"
 BUNDLES = "bundles"

@@ -2,7 +2,7 @@
 
 In the store (local directory or bucket) a name holds content-addressed objects shared by
 all its versions, and one folder per version with its manifest and, written last once the
-version is usable, ``complete.json`` (the keys are in ``agent/contract.py``).
+version is usable, ``complete.json`` (the keys are in ``agent/core/contract.py``).
 
 Uploading only the objects the store lacks is what makes a rerun after Ctrl-C resume and a
 new version send only what changed; data identical to the newest version makes no new one.
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from gridctl.agent import readonly
-from gridctl.agent.contract import (
+from gridctl.agent.core import readonly
+from gridctl.agent.core.contract import (
     DATASTORES,
     datastore_object_key,
     datastore_objects,
@@ -53,9 +53,9 @@ from gridctl.agent.contract import (
     datastore_version_key,
     datastore_versions,
 )
-from gridctl.agent.progress import Progress, counter
-from gridctl.agent.store import Sent, Store
-from gridctl.agent.units import format_bytes
+from gridctl.agent.core.progress import Progress, counter
+from gridctl.agent.core.store import Sent, Store
+from gridctl.agent.core.units import format_bytes
 
 MANIFEST = "manifest.json"
 COMPLETE = "complete.json"

@@ -11,7 +11,6 @@ zero, so no instance keeps running after its scripts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import queue
 import signal
@@ -20,218 +19,37 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import BinaryIO
 
-from gridctl.agent import state
-from gridctl.agent.contract import (
+from gridctl.agent.core import state
+from gridctl.agent.core.contract import (
     BUCKET_TAG,
     EXPERIMENT_TAG,
     GROUP_TAG,
     RUN_TAG,
     ExperimentKeys,
-    InterruptRequest,
     StatusRecord,
     machine_key,
 )
-from gridctl.agent.imds import Identity, IMDSClient, IMDSError
-from gridctl.agent.logs import note, stamp
-from gridctl.agent.resources import Capacity
-from gridctl.agent.runner import KILL_MARGIN, ExperimentRunner, RunnerSettings, Workspace
-from gridctl.agent.s3store import S3Store, boto_config
-from gridctl.agent.scheduler import Allocation, Request, request_for, schedule
-from gridctl.agent.scratch import Disks, mount_instance_store, mount_volume
-from gridctl.agent.spec import ExperimentSpec, MachineSpec, Scratch
-from gridctl.agent.spot import (
-    INTERRUPTION,
-    REQUESTED_REASON,
-    WINDOW,
-    Notice,
-    SpotWatcher,
-    interruption,
-)
-from gridctl.agent.state import ACTIVE_STATES, LOST_REASON, State
+from gridctl.agent.core.resources import Capacity
+from gridctl.agent.core.s3store import S3Store, boto_config
+from gridctl.agent.core.scheduler import Allocation, Request, request_for, schedule
+from gridctl.agent.core.spec import ExperimentSpec, MachineSpec, Scratch
+from gridctl.agent.core.state import ACTIVE_STATES, LOST_REASON, State
+from gridctl.agent.node.controls import Broadcast, watch_controls
+from gridctl.agent.node.imds import Identity, IMDSClient, IMDSError
+from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
+from gridctl.agent.node.requirements import Requirements
+from gridctl.agent.node.settings import NodeError, NodeSettings
+from gridctl.agent.node.spot import SpotWatcher
+from gridctl.agent.runner.experiment import KILL_MARGIN, ExperimentRunner
+from gridctl.agent.runner.notice import interruption
+from gridctl.agent.runner.scratch import Disks, mount_instance_store, mount_volume
 
 _TICK = 0.2
 TERMINATED_REASON = "instance terminated"
 STALE_BEATS = 3
 """Heartbeats a node may miss before a replacement takes its experiment over."""
 NEEDED_TAGS = (BUCKET_TAG, RUN_TAG, EXPERIMENT_TAG)
-
-
-class NodeError(RuntimeError):
-    """This node cannot start its experiment; the message says why."""
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    root: Path
-    runner: RunnerSettings
-    # Each look at the bucket is a billed request; these defaults cost at most 840 requests
-    # per experiment-hour (README, "Before your first real run"). Spot notices come from
-    # the metadata service, which is free, and keep their one-second interval.
-    heartbeat_interval: float = 30.0
-    """Seconds between status writes that tell the CLI the agent lives (one PUT each)."""
-    log_interval: float = 10.0
-    """Seconds between log uploads while the log grows (one PUT each)."""
-    control_interval: float = 10.0
-    """Seconds between looks for ``gridctl stop``/``interrupt`` requests (one LIST each)."""
-    spot_interval: float = 1.0
-    endpoint_url: str | None = None
-    tags_timeout: float = 180.0
-    """Seconds to wait for the instance's tags to show in IMDS, which lags behind a boot."""
-
-    @classmethod
-    def from_env(cls, runner: RunnerSettings) -> NodeSettings:
-        env = os.environ
-        return cls(
-            root=Path(env.get("GRIDCTL_NODE_ROOT") or "/"),
-            runner=runner,
-            heartbeat_interval=float(env.get("GRIDCTL_HEARTBEAT_INTERVAL", cls.heartbeat_interval)),
-            log_interval=float(env.get("GRIDCTL_LOG_INTERVAL", cls.log_interval)),
-            control_interval=float(env.get("GRIDCTL_CONTROL_INTERVAL", cls.control_interval)),
-            spot_interval=float(env.get("GRIDCTL_SPOT_INTERVAL", cls.spot_interval)),
-            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            tags_timeout=float(env.get("GRIDCTL_TAGS_TIMEOUT", cls.tags_timeout)),
-        )
-
-    def workspace(self, experiment: str, disks: Disks | None = None) -> Workspace:
-        """Every path under the node root, so several simulated nodes share a machine."""
-        opt = self.root / "opt" / "gridctl"
-        disks = disks or Disks()
-        return Workspace(
-            exec_dir=opt / "work" / experiment,
-            scratch_dir=self.root / "scratch" / experiment,
-            log_path=opt / "logs" / f"{experiment}.log",
-            bundle_cache=opt / "cache",
-            notice_file=opt / "notices" / f"{experiment}.json",
-            mount_root=self.root,
-            datastore_cache=disks.datastore_cache(opt / "datastores"),
-            scratch_disk=disks.scratch_disk is not None,
-        )
-
-    @property
-    def instance_store(self) -> Path:
-        """Where the instance store is mounted when the instance has one."""
-        return self.root / "opt" / "gridctl" / "instance-store"
-
-
-class LogShipper:
-    """Uploads the whole log file every few seconds while it changes, and once at the end."""
-
-    def __init__(self, store: S3Store, key: str, path: Path, interval: float) -> None:
-        self.store = store
-        self.key = key
-        self.path = path
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._shipped: tuple[int, int] | None = None
-        self._thread = threading.Thread(target=self._loop, name="log-shipper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def ship(self) -> None:
-        with self._lock:
-            try:
-                st = self.path.stat()
-            except FileNotFoundError:
-                return
-            if (st.st_size, st.st_mtime_ns) != self._shipped:
-                self.store.put_file(self.key, self.path)
-                self._shipped = (st.st_size, st.st_mtime_ns)
-
-    def close(self) -> None:
-        """Stop the periodic uploads and upload what is left."""
-        self._closed.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self.ship()
-
-    def _loop(self) -> None:
-        while not self._closed.wait(self.interval):
-            try:
-                self.ship()
-            except Exception as exc:  # the next round tries again
-                say(f"cannot upload the log: {exc}")
-
-
-class BucketRecorder:
-    """The runner's Recorder on a node: each change rewrites status.json, one at a time."""
-
-    def __init__(
-        self, store: S3Store, keys: ExperimentKeys, record: StatusRecord, log: LogShipper
-    ) -> None:
-        self.store = store
-        self.keys = keys
-        self.record = record
-        self.log = log
-        self._lock = threading.Lock()
-        self._ended = False
-
-    def starting(self) -> None:
-        with self._lock:
-            self._write()
-
-    def running(self, pid: int, pid_started: float) -> None:
-        with self._lock:
-            now = time.time()
-            record = state.running(self.record)
-            # A resumed experiment started with its first attempt.
-            started = record.started_at if record.resumes else now
-            self.record = replace(record, heartbeat_at=now, started_at=started)
-            self._write()
-
-    def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
-        """The log goes up before the status: an ended experiment has all its files."""
-        try:
-            self.log.close()
-        except Exception as exc:  # a lost log must not leave the status open
-            say(f"cannot upload the final log: {exc}")
-        with self._lock:
-            self._ended = True
-            now = time.time()
-            self.record = state.finish(self.record, status, exit_code, reason, now).beat(now)
-            self._write()
-
-    def heartbeat(self) -> None:
-        with self._lock:
-            if not self._ended:
-                self.record = self.record.beat(time.time())
-                self._write()
-
-    def _write(self) -> None:
-        self.store.put_bytes(self.keys.status, self.record.to_json())
-
-
-def install_requirements(exec_dir: Path, log: BinaryIO) -> None:
-    """The bundle's requirements.txt, for the interpreter the agent runs (and puts first
-    on the script's PATH), with pip's output in the experiment's log."""
-    if not (exec_dir / "requirements.txt").is_file():
-        return
-    command = [sys.executable, "-m", "pip", "install", "-r", "requirements.txt"]
-    note(log, "pip install -r requirements.txt")
-    log.flush()
-    proc = subprocess.Popen(
-        command,
-        cwd=exec_dir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    error = None
-    with proc.stdout:
-        for line in proc.stdout:
-            log.write(stamp() + line.rstrip(b"\n") + b"\n")
-            log.flush()
-            if line.startswith(b"ERROR:"):
-                error = line.decode(errors="replace").strip()
-    code = proc.wait()
-    if code != 0:
-        detail = f": {error}" if error else ""
-        raise NodeError(f"pip install -r requirements.txt failed (exit code {code}){detail}")
 
 
 def _resumable(record: StatusRecord, spec: ExperimentSpec) -> bool:
@@ -263,85 +81,6 @@ def read_spec(store: S3Store, keys: ExperimentKeys) -> ExperimentSpec:
     return spec
 
 
-class Broadcast:
-    """The machine's notices: every experiment on it hears each one, also those that start
-    after it came; the first interruption is the one that counts."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runners: list[ExperimentRunner] = []
-        self._seen: list[Notice] = []
-        self.interruption: Notice | None = None
-        self.requested = False
-        """Whether the interruption came from ``gridctl interrupt`` (the node then ends its
-        own instance, as AWS would)."""
-
-    def join(self, runner: ExperimentRunner) -> None:
-        with self._lock:
-            self._runners.append(runner)
-            seen = list(self._seen)
-        for notice in seen:
-            runner.notice(notice)
-
-    def deliver(self, notice: Notice, *, requested: bool = False) -> None:
-        with self._lock:
-            if notice.kind == INTERRUPTION:
-                if self.interruption is not None:
-                    return
-                self.interruption, self.requested = notice, requested
-            self._seen.append(notice)
-            runners = list(self._runners)
-        say(notice.reason)
-        for runner in runners:
-            runner.notice(notice)
-
-
-def read_interrupt(store: S3Store, keys: ExperimentKeys) -> Notice | None:
-    """``control/interrupt``, written by ``gridctl interrupt``."""
-    try:
-        request = InterruptRequest.decode(store.get_bytes(keys.interrupt))
-    except FileNotFoundError:
-        return None
-    return interruption(REQUESTED_REASON, request.window or WINDOW)
-
-
-def watch_controls(
-    runner: ExperimentRunner,
-    keys: ExperimentKeys,
-    broadcast: Broadcast,
-    interval: float,
-    done: threading.Event,
-) -> None:
-    """Turn a stop object in the bucket into a stop request, and an interrupt object into
-    an interruption of the whole machine (as a reclaim would be)."""
-    store = runner.store
-    assert isinstance(store, S3Store)
-    while not done.wait(interval):
-        try:
-            requests = set(store.list(keys.control))  # one request per look, not one per kind
-            if keys.stop in requests:
-                runner.request_stop()
-            notice = read_interrupt(store, keys) if keys.interrupt in requests else None
-            if notice is not None:
-                broadcast.deliver(notice, requested=True)
-        except Exception as exc:  # the next look tries again
-            say(f"cannot look for control requests: {exc}")
-
-
-def heartbeat(recorder: BucketRecorder, interval: float, done: threading.Event) -> None:
-    """``heartbeat_at`` moves while the agent lives, so the CLI can tell a lost node."""
-    while not done.wait(interval):
-        try:
-            recorder.heartbeat()
-        except Exception as exc:  # the next beat tries again
-            say(f"cannot write the heartbeat: {exc}")
-
-
-def say(message: str) -> None:
-    sys.stderr.write(f"{stamp().decode()}gridctl agent: {message}\n")
-    sys.stderr.flush()
-
-
 @dataclass
 class Job:
     """One experiment of this machine, recorded ``starting`` and waiting for its GPUs."""
@@ -352,33 +91,6 @@ class Job:
     @property
     def request(self) -> Request:
         return request_for(self.spec)
-
-
-class Requirements:
-    """``before_launch`` for every experiment of the node: the bundle's requirements.txt is
-    installed once, by whichever experiment unpacks it first; the others wait for it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._outcomes: dict[str, NodeError | None] = {}
-
-    def __call__(self, exec_dir: Path, log: BinaryIO) -> None:
-        path = exec_dir / "requirements.txt"
-        if not path.is_file():
-            return
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        with self._lock:
-            if digest in self._outcomes:
-                note(log, "requirements.txt already installed on this node")
-            else:
-                try:
-                    install_requirements(exec_dir, log)
-                    self._outcomes[digest] = None
-                except NodeError as exc:
-                    self._outcomes[digest] = exc
-            error = self._outcomes[digest]
-        if error is not None:
-            raise error
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""What reaches a node's experiments from outside: spot notices and ``gridctl stop`` /
+``interrupt`` requests, each heard by every experiment of the machine."""
+
+from __future__ import annotations
+
+import threading
+
+from gridctl.agent.core.contract import (
+    ExperimentKeys,
+    InterruptRequest,
+)
+from gridctl.agent.core.s3store import S3Store
+from gridctl.agent.node.report import say
+from gridctl.agent.runner.experiment import ExperimentRunner
+from gridctl.agent.runner.notice import INTERRUPTION, REQUESTED_REASON, WINDOW, Notice, interruption
+
+
+class Broadcast:
+    """The machine's notices: every experiment on it hears each one, also those that start
+    after it came; the first interruption is the one that counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runners: list[ExperimentRunner] = []
+        self._seen: list[Notice] = []
+        self.interruption: Notice | None = None
+        self.requested = False
+        """Whether the interruption came from ``gridctl interrupt`` (the node then ends its
+        own instance, as AWS would)."""
+
+    def join(self, runner: ExperimentRunner) -> None:
+        with self._lock:
+            self._runners.append(runner)
+            seen = list(self._seen)
+        for notice in seen:
+            runner.notice(notice)
+
+    def deliver(self, notice: Notice, *, requested: bool = False) -> None:
+        with self._lock:
+            if notice.kind == INTERRUPTION:
+                if self.interruption is not None:
+                    return
+                self.interruption, self.requested = notice, requested
+            self._seen.append(notice)
+            runners = list(self._runners)
+        say(notice.reason)
+        for runner in runners:
+            runner.notice(notice)
+
+
+def read_interrupt(store: S3Store, keys: ExperimentKeys) -> Notice | None:
+    """``control/interrupt``, written by ``gridctl interrupt``."""
+    try:
+        request = InterruptRequest.decode(store.get_bytes(keys.interrupt))
+    except FileNotFoundError:
+        return None
+    return interruption(REQUESTED_REASON, request.window or WINDOW)
+
+
+def watch_controls(
+    runner: ExperimentRunner,
+    keys: ExperimentKeys,
+    broadcast: Broadcast,
+    interval: float,
+    done: threading.Event,
+) -> None:
+    """Turn a stop object in the bucket into a stop request, and an interrupt object into
+    an interruption of the whole machine (as a reclaim would be)."""
+    store = runner.store
+    assert isinstance(store, S3Store)
+    while not done.wait(interval):
+        try:
+            requests = set(store.list(keys.control))  # one request per look, not one per kind
+            if keys.stop in requests:
+                runner.request_stop()
+            notice = read_interrupt(store, keys) if keys.interrupt in requests else None
+            if notice is not None:
+                broadcast.deliver(notice, requested=True)
+        except Exception as exc:  # the next look tries again
+            say(f"cannot look for control requests: {exc}")
