@@ -21,12 +21,16 @@ demo: install
 test: install lint
 	$(BIN)/python -m pytest -n 2 --dist worksteal -q
 
+# mypy needs the import layout (gridctl.cli in cli/, ...): pyproject's package-dir, as links.
 lint: install
 	$(BIN)/ruff check cli agent infra tests bench examples
 	$(BIN)/ruff format --check cli agent infra tests bench examples
+	rm -rf .mypy-src && mkdir -p .mypy-src/gridctl
+	ln -s ../../cli ../../agent ../../infra .mypy-src/gridctl/
+	$(BIN)/mypy -p gridctl.cli -p gridctl.agent -p gridctl.infra
 
 bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy-src .mypy_cache

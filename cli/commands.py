@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from gridctl.agent.core import datastore as datastores
 from gridctl.agent.core.progress import Progress
@@ -25,6 +26,9 @@ from gridctl.cli.options import RunOptions
 from gridctl.cli.plan import RunPlan, plan_run
 from gridctl.cli.settings import default_cloud
 from gridctl.infra import amis, terraform
+
+if TYPE_CHECKING:
+    from gridctl.agent.core.s3store import S3Store
 
 POLL = 0.2
 
@@ -73,7 +77,7 @@ def _destroyed_notice(home: Path) -> str | None:
     if record is None:
         return None
     try:
-        get_backend("aws", home).store.check_bucket()
+        cast("S3Store", get_backend("aws", home).store).check_bucket()
     except BucketMissing:
         options = "" if record.name == "default" else f" --name {record.name}"
         if record.region != _default_region():
@@ -398,7 +402,7 @@ def teardown(home: Path, *, name: str | None, force: bool) -> Teardown:
     backend = backend_for(home, "aws")
     existing = backend.runs()
     _refuse_active(existing, force)
-    objects, size = backend.store.usage()
+    objects, size = cast("S3Store", backend.store).usage()  # the AWS backend's bucket
     return Teardown(
         record.name,
         record.bucket,

@@ -197,13 +197,14 @@ def pick_instance_type(
     """The type for a run that names none: ``default`` when it can host one experiment, else
     the smallest that can (fewest GPUs, then vCPUs, then memory; catalogue order on ties)."""
     _check_request(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes)
-    request = {"cpus": cpus, "gpus": gpus, "memory_bytes": memory_bytes}
-    if not _shortfalls(default, **request):
+
+    def fits(t: InstanceType) -> bool:
+        return not _shortfalls(t, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes)
+
+    if fits(default):
         return default
     fitting = [
-        t
-        for t in _CATALOGUE
-        if (t.gpus == 0 or t.gpu_model in _PICKABLE_GPU_MODELS) and not _shortfalls(t, **request)
+        t for t in _CATALOGUE if (t.gpus == 0 or t.gpu_model in _PICKABLE_GPU_MODELS) and fits(t)
     ]
     if not fitting:
         asked = [f"--cpus {cpus:g}"] if cpus is not None else []

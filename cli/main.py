@@ -660,12 +660,12 @@ def _progress_bar(what: str):
     """A progress bar on stderr, one line per phase; yields ``update(phase, done, total)``."""
     from contextlib import contextmanager
 
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     @contextmanager
     def bar():
         with Progress(console=_console(stderr=True), transient=True) as progress:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def update(phase: str, done: int, total: int | None) -> None:
                 if phase not in tasks:

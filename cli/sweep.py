@@ -14,7 +14,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gridctl.cli.errors import GridctlError
 
@@ -347,7 +347,7 @@ def _refuse_misspelt_function(label: str, text: str) -> None:
     """A whole value such as "unifrom(0, 1, 3)" is a sweep gone wrong, not a literal."""
     shape = _CALL_SHAPE.fullmatch(text)
     function = misspelt_function(shape.group(1)) if shape else None
-    if function is None:
+    if shape is None or function is None:
         return
     problem = f"{shape.group(1)} is not a sweep function; did you mean {function}?"
     escape = f'to pass it as is, make it a one-element list, "[{text!r}]", or use --strategy none'
@@ -407,7 +407,8 @@ def _literal(node: ast.expr, text: str) -> Scalar | None:
         node = node.operand
     if not isinstance(node, ast.Constant) or type(node.value) not in (int, float):
         return None
-    value = sign * node.value
+    number: int | float = node.value  # type: ignore[assignment]  # int or float, checked above
+    value = sign * number
     source = ast.get_source_segment(text, node)
     if isinstance(value, float) and not math.isfinite(value):
         raise GridctlError(f"{source} is not a finite number")
@@ -474,6 +475,7 @@ def _values(parsed: ParsedArgs, seed: int) -> list[Sequence[Scalar]]:
         elif isinstance(spec, RangeSweep):
             values.append(range(spec.start, spec.stop, spec.step))
         else:
+            assert rng is not None
             values.append(_sample(parsed, flag, spec, rng))
     return values
 
@@ -481,16 +483,17 @@ def _values(parsed: ParsedArgs, seed: int) -> list[Sequence[Scalar]]:
 def _sample(parsed: ParsedArgs, flag: SweptFlag, spec: Sample, rng: Generator) -> list[Scalar]:
     import numpy
 
-    name, args, count = spec.function, spec.args, spec.count
+    name, count = spec.function, spec.count
+    args: Any = spec.args  # checked by the grammar: numbers, or choice's options
     try:
         with numpy.errstate(all="ignore"):  # overflow shows up as a non-finite value, refused below
             if name == "choice":
                 options = args[0]
                 return [options[i] for i in rng.choice(len(options), count).tolist()]
             if name == "linspace":
-                drawn = numpy.linspace(*args, count)
+                drawn = numpy.linspace(args[0], args[1], count)
             elif name == "logspace":
-                drawn = numpy.logspace(*args, count)
+                drawn = numpy.logspace(args[0], args[1], count)
             elif name == "loguniform":
                 drawn = numpy.exp(rng.uniform(numpy.log(args[0]), numpy.log(args[1]), count))
             else:

@@ -9,7 +9,8 @@ from functools import cached_property
 
 from gridctl.infra.errors import InfraError
 
-RETRIES = {"mode": "standard", "max_attempts": 8}
+MAX_ATTEMPTS = 8
+RETRIES = {"mode": "standard", "max_attempts": MAX_ATTEMPTS}
 NO_CREDENTIALS = (
     "no AWS credentials found: run 'aws configure', export AWS_ACCESS_KEY_ID and"
     " AWS_SECRET_ACCESS_KEY, or pass --credential PROFILE"
@@ -35,7 +36,7 @@ class Account:
         except botocore.exceptions.ProfileNotFound:
             raise InfraError(f"--credential {self.profile}: no such AWS profile") from None
 
-    def client(self, service: str, *, attempts: int = RETRIES["max_attempts"]):
+    def client(self, service: str, *, attempts: int = MAX_ATTEMPTS):
         """boto3 finds the endpoint itself (``AWS_ENDPOINT_URL``, and before it
         ``AWS_ENDPOINT_URL_<SERVICE>``, which an explicit ``endpoint_url`` would override).
         Fewer ``attempts`` suit checks that may be skipped when AWS does not answer."""

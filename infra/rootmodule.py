@@ -198,7 +198,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "capacity_rebalance": inputs.auto_resume,
         # null: the subnet decides. Environments made before this output: public, as then.
         "associate_public_ip_address": True if outputs.get("node_public_ip", True) else None,
-        "subnet_ids": [literal(s) for s in inputs.subnet_ids or outputs["subnet_ids"]],  # type: ignore[union-attr]
+        "subnet_ids": [literal(s) for s in inputs.subnet_ids or outputs["subnet_ids"]],  # type: ignore[attr-defined]
         "security_group_id": literal(str(outputs["security_group_id"])),
         "instance_profile_name": literal(str(outputs["instance_profile_name"])),
         "agent_wheel_key": literal(inputs.agent_wheel_key),

@@ -72,8 +72,8 @@ def test_keys_tags_and_states_are_spelled_only_by_their_modules():
     for folder in SCANNED:
         for path in sorted((ROOT / folder).rglob("*.py")):
             problems += stray(path.read_text(), path.relative_to(ROOT))
-    assert not problems, "spell these through agent/core/contract.py or agent/core/state.py:\n" + "\n".join(
-        problems
+    assert not problems, (
+        "spell these through agent/core/contract.py or agent/core/state.py:\n" + "\n".join(problems)
     )
 
 

@@ -191,4 +191,7 @@ class InterruptRequest:
         window = raw.get("window")
         valid = isinstance(window, int | float) and window > 0
         at = raw.get("requested_at")
-        return cls(float(window) if valid else None, at if isinstance(at, int | float) else None)
+        return cls(
+            float(window) if valid and window is not None else None,
+            at if isinstance(at, int | float) else None,
+        )

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gridctl.agent.core import readonly
 from gridctl.agent.core.contract import (
@@ -155,7 +155,7 @@ class Manifest:
         return manifest
 
 
-def _typed(value: object, kind: type | tuple[type, ...]):
+def _typed(value: object, kind: type | tuple[type, ...]) -> Any:
     """``value`` if it is of ``kind`` (bools are not numbers here), else TypeError."""
     if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"unexpected {type(value).__name__}: {value!r}")
@@ -229,10 +229,10 @@ def _version_files(store: Store, name: str) -> dict[int, set[str]]:
     return {v: files for v, files in sorted(found.items()) if MANIFEST in files}
 
 
-def _read_complete(store: Store, name: str, version: int) -> dict:
+def _read_complete(store: Store, name: str, version: int) -> dict[str, Any]:
     raw = store.get_bytes(datastore_version_key(name, version, COMPLETE))
     try:
-        data = json.loads(raw)
+        data: dict[str, Any] = json.loads(raw)
         for key, kind in (("manifest_sha256", str), ("files", int), ("bytes", int)):
             _typed(data[key], kind)
         _typed(data["created_at"], (int, float))
@@ -456,7 +456,9 @@ def _unchanged(source: Path, file: _SourceFile) -> None:
         raise _changed(file.path)
 
 
-def _hash_source(source: Path, file: _SourceFile, on_read: Callable[[int], None] | None):
+def _hash_source(
+    source: Path, file: _SourceFile, on_read: Callable[[int], None] | None
+) -> FileEntry:
     try:
         digest, size = _hash(source / file.path, on_read)
     except FileNotFoundError:

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from gridctl.agent.core.store import Sent
 
@@ -48,7 +49,7 @@ def check_key(key: str) -> str:
 MAX_POOL_CONNECTIONS = 64
 
 
-def boto_config(endpoint_url: str | None):
+def boto_config(endpoint_url: str | None) -> Any:
     """Standard retries for any client; path-style S3 addressing when talking to an
     emulator (moto, LocalStack), whose endpoint has no bucket subdomains."""
     from botocore.config import Config

@@ -50,7 +50,7 @@ class Allocation:
 
 
 def request_for(spec: ExperimentSpec) -> Request:
-    mounts = ()
+    mounts: tuple[Mount, ...] = ()
     if spec.datastore is not None:
         ref = spec.datastore
         content = f"datastore {ref.name} version {ref.version}"

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gridctl.agent.core import state
 from gridctl.agent.core.contract import (
@@ -337,7 +338,7 @@ class Node:
         say(f"{job.spec.name} {record.status}" + (f": {record.reason}" if record.reason else ""))
         return outcome
 
-    def _autoscaling(self):
+    def _autoscaling(self) -> Any:
         import boto3
 
         return boto3.session.Session().client(
@@ -415,10 +416,13 @@ def serve_node(settings: NodeSettings) -> int:
     # The instance going away (systemd stopping the agent) is an interruption too, with
     # the grace period to save in.
     window = settings.runner.grace_period + KILL_MARGIN
+
+    def on_termination() -> None:
+        terminated.wait()
+        node.broadcast.deliver(interruption(TERMINATED_REASON, window))
+
     threading.Thread(
-        target=lambda: (
-            terminated.wait() and node.broadcast.deliver(interruption(TERMINATED_REASON, window))
-        ),
+        target=on_termination,
         name="terminated",
         daemon=True,
     ).start()

@@ -37,7 +37,7 @@ class Bucket:
 
     name: str
 
-    def _aws(self, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess:
+    def _aws(self, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(["aws", "s3", *args], input=data, capture_output=True)
 
     def get(self, key: str) -> bytes | None:

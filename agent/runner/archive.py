@@ -40,7 +40,8 @@ def extract(archive: Path, dest: Path) -> None:
 
 def _data_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     """tarfile's ``data`` filter; files get the extraction time, not the archive's zero."""
-    return tarfile.data_filter(member, dest).replace(mtime=None, deep=False)
+    # None leaves the time to the extraction; typeshed knows only floats.
+    return tarfile.data_filter(member, dest).replace(mtime=None, deep=False)  # type: ignore[arg-type]
 
 
 def _check_members(members: list[tarfile.TarInfo]) -> None:

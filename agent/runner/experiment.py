@@ -412,7 +412,7 @@ class ExperimentRunner:
             return Outcome(State.SUCCEEDED, 0, None)
         return Outcome(State.FAILED, exit_code, why)
 
-    def _launch(self, log) -> subprocess.Popen[bytes]:
+    def _launch(self, log: BinaryIO) -> subprocess.Popen[bytes]:
         env = self.environment()
         argv0 = self.spec.argv[0]
         executable = resolve_interpreter(argv0, env.get("PATH"))
@@ -438,7 +438,7 @@ class ExperimentRunner:
         self.recorder.running(proc.pid, _process_start(proc.pid))
         return proc
 
-    def _supervise(self, proc: subprocess.Popen[bytes], log, sync: ArtifactSync) -> int:
+    def _supervise(self, proc: subprocess.Popen[bytes], log: BinaryIO, sync: ArtifactSync) -> int:
         assert proc.stdout is not None
         reader = threading.Thread(target=pump, args=(proc.stdout, log), daemon=True)
         reader.start()
@@ -479,6 +479,6 @@ def _process_start(pid: int) -> float:
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return 0.0

@@ -126,7 +126,8 @@ def _lsblk() -> dict[str, Any]:
         )
     except (OSError, subprocess.CalledProcessError):
         return {}
-    return json.loads(listing.stdout)
+    found: dict[str, Any] = json.loads(listing.stdout)
+    return found
 
 
 def _mount(fits: Callable[[Device], bool], path: Path) -> str | None:

@@ -219,7 +219,7 @@ class Registry:
         return _experiment(row) if row else None
 
     def _save(
-        self, db: sqlite3.Connection, move: str, after: History, name: str, **columns
+        self, db: sqlite3.Connection, move: Move, after: History, name: str, **columns: object
     ) -> bool:
         """Write what ``move`` made of the row, if the row is still in a state it leaves."""
         values = {

@@ -140,7 +140,7 @@ class AwsBackend:
         import botocore.exceptions
 
         ec2 = self.account.client("ec2")
-        every = tuple(self.record.outputs["subnet_ids"])  # type: ignore[call-overload]
+        every = tuple(self.record.outputs["subnet_ids"])
         try:
             subnets = zones.subnet_zones(ec2, every)
         except botocore.exceptions.ClientError as exc:
@@ -232,7 +232,7 @@ class AwsBackend:
         if not self.store.exists(wheel.key):
             self.store.put_bytes(wheel.key, wheel.data)
         types = instance_types(plan)
-        every = list(self.record.outputs["subnet_ids"])  # type: ignore[call-overload]
+        every = list(self.record.outputs["subnet_ids"])
         subnets = list(self._launch_subnets(types))
         machines = machines_for(plan)
         run = {
@@ -370,7 +370,7 @@ class AwsBackend:
         )
 
     def _run_records(self) -> list[dict]:
-        names = {run_of(key) for key in self.store.list(RUNS)} - {None}
+        names = {run for key in self.store.list(RUNS) if (run := run_of(key)) is not None}
         found = [self._run_record(n) for n in sorted(names)]
         return [r for r in found if r is not None]
 
