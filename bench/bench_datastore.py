@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gridctl.agent import datastore  # noqa: E402
+from gridctl.agent.core import datastore  # noqa: E402
 from gridctl.agent.core.s3store import S3Store  # noqa: E402
 from tests.aws.emulator import REGION, moto_bucket  # noqa: E402
 

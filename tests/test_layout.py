@@ -163,3 +163,13 @@ def test_one_progress_callback_type():
         if re.match(r"(Progress\s*[:=]|class Progress\b)", line)
     ]
     assert declared == ["agent/core/progress.py"]
+
+
+def test_every_benchmark_imports():
+    """``make bench`` is not part of ``make test``: a benchmark broken by a move shows here."""
+    names = sorted(p.stem for p in (REPO / "bench").glob("*.py"))
+    code = f"import sys\nsys.path[:0] = [{str(REPO / 'bench')!r}, {str(REPO)!r}]\n" + "\n".join(
+        f"import {name}" for name in names
+    )
+    loaded = _modules_after(code)
+    assert set(names) <= loaded
