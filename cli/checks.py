@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.machines import check_disk_size, parse_memory, resolve_instance_type
-from gridctl.cli.names import validate_run_name
 
 Check = Callable[[str, Any], Any]
 
@@ -69,7 +67,13 @@ def absolute_path(key: str, value: Any) -> str:
     return path
 
 
+# The checks that need the instance catalogue, run names or sweeps import them when they
+# run: the option table is built at every start, `gridctl --help` included.
+
+
 def run_name(key: str, value: Any) -> str:
+    from gridctl.cli.names import validate_run_name
+
     name = text(key, value)
     try:
         return validate_run_name(name)
@@ -79,6 +83,8 @@ def run_name(key: str, value: Any) -> str:
 
 def instance(key: str, value: Any) -> str:
     """A Grid nickname (1_v100_16gb) becomes its AWS type name."""
+    from gridctl.cli.machines import resolve_instance_type
+
     name = text(key, value)
     try:
         return resolve_instance_type(name).name
@@ -87,6 +93,8 @@ def instance(key: str, value: Any) -> str:
 
 
 def memory(key: str, value: Any) -> str:
+    from gridctl.cli.machines import parse_memory
+
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         fail(key, f"must be a size such as 10G, not {shown(value)}")
     size = str(value)
@@ -95,4 +103,12 @@ def memory(key: str, value: Any) -> str:
 
 
 def disk_size(key: str, value: Any) -> int:
+    from gridctl.cli.machines import check_disk_size
+
     return check_disk_size(value, label=key)
+
+
+def strategy(key: str, value: Any) -> str:
+    from gridctl.cli.sweep import STRATEGIES
+
+    return choice(STRATEGIES)(key, value)

@@ -20,7 +20,6 @@ from typing import Any
 
 from gridctl.cli import checks
 from gridctl.cli.checks import Check
-from gridctl.cli.sweep import STRATEGIES
 
 CLOUDS = ("local", "aws")
 DEFAULT_DATASTORE_MOUNT_DIR = "/opt/datastore"
@@ -128,7 +127,7 @@ class RunSettings:
         "grid_search",
         "grid_search, random_search or none",
         config="hyper_params.settings.strategy",
-        check=checks.choice(STRATEGIES),
+        check=checks.strategy,
     )
     trials: int | None = option(
         help="combinations to pick with random_search",
