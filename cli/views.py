@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from gridctl.agent.core.datastore import CreateResult, Version
+from gridctl.agent.core.state import State
 from gridctl.agent.core.units import count, format_bytes
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.plan import RunPlan
@@ -152,7 +153,11 @@ def run_table(run: RunStatus):
         ("experiment", "status", "params", "exit", "resumes", "duration", "instance"),
     )
     for e in run.experiments:
-        why = _escape(f" ({e.reason})") if e.status in ("failed", "queued") and e.reason else ""
+        why = (
+            _escape(f" ({e.reason})")
+            if e.status in (State.FAILED, State.QUEUED) and e.reason
+            else ""
+        )
         table.add_row(
             e.name,
             _state(e.status) + why,
