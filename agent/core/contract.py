@@ -10,6 +10,11 @@ the same layout in its directory store. Nothing else spells a key or a tag::
     runs/<run>/<experiment>/artifacts/...     the exec dir's files
     runs/<run>/<experiment>/control/stop      gridctl stop (empty)
     runs/<run>/<experiment>/control/interrupt gridctl interrupt (InterruptRequest)
+    runs/<run>/<experiment>/node-<R>/log      rank R's log (R > 0; rank 0's is ``log``)
+    runs/<run>/<experiment>/artifacts/node-<R>/...   rank R's files (R > 0)
+    runs/<run>/<experiment>/gang/<a>/members/<R>.json   who holds rank R in attempt a (Member)
+    runs/<run>/<experiment>/gang/<a>/beats/<R>          rank R's last sign of life
+    runs/<run>/<experiment>/gang/<a>/ended/<R>.json     how rank R's attempt ended (RankEnd)
     bundles/<id>.tar.gz                       the project's code, shared by runs
     wheels/<file>.whl                         the agent a node installs
     datastores/<name>/objects/<sha256>        content shared by a name's versions
@@ -103,6 +108,27 @@ class ExperimentKeys:
     def interrupt(self) -> str:
         return f"{self.control}/interrupt"
 
+    def log_of(self, rank: int) -> str:
+        """Rank 0's log is the experiment's; the others' lie beside it."""
+        return self.log if rank == 0 else f"{self.base}/node-{rank}/log"
+
+    def artifacts_of(self, rank: int) -> str:
+        """Rank 0's files are the experiment's; rank R's are kept under ``node-R/``."""
+        return self.artifacts if rank == 0 else f"{self.artifacts}/node-{rank}"
+
+    def gang(self, attempt: int) -> str:
+        """A gang attempt's rendezvous: each attempt (0, then one per resume) forms anew."""
+        return f"{self.base}/gang/{attempt}"
+
+    def member(self, attempt: int, rank: int) -> str:
+        return f"{self.gang(attempt)}/members/{rank}.json"
+
+    def beat(self, attempt: int, rank: int) -> str:
+        return f"{self.gang(attempt)}/beats/{rank}"
+
+    def ended(self, attempt: int, rank: int) -> str:
+        return f"{self.gang(attempt)}/ended/{rank}.json"
+
 
 def bundle_key(bundle_id: str) -> str:
     """Where a bundle lives in the store: once, whatever number of runs use it."""
@@ -171,11 +197,17 @@ class StatusRecord(History):
 
 @dataclass(frozen=True)
 class InterruptRequest:
-    """``control/interrupt``: ``gridctl interrupt`` asks the node to act as if reclaimed."""
+    """``control/interrupt``: ``gridctl interrupt`` asks the node to act as if reclaimed, and
+    a gang's node that is reclaimed asks its peers to stop with it."""
 
     window: float | None
     """Seconds the script gets to save; None: the spot notice's own."""
     requested_at: float | None = None
+    node: int | None = None
+    """The rank whose machine goes away; None: every node's. Every rank is interrupted
+    either way: a gang runs whole or not at all."""
+    attempt: int | None = None
+    """The attempt it interrupts (a gang's later attempts ignore it); None: the current."""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -194,4 +226,57 @@ class InterruptRequest:
         return cls(
             float(window) if valid and window is not None else None,
             at if isinstance(at, int | float) else None,
+            _count(raw.get("node")),
+            _count(raw.get("attempt")),
         )
+
+
+def _count(value: object) -> int | None:
+    """A rank or attempt number, None when it is none."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class Member:
+    """``gang/<a>/members/<R>.json``: the node that holds rank R in attempt a. Written only
+    if absent, so each rank has one holder; rank 0's ``port`` is the gang's master port."""
+
+    rank: int
+    instance: str
+    address: str
+    port: int | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Member:
+        raw = json.loads(data)
+        return cls(int(raw["rank"]), str(raw["instance"]), str(raw["address"]), raw.get("port"))
+
+
+@dataclass(frozen=True)
+class RankEnd:
+    """``gang/<a>/ended/<R>.json``: how rank R's part of attempt a ended, once its final sync
+    is done. ``stays``: its machine remains for the next attempt (a resume replaces only
+    the machines that went away)."""
+
+    rank: int
+    status: State
+    exit_code: int | None
+    reason: str | None
+    ended_at: float
+    stays: bool = True
+    instance: str | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> RankEnd:
+        raw = json.loads(data)
+        raw["status"] = State(raw["status"])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})

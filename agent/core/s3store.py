@@ -137,6 +137,20 @@ class S3Store:
         with self._bucket_errors():
             self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """S3's conditional create (``If-None-Match: *``): False when the key exists or
+        another create of it is in flight."""
+        try:
+            with self._bucket_errors():
+                self.client.put_object(
+                    Bucket=self.bucket, Key=check_key(key), Body=data, IfNoneMatch="*"
+                )
+        except self.client.exceptions.ClientError as exc:
+            if _code(exc) in _CHANGED:
+                return False
+            raise
+        return True
+
     def get_bytes(self, key: str) -> bytes:
         """Raises FileNotFoundError for a missing key, like LocalStore."""
         return self._read(key)[0]

@@ -56,6 +56,12 @@ class ExperimentSpec:
     """Seconds between artifact syncs during the run; None: the agent's setting."""
     datastore: DatastoreMount | None = None
     scratch: Scratch | None = None
+    nodes: int = 1
+    """Machines the experiment spans (SPEC section 9): a gang of ``nodes`` ranks, each with
+    ``cpus``/``gpus``/``memory`` of its own."""
+    framework: str | None = None
+    """How each node starts the script: ``torch`` through torchrun, anything else once per
+    node (as Lightning expects)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -28,6 +28,11 @@ class Store(Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if nothing is there yet: False when another writer was first
+        (how a gang's nodes claim ranks without a server)."""
+        ...
+
     def get_bytes(self, key: str) -> bytes: ...
 
     def list(self, prefix: str) -> Iterator[str]: ...
@@ -82,6 +87,21 @@ class LocalStore:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, target)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """A complete temp file hard-linked to the key: the link fails if the key exists."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
 
     def get_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
