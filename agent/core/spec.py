@@ -92,6 +92,8 @@ class MachineSpec:
     cpus: float
     gpus: int
     memory: int
+    nodes: int = 1
+    """Instances of its group: a gang's K, each running one rank of its one experiment."""
 
     @property
     def key(self) -> str:

@@ -38,13 +38,16 @@ class Home:
         """Datastore versions materialized on this machine (``mounts/``)."""
         return self.root / "mounts"
 
-    def workspace(self, run: str, experiment: str) -> Workspace:
+    def workspace(self, run: str, experiment: str, rank: int = 0) -> Workspace:
+        """Rank R > 0 of a gang has its own exec dir, scratch dir, notice file and log, beside
+        rank 0's (each is emptied on its own)."""
+        own = experiment if rank == 0 else f"{experiment}-node-{rank}"
         return Workspace(
-            exec_dir=self.root / "work" / experiment,
-            scratch_dir=self.root / "scratch" / experiment,
-            log_path=self.store.path(ExperimentKeys(run, experiment).log),
+            exec_dir=self.root / "work" / own,
+            scratch_dir=self.root / "scratch" / own,
+            log_path=self.store.path(ExperimentKeys(run, experiment).log_of(rank)),
             bundle_cache=self.root / "cache" / "bundles",
-            notice_file=self.root / "notices" / f"{experiment}.json",
+            notice_file=self.root / "notices" / f"{own}.json",
             mount_root=Path("/"),
             datastore_cache=self.datastore_cache,
         )
