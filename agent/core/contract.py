@@ -15,7 +15,7 @@ the same layout in its directory store. Nothing else spells a key or a tag::
     runs/<run>/<experiment>/gang/<a>/members/<R>.json   who holds rank R in attempt a (Member)
     runs/<run>/<experiment>/gang/<a>/beats/<R>          rank R's last sign of life
     runs/<run>/<experiment>/gang/<a>/ended/<R>.json     how rank R's attempt ended (RankEnd)
-    runs/<run>/<experiment>/gang/<a>/alarm              the attempt is interrupted (InterruptRequest)
+    runs/<run>/<experiment>/gang/<a>/alarm              interrupts the attempt (InterruptRequest)
     bundles/<id>.tar.gz                       the project's code, shared by runs
     wheels/<file>.whl                         the agent a node installs
     datastores/<name>/objects/<sha256>        content shared by a name's versions

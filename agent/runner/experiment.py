@@ -33,6 +33,7 @@ from typing import BinaryIO, Protocol
 
 from gridctl.agent.core import datastore
 from gridctl.agent.core.contract import ExperimentKeys
+from gridctl.agent.core.gang import LAUNCHER_VARIABLES, GangCancelled, GangTimeout, Place
 from gridctl.agent.core.limits import MemoryLimit, limit_memory, pin, thread_variables
 from gridctl.agent.core.logs import note, pump
 from gridctl.agent.core.spec import ExperimentSpec
@@ -61,6 +62,19 @@ GRIDCTL_VARIABLES = (
 )
 """Set by gridctl alone: a value of the same name in the submitter's environment (say a GPU
 assignment of their shell) never reaches the script."""
+
+
+class GangSide(Protocol):
+    """A rank's tie to its gang (``runner.gang.GangMember``): which rank it is, and the
+    barrier the runner passes once its bundle is ready."""
+
+    @property
+    def rank(self) -> int: ...
+
+    def ready(self, log: BinaryIO, cancelled: Callable[[], bool]) -> Place:
+        """The rank's place once every node is there; raises GangTimeout, or GangCancelled
+        once ``cancelled()``."""
+        ...
 
 
 class Recorder(Protocol):
@@ -127,13 +141,18 @@ def fetch_bundle(store: Store, key: str, cache: Path) -> Path:
 INTERPRETERS = ("python", "bash")
 
 
-def restore_artifacts(store: Store, prefix: str, exec_dir: Path) -> int:
+def restore_artifacts(
+    store: Store, prefix: str, exec_dir: Path, skip: Callable[[str], bool] = lambda _: False
+) -> int:
     """Put the previous attempts' files back over the freshly unpacked bundle; returns
-    how many. Keys that would land outside the exec dir are refused."""
+    how many. Keys that would land outside the exec dir are refused; ``skip`` names the
+    top folders that are not this exec dir's (a gang's other ranks' under rank 0's)."""
     root = exec_dir.resolve()
     pairs: list[tuple[str, Path]] = []
     for key in store.list(prefix):
         rel = PurePosixPath(key[len(prefix) :].lstrip("/"))
+        if skip(rel.parts[0]):
+            continue
         target = (exec_dir / rel).resolve()
         if ".." in rel.parts or rel.is_absolute() or not target.is_relative_to(root):
             raise ValueError(f"artifact {key!r} would land outside the exec dir")
@@ -177,13 +196,15 @@ class ExperimentRunner:
         settings: RunnerSettings | None = None,
         before_launch: Callable[[Path, BinaryIO], None] | None = None,
         resume_count: int = 0,
+        gang: GangSide | None = None,
     ) -> None:
         """``cpu_ids`` are the scheduler's cores, used when the spec pins its CPUs;
         ``base_env`` lies under the spec's environment (none locally, where the spec holds
         the submitter's whole environment). ``before_launch(exec_dir, log)`` runs once the
         bundle is unpacked (a node installs the bundle's requirements there); if it raises,
         the experiment fails. ``resume_count`` > 0 restores the previous attempts' artifacts
-        before the start."""
+        before the start. ``gang`` makes this one rank of a multi-node experiment: its own
+        artifacts, and a start only once every node is ready."""
         self.spec = spec
         self.store = store
         self.workspace = workspace
@@ -194,6 +215,10 @@ class ExperimentRunner:
         self.settings = settings or RunnerSettings()
         self.before_launch = before_launch
         self.resume_count = resume_count
+        self.gang = gang
+        self.exited_at: float | None = None
+        """When the script ended: a gang's first failure is told by it."""
+        self._place: Place | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._exited = threading.Event()
@@ -206,8 +231,12 @@ class ExperimentRunner:
         workspace.notice_file.unlink(missing_ok=True)
 
     @property
+    def rank(self) -> int:
+        return self.gang.rank if self.gang is not None else 0
+
+    @property
     def artifact_prefix(self) -> str:
-        return ExperimentKeys(self.spec.run, self.spec.name).artifacts
+        return ExperimentKeys(self.spec.run, self.spec.name).artifacts_of(self.rank)
 
     def request_stop(self) -> None:
         """SIGTERM the script's process group now and SIGKILL it after the grace period."""
@@ -282,7 +311,7 @@ class ExperimentRunner:
     def environment(self) -> dict[str, str]:
         """The spec's environment over the backend's base, with gridctl's variables."""
         env = {**self.base_env, **self.spec.env}
-        for name in GRIDCTL_VARIABLES:
+        for name in GRIDCTL_VARIABLES + (LAUNCHER_VARIABLES if self.gang is not None else ()):
             env.pop(name, None)
         env.update(
             GRIDCTL_RUN=self.spec.run,
@@ -296,6 +325,8 @@ class ExperimentRunner:
         )
         if self._datastore_dir is not None:
             env["GRIDCTL_DATASTORE_DIR"] = str(self._datastore_dir)
+        if self._place is not None:
+            env.update(self._place.environment())
         if self.spec.pin_cpus:
             env.update(thread_variables(self.spec.cpus, self.spec.env))
         return env
@@ -343,7 +374,9 @@ class ExperimentRunner:
         self._prepare_scratch()
         extract(archive, ws.exec_dir)
         if self.resume_count:
-            restored = restore_artifacts(self.store, self.artifact_prefix, ws.exec_dir)
+            restored = restore_artifacts(
+                self.store, self.artifact_prefix, ws.exec_dir, self._others_artifacts
+            )
             note(log, f"resume {self.resume_count}: restored {restored} file(s)")
         if self.spec.datastore is not None:
             self._mount_datastore(log)
@@ -352,6 +385,16 @@ class ExperimentRunner:
         # The baseline is taken after the restore: restored files are not sent again.
         self._sync = ArtifactSync(ws.exec_dir, self.store, self.artifact_prefix)
         return self._sync
+
+    def _ending(self) -> bool:
+        return self._stop.is_set() or self._interrupt is not None
+
+    def _others_artifacts(self, top: str) -> bool:
+        """Rank 0's artifacts hold the other ranks' under ``node-R/``."""
+        if self.gang is None or self.rank != 0:
+            return False
+        number = top.removeprefix("node-")
+        return number != top and number.isdigit()
 
     def _prepare_scratch(self) -> None:
         path = self.scratch_dir
@@ -387,6 +430,14 @@ class ExperimentRunner:
                 if self._interrupt is not None:  # e.g. pip killed as the instance goes
                     return Outcome(State.INTERRUPTED, None, self._interrupt.reason)
                 return Outcome(State.FAILED, None, f"could not prepare the experiment: {exc}")
+            if self.gang is not None:
+                try:
+                    self._place = self.gang.ready(log, self._ending)
+                except GangCancelled:
+                    pass  # the interruption or stop is told below
+                except GangTimeout as exc:
+                    note(log, f"the gang did not form: {exc}")
+                    return Outcome(State.FAILED, None, str(exc))
             try:
                 with self._lock:
                     if self._interrupt is not None:
@@ -414,14 +465,15 @@ class ExperimentRunner:
 
     def _launch(self, log: BinaryIO) -> subprocess.Popen[bytes]:
         env = self.environment()
-        argv0 = self.spec.argv[0]
+        argv = self._place.argv(self.spec.argv) if self._place is not None else self.spec.argv
+        argv0 = argv[0]
         executable = resolve_interpreter(argv0, env.get("PATH"))
         if executable is None:
             if argv0 in INTERPRETERS:
                 raise FileNotFoundError(errno.ENOENT, f"{argv0} is not on PATH", argv0)
             executable = str(self.workspace.exec_dir / argv0)
         proc = subprocess.Popen(
-            list(self.spec.argv),
+            list(argv),
             executable=executable,
             cwd=self.workspace.exec_dir,
             env=env,
@@ -456,6 +508,7 @@ class ExperimentRunner:
         syncer.start()
         # A blocking wait: Popen.wait(timeout) polls and would add up to 50 ms per experiment.
         code = proc.wait()
+        self.exited_at = time.time()
         with self._lock:
             self._exited.set()  # a notice from now on is too late to change the outcome
         exited.set()
