@@ -117,18 +117,19 @@ class _Free:
         return None
 
     @staticmethod
+    @staticmethod
     def _short(request: Request, cpus: float, gpus: int, memory: int) -> str | None:
-        """Which resource is short for all of the request's nodes, if any."""
+        """Which resource is short for all of the request's nodes, if any (what is held
+        beyond what is free counts as none free)."""
         k = request.nodes
+        cpus, gpus, memory = max(cpus, 0.0), max(gpus, 0), max(memory, 0)
         if request.gpus * k > gpus:
-            return f"waiting for {_times(request, str(request.gpus))} GPU(s): {max(gpus, 0)} free"
+            return f"waiting for {_times(request, str(request.gpus))} GPU(s): {gpus} free"
         if request.cpus * k > cpus + 1e-9:
-            return (
-                f"waiting for {_times(request, f'{request.cpus:g}')} CPU(s): {max(cpus, 0):g} free"
-            )
+            return f"waiting for {_times(request, f'{request.cpus:g}')} CPU(s): {cpus:g} free"
         if request.memory * k > memory:
             wanted = _times(request, format_bytes(request.memory))
-            return f"waiting for {wanted} of memory: {format_bytes(max(memory, 0))} free"
+            return f"waiting for {wanted} of memory: {format_bytes(memory)} free"
         return None
 
     def blocker(self, request: Request) -> str | None:
