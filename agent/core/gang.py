@@ -37,7 +37,7 @@ LAUNCHER_VARIABLES = (
     "MASTER_PORT",
     "NODE_RANK",
     "PL_TRAINER_NUM_NODES",
-    # Set by torchrun or a scheduler: left over from the submitter's shell they would make
+    # Set by torchrun, SLURM or LSF: left over from the submitter's shell they would make
     # Lightning or torch.distributed believe another launcher started the script.
     "RANK",
     "WORLD_SIZE",
@@ -45,6 +45,8 @@ LAUNCHER_VARIABLES = (
     "LOCAL_WORLD_SIZE",
     "GROUP_RANK",
     "TORCHELASTIC_RUN_ID",
+    "SLURM_NTASKS",
+    "LSB_JOBID",
 )
 """Set by gridctl alone in a gang's environment: the submitter's values never reach it."""
 TORCHRUN = ("-m", "torch.distributed.run")
