@@ -152,8 +152,8 @@ def combine(
         return State.FAILED, first.exit_code, f"node {first.rank}: {first.reason}"
     interrupted = [e for e in ends.values() if e.status == State.INTERRUPTED]
     if alarm is not None or interrupted:
-        why = next((e.reason for e in sorted(interrupted, key=_order) if e.reason), None)
-        return State.INTERRUPTED, None, why
+        heard = next((e.reason for e in sorted(interrupted, key=_order) if e.reason), None)
+        return State.INTERRUPTED, None, (alarm.reason if alarm else None) or heard
     if any(e.status == State.STOPPED for e in ends.values()):
         return State.STOPPED, None, STOPPED_BY_USER
     return State.SUCCEEDED, 0, None
