@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gridctl.agent.core import datastore
-from gridctl.agent.core.contract import ExperimentKeys
+from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest
 from gridctl.agent.core.gang import Rendezvous, node_name
 from gridctl.agent.core.resources import Capacity, machine_capacity
 from gridctl.agent.core.scheduler import Allocation, request_for, schedule, waiting
 from gridctl.agent.core.state import ORPHAN_REASON, STARTED_STATES, State
 from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings
 from gridctl.agent.runner.gang import GangMember, GangSettings
-from gridctl.agent.runner.notice import REQUESTED_REASON, Notice, interruption
+from gridctl.agent.runner.notice import REQUESTED_REASON, interruption
 from gridctl.agent.service.home import Home
 from gridctl.agent.service.registry import ExperimentRecord, Registry
 
@@ -226,12 +226,15 @@ class _Job:
         for runner in self.runners:
             runner.request_stop()
 
-    def interrupt(self, notice: Notice) -> None:
-        """Every rank at once; a gang's alarm first, so that failures the signals cause
-        count as the interruption's."""
+    def interrupt(self, window: float) -> None:
+        """Every rank at once. A gang's alarm goes first, so that failures the signals cause
+        count as the interruption's; it is no node's (none of them goes away)."""
         self.interrupted = True
+        notice = interruption(REQUESTED_REASON, window)
         if self.members:
-            self.members[0].alarm(notice, leaving=False)
+            attempt = self.members[0].rendezvous
+            request = InterruptRequest(window, time.time(), None, attempt.attempt, REQUESTED_REASON)
+            attempt.raise_alarm(request)
         for runner in self.runners:
             runner.notice(notice)
 
@@ -256,7 +259,7 @@ class Dispatcher:
             if record.stop_requested:
                 job.stop()
             if record.interrupt_window is not None and not job.interrupted:
-                job.interrupt(interruption(REQUESTED_REASON, record.interrupt_window))
+                job.interrupt(record.interrupt_window)
         # A resume is queued before its previous attempt's threads have quite finished.
         queued = [
             r
