@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gridctl.agent.core.units import count
 from gridctl.cli.errors import GridctlError
 from gridctl.cli.machines import InstanceType
 
@@ -54,6 +55,19 @@ def check_count(nodes: int, flag: str = "--nodes") -> int:
 
 def _given(gpus: int, nodes: int, itype: InstanceType | None, label: str) -> Shape:
     check_count(nodes)
+    most = math.ceil(gpus / nodes)
+    if itype is not None and most > itype.gpus:
+        if itype.gpus == 0:
+            raise GridctlError(
+                f"--gpus {gpus}: {label} has no GPUs: name a GPU type with --instance_type, or"
+                " leave --gpus out for nodes of CPUs only"
+            )
+        fewer = _fewest_nodes(gpus, itype.gpus)
+        hint = f": use --nodes {fewer}" if fewer is not None else ""
+        raise GridctlError(
+            f"--gpus {gpus} over --nodes {nodes} needs {count(most, 'GPU')} per node, more than"
+            f" {label} has ({itype.gpus}){hint}"
+        )
     if gpus % nodes:
         lower = gpus // nodes * nodes
         counts = [c for c in (lower, lower + nodes) if c > 0]
@@ -61,35 +75,22 @@ def _given(gpus: int, nodes: int, itype: InstanceType | None, label: str) -> Sha
             f"--gpus {gpus} does not divide over --nodes {nodes}: use "
             + " or ".join(f"--gpus {c}" for c in counts)
         )
-    per_node = gpus // nodes
-    if itype is not None and per_node > itype.gpus:
-        if itype.gpus == 0:
-            raise GridctlError(
-                f"--gpus {gpus} over --nodes {nodes} is {per_node} GPUs per node, and {label}"
-                " has no GPUs: name a GPU type with --instance_type"
-            )
-        fewer = _fewest_nodes(gpus, itype.gpus)
-        hint = f": use --nodes {fewer}" if fewer is not None else ""
-        raise GridctlError(
-            f"--gpus {gpus} over --nodes {nodes} is {per_node} GPUs per node, more than {label}"
-            f" has ({itype.gpus}){hint}"
-        )
-    return Shape(nodes, per_node)
+    return Shape(nodes, gpus // nodes)
 
 
 def _derived(gpus: int, itype: InstanceType, label: str) -> Shape:
     per_node = itype.gpus
+    nodes = math.ceil(gpus / per_node)
+    if nodes > MAX_NODES:
+        raise GridctlError(
+            f"--gpus {gpus} on {label} ({per_node} GPUs each) needs {nodes} nodes; an experiment"
+            f" runs on at most {MAX_NODES}: use --gpus {MAX_NODES * per_node} or less"
+        )
     if gpus % per_node:
         lower = gpus // per_node * per_node
         raise GridctlError(
             f"--gpus {gpus} does not divide into nodes of {per_node} GPUs ({label} has"
             f" {per_node}): use --gpus {lower} or --gpus {lower + per_node}"
-        )
-    nodes = gpus // per_node
-    if nodes > MAX_NODES:
-        raise GridctlError(
-            f"--gpus {gpus} on {label} ({per_node} GPUs each) needs {nodes} nodes; an experiment"
-            f" runs on at most {MAX_NODES}: use --gpus {MAX_NODES * per_node} or less"
         )
     return Shape(nodes, per_node)
 

@@ -88,7 +88,7 @@ class RunSettings:
     )
     config: Path | None = option(help="Grid-style YAML file")
     cpus: float | None = option(
-        help="CPUs per experiment, per node of a multi-node one (default 1)",
+        help="CPUs per experiment (per node when it spans several; default 1)",
         config="compute.train.cpus",
         check=checks.positive_number,
     )
@@ -106,7 +106,7 @@ class RunSettings:
         check=checks.nodes,
     )
     memory: str | None = option(
-        help="memory per experiment, per node of a multi-node one, unit required: 10G",
+        help="memory per experiment (per node when it spans several), unit required: 10G",
         config="compute.train.memory",
         check=checks.memory,
     )

@@ -62,20 +62,20 @@ class LocalBackend:
         k = plan.nodes
         cpus, gpus, memory = plan.resources.cpus, plan.resources.gpus, plan.resources.memory
         capacity = machine_capacity()
-        each = f" on each of {k} nodes" if k > 1 else ""
         if gpus * k > capacity.gpus:
             raise GridctlError(
                 f"--gpus {gpus * k}: this machine has {capacity.gpus} GPU(s) (use --cloud aws)"
             )
         if cpus * k > capacity.cpus:
-            total = f" ({cpus * k:g} CPUs)" if k > 1 else ""
+            asked = f"--nodes {k} with --cpus {cpus:g} each need {cpus * k:g}" if k > 1 else ""
             raise GridctlError(
-                f"--cpus {cpus:g}{each}{total}: this machine has {capacity.cpus:g} CPUs"
+                f"{asked or f'--cpus {cpus:g}'}: this machine has {capacity.cpus:g} CPUs"
             )
         if memory * k > capacity.memory:
-            total = f" ({format_bytes(memory * k)})" if k > 1 else ""
+            size = format_bytes(memory)
+            asked = f"--nodes {k} with --memory {size} each need {format_bytes(memory * k)}"
             raise GridctlError(
-                f"--memory {format_bytes(memory)}{each}{total}: this machine has"
+                f"{asked if k > 1 else f'--memory {size}'}: this machine has"
                 f" {format_bytes(capacity.memory)}"
             )
         # Here the paths are this machine's own: refuse what could never be set up.
