@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridctl.cli.errors import GridctlError
@@ -17,6 +17,20 @@ from gridctl.cli.nodes import MAX_NODES, Shape, shape
 V100X4 = resolve_instance_type("4_v100_16gb")
 GPU_TYPES = sorted({t.gpus: t for t in INSTANCE_TYPES.values() if t.gpus}.values(), key=str)
 TYPES = st.one_of(st.none(), st.sampled_from([*GPU_TYPES, resolve_instance_type("m5.large")]))
+NODES = st.one_of(st.none(), st.integers(-2, 80), st.sampled_from([0, 1, MAX_NODES, MAX_NODES + 1]))
+
+
+@st.composite
+def requests(draw, nodes=NODES):
+    """``(gpus, nodes, type)``: any counts, and often GPUs that nearly divide into the
+    node count (given or drawn) times the type's GPUs, where the rule's edges lie."""
+    itype = draw(TYPES)
+    given_nodes = draw(nodes)
+    k = given_nodes if given_nodes and given_nodes > 0 else draw(st.integers(1, 70))
+    g = itype.gpus if itype is not None else draw(st.integers(1, 8))
+    each = draw(st.sampled_from([0, 1, g - 1, g, g + 1, 2 * g]))
+    near = max(k * each + draw(st.sampled_from([0, 0, 1, -1])), 0)
+    return draw(st.one_of(st.integers(0, 600), st.just(near))), given_nodes, itype
 
 
 def refusal(gpus: int, nodes: int | None, itype: InstanceType | None) -> str:
@@ -109,8 +123,10 @@ def test_counts_that_do_not_work_are_refused_in_one_line(gpus, nodes, itype, mes
     assert refusal(gpus, nodes, itype).startswith(message)
 
 
-@given(gpus=st.integers(0, 600), nodes=st.one_of(st.none(), st.integers(-2, 80)), itype=TYPES)
-def test_a_shape_splits_the_gpus_evenly_within_the_type_and_the_limit(gpus, nodes, itype):
+@settings(max_examples=600)
+@given(request=requests())
+def test_a_shape_splits_the_gpus_evenly_within_the_type_and_the_limit(request):
+    gpus, nodes, itype = request
     try:
         found = shape(gpus, nodes, itype)
     except GridctlError:
@@ -125,14 +141,18 @@ def test_a_shape_splits_the_gpus_evenly_within_the_type_and_the_limit(gpus, node
         assert found == Shape(nodes or 1, gpus // (nodes or 1))
 
 
-@given(gpus=st.integers(0, 600), nodes=st.one_of(st.none(), st.integers(1, MAX_NODES)), itype=TYPES)
-def test_every_count_a_refusal_suggests_works_and_none_nearer_does(gpus, nodes, itype):
+@settings(max_examples=600)
+@given(request=requests(nodes=st.one_of(st.none(), st.integers(1, MAX_NODES))))
+def test_every_count_a_refusal_suggests_works_and_none_nearer_does(request):
+    gpus, nodes, itype = request
     try:
         shape(gpus, nodes, itype)
     except GridctlError as refused:
         message = refused.message
     else:
         return
+    if not suggested(message, "--gpus") + suggested(message, "--nodes"):
+        assert not any(_works(gpus, k, itype) for k in range(1, MAX_NODES + 1)), message
     for other in suggested(message, "--gpus"):
         assert shape(other, nodes, itype).nodes >= 1, message
     for other in suggested(message, "--nodes"):
