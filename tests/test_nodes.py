@@ -172,3 +172,17 @@ def _works(gpus: int, nodes: int | None, itype: InstanceType | None) -> bool:
     except GridctlError:
         return False
     return True
+
+
+def test_a_plan_gives_each_node_its_share_of_the_gpus(tmp_path):
+    from gridctl.cli.options import RunOptions
+    from gridctl.cli.plan import plan_run
+
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    flags = {"cloud": "aws", "localdir": tmp_path, "instance_type": "4_t4_16gb", "gpus": 8}
+    for nodes, each in ((None, 4), (2, 4), (4, 2), (8, 1)):
+        options = RunOptions("train.py", flags={**flags, "nodes": nodes, "framework": "torch"})
+        plan = plan_run(options, default_cloud="local", run_exists=lambda _: False, confirm=any)
+        spec = plan.spec(plan.experiments[0], "bundles/b.tar.gz", {})
+        assert (plan.nodes, plan.resources.gpus) == (8 // each, each)
+        assert (spec.nodes, spec.gpus, spec.framework) == (8 // each, each, "torch")
