@@ -186,3 +186,40 @@ def test_a_plan_gives_each_node_its_share_of_the_gpus(tmp_path):
         spec = plan.spec(plan.experiments[0], "bundles/b.tar.gz", {})
         assert (plan.nodes, plan.resources.gpus) == (8 // each, each)
         assert (spec.nodes, spec.gpus, spec.framework) == (8 // each, each, "torch")
+
+
+@pytest.mark.parametrize(
+    ("nodes", "gpus", "refused"),
+    [
+        (1, 4, None),
+        (2, 4, None),
+        (4, 4, None),
+        (2, 8, "--gpus 8: this machine has 4 GPU(s) (use --cloud aws)"),
+        (8, 8, "--gpus 8: this machine has 4 GPU(s) (use --cloud aws)"),
+    ],
+)
+def test_a_local_gangs_nodes_must_fit_this_machine_together(
+    tmp_path, monkeypatch, nodes, gpus, refused
+):
+    """A GPU machine stands in for this one, which has none: the hardware is the boundary."""
+    from gridctl.agent.core.resources import Capacity
+    from gridctl.cli.backends import local
+    from gridctl.cli.options import RunOptions
+    from gridctl.cli.plan import plan_run
+
+    monkeypatch.setattr(local, "machine_capacity", lambda: Capacity(16.0, 4, 64 << 30))
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    flags = {"cloud": "local", "localdir": tmp_path, "gpus": gpus, "nodes": nodes}
+    plan = plan_run(
+        RunOptions("train.py", flags=flags),
+        default_cloud="local",
+        run_exists=lambda _: False,
+        confirm=any,
+    )
+    backend = local.LocalBackend(tmp_path / "home")
+    if refused is None:
+        assert backend.check_plan(plan) == []
+        return
+    with pytest.raises(GridctlError) as error:
+        backend.check_plan(plan)
+    assert error.value.message == refused
