@@ -85,7 +85,7 @@ def run_gang(store: LocalStore, root: Path, *, resume: int = 0) -> Recorder:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=900)
         assert not thread.is_alive(), "a rank did not end"
     return recorder
 
