@@ -528,7 +528,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         assert lifecycle[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
-        # The network: a created VPC with one public subnet per zone, no inbound rule.
+        # The network: a created VPC, one public subnet per zone, inbound from members only.
         vpc = ec2.describe_vpcs(VpcIds=[env_a["vpc_id"]])["Vpcs"][0]
         assert {"Key": "gridctl:environment", "Value": "moto-a"} in vpc["Tags"]
         subnets = ec2.describe_subnets(SubnetIds=env_a["subnet_ids"])["Subnets"]
