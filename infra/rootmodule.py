@@ -145,6 +145,7 @@ class MachineInputs:
     machine: str
     instance_types: tuple[str, ...]
     node_count: int = 1
+    """The group's instances: a gang's K nodes (``MachineSpec.nodes``)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ class RunInputs:
     """Hours after which a node fails what it still runs and scales its group to zero."""
     auto_resume: bool = False
     image: Image = OSS_DRIVER
+    placement_group: bool = True
+    """A cluster placement group for each machine of several nodes; False where there are
+    none (emulators)."""
 
 
 def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
@@ -196,6 +200,7 @@ def run_root(target: Target, inputs: RunInputs, backend: dict) -> dict:
         "root_device_name": literal(inputs.image.root_device_name),
         "use_spot": inputs.use_spot,
         "capacity_rebalance": inputs.auto_resume,
+        "create_placement_group": inputs.placement_group,
         # null: the subnet decides. Environments made before this output: public, as then.
         "associate_public_ip_address": True if outputs.get("node_public_ip", True) else None,
         "subnet_ids": [literal(s) for s in inputs.subnet_ids or outputs["subnet_ids"]],  # type: ignore[attr-defined]

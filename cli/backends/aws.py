@@ -223,11 +223,18 @@ class AwsBackend:
             subnet_ids=tuple(run.get("subnet_ids", ())),
             disk_size=run.get("disk_size"),  # None for runs recorded before it was an option
             image=image or amis.OSS_DRIVER,
+            # Emulators such as moto have no placement groups; real AWS always does.
+            placement_group=os.environ.get("GRIDCTL_PLACEMENT_GROUP", "on") != "off",
             groups=tuple(
                 rootmodule.MachineInputs(
                     name=groups[machine],
                     machine=machine,
                     instance_types=tuple(run["instance_types"]),
+                    # The size of the group comes from the spec its nodes read, so the two
+                    # cannot disagree (specs of runs from before gangs say one node).
+                    node_count=MachineSpec.from_json(
+                        self.store.get_bytes(machine_key(run["name"], machine))
+                    ).nodes,
                 )
                 for machine in run["machines"]
             ),

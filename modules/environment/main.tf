@@ -46,7 +46,7 @@ data "aws_availability_zones" "available" {
 resource "aws_vpc" "this" {
   count = local.create_vpc ? 1 : 0
 
-  #checkov:skip=CKV2_AWS_11:Flow logs would cost money while the environment sits idle; the VPC has no inbound path (no ingress rule anywhere) and only holds short-lived training nodes.
+  #checkov:skip=CKV2_AWS_11:Flow logs would cost money while the environment sits idle; the VPC has no inbound path from outside (the nodes' security group admits only its own members) and only holds short-lived training nodes.
 
   cidr_block           = var.vpc_cidr
   enable_dns_support   = true
@@ -76,7 +76,7 @@ resource "aws_internet_gateway" "this" {
 resource "aws_subnet" "this" {
   count = length(local.azs)
 
-  #checkov:skip=CKV_AWS_130:Nodes need outbound internet (pip install, S3, AWS APIs) and there is deliberately no NAT gateway, which would cost money while the environment sits idle; the security group has no ingress rule, so a public IP accepts no connection.
+  #checkov:skip=CKV_AWS_130:Nodes need outbound internet (pip install, S3, AWS APIs) and there is deliberately no NAT gateway, which would cost money while the environment sits idle; the security group admits only its own members, so a public IP accepts no connection from outside.
 
   vpc_id                  = aws_vpc.this[0].id
   availability_zone       = local.azs[count.index]
@@ -137,20 +137,33 @@ data "aws_subnet" "given" {
 }
 
 ################################################################################
-# Security group: no inbound rule at all
+# Security group: inbound from its own members only
 ################################################################################
 
 resource "aws_security_group" "this" {
   #checkov:skip=CKV2_AWS_5:Attached by the launch templates of modules/machine, which per-run Terraform roots apply separately.
-  #checkov:skip=CKV_AWS_382:Nodes must reach PyPI (pip install), S3 and the EC2/Auto Scaling APIs; only S3 has a (gateway) endpoint, and there is no NAT gateway with a fixed address to narrow the rest to; egress only, no ingress.
+  #checkov:skip=CKV_AWS_382:Nodes must reach PyPI (pip install), S3 and the EC2/Auto Scaling APIs; only S3 has a (gateway) endpoint, and there is no NAT gateway with a fixed address to narrow the rest to; the only ingress is from members of the group itself.
 
-  name        = "gridctl-${var.name}"
+  name = "gridctl-${var.name}"
+  # The description predates the members-only rule below; AWS cannot change a security
+  # group's description, so a new one would replace the group under running nodes.
   description = "gridctl ${var.name} nodes: no inbound rule (nodes pull their work from S3); all outbound for pip, S3 and AWS APIs"
   vpc_id      = local.vpc_id
 
   # Nodes pull everything (agent wheel, code bundles, datastores) and push artifacts and
-  # logs themselves, and are reached only through S3 and the AWS APIs: nothing ever has to
-  # connect to them, so there is no ingress rule.
+  # logs themselves, and are reached only through S3 and the AWS APIs. The one exception
+  # is a multi-node experiment (a gang), whose nodes connect to each other (rendezvous
+  # port, NCCL/gloo on ports of their own choosing): members of this group may reach each
+  # other on every port and protocol, and nothing else may reach them. An inline rule
+  # makes Terraform authoritative: a rule added by hand is removed at the next apply.
+  ingress {
+    description = "Nodes of this environment only (the peers of a multi-node experiment), every port and protocol"
+    from_port   = 0
+    to_port     = 0
+    protocol    = "-1"
+    self        = true
+  }
+
   egress {
     description = "Outbound to anywhere: PyPI and package mirrors, S3 and AWS APIs (no NAT or VPC endpoints to narrow it)"
     from_port   = 0

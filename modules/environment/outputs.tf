@@ -19,7 +19,7 @@ output "subnet_ids" {
 }
 
 output "security_group_id" {
-  description = "ID of the nodes' security group (no ingress rule, all egress)."
+  description = "ID of the nodes' security group (inbound from its own members only, all egress)."
   value       = try(aws_security_group.this.id, null)
 }
 

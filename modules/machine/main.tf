@@ -19,10 +19,28 @@ locals {
     machine            = var.machine
     max_lifetime_hours = var.max_lifetime_hours
   })
+
+  # A gang's nodes talk to each other all the time (all-reduce): a cluster placement group
+  # puts them on one low-latency, high-bandwidth network segment. EC2 refuses burstable (T)
+  # and Mac instance types in one, and it lies in a single zone, which an Auto Scaling group
+  # with a cluster placement group must be limited to (the first subnet's).
+  placement_group = var.create_placement_group && var.node_count > 1 && alltrue([
+    for t in var.instance_types : !can(regex("^(t[0-9]|mac[0-9-])", t))
+  ])
+  subnet_ids = local.placement_group ? slice(var.subnet_ids, 0, 1) : var.subnet_ids
+}
+
+resource "aws_placement_group" "this" {
+  count = local.placement_group ? 1 : 0
+
+  name     = var.name
+  strategy = "cluster"
+
+  tags = local.tags
 }
 
 resource "aws_launch_template" "this" {
-  #checkov:skip=CKV_AWS_88:Nodes need outbound internet (pip install, S3, AWS APIs) and the environment deliberately has no NAT gateway, which would cost money while idle; the security group has no ingress rule, so the public IP accepts no connection.
+  #checkov:skip=CKV_AWS_88:Nodes need outbound internet (pip install, S3, AWS APIs) and the environment deliberately has no NAT gateway, which would cost money while idle; the security group admits no inbound connection except from members of the same group, so the public IP accepts none from outside.
   #checkov:skip=CKV_AWS_341:A hop limit of 2 lets containers the training script starts on the node (Docker bridge networking adds a hop) use IMDSv2; tokens are still required.
 
   name        = var.name
@@ -101,7 +119,12 @@ resource "aws_autoscaling_group" "this" {
   min_size            = 0
   max_size            = var.node_count
   desired_capacity    = var.node_count
-  vpc_zone_identifier = var.subnet_ids
+  vpc_zone_identifier = local.subnet_ids
+  placement_group     = try(aws_placement_group.this[0].name, null)
+
+  # A gang spread over several zones must not lose a running node to AWS moving capacity
+  # between zones: it would interrupt the whole gang. (null for one node: as before gangs.)
+  suspended_processes = var.node_count > 1 ? ["AZRebalance"] : null
 
   # Spot with auto-resume: AWS starts a replacement as soon as an instance is at elevated risk
   # of interruption, then ends the old one, which the agent handles as an interruption. A run

@@ -115,6 +115,13 @@ variable "node_count" {
   }
 }
 
+variable "create_placement_group" {
+  description = "Whether a machine of more than one node (`node_count` > 1, a gang) gets its own cluster placement group, named `name`, for low latency and high bandwidth between its nodes. The group then launches in the first of `subnet_ids` only (a cluster placement group lies in one zone). Ignored for one node and for instance types EC2 cannot place in one (burstable T and Mac types). Set it false where placement groups are not available (emulators such as moto) or to keep a gang free to use every zone's capacity."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
 variable "subnet_ids" {
   description = "IDs of the subnets (`subnet-...`) the group may launch in (the environment module's `subnet_ids` output): at least one; several zones give spot requests more capacity pools."
   type        = list(string)

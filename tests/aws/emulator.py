@@ -186,7 +186,8 @@ def start_moto(cert: Path, recording: Path | None = None) -> Moto:
 
 
 def aws_environment(moto: Moto, terraform_cli: dict[str, str], base: dict[str, str]) -> dict:
-    """What a user testing against moto exports: fake credentials and the endpoint."""
+    """What a user testing against moto exports: fake credentials and the endpoint, and no
+    placement groups for gangs (moto has none)."""
     env = {
         **base,
         **terraform_cli,
@@ -197,6 +198,7 @@ def aws_environment(moto: Moto, terraform_cli: dict[str, str], base: dict[str, s
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
+        "GRIDCTL_PLACEMENT_GROUP": "off",
     }
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         env.pop(name, None)

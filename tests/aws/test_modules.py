@@ -180,6 +180,27 @@ def as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
 
 
+def members_only(group: dict) -> bool:
+    """Whether the security group's one inbound rule admits its own members, on every port
+    and protocol, and nothing else."""
+    return group["IpPermissions"] == [
+        {
+            "IpProtocol": "-1",
+            "IpRanges": [],
+            "Ipv6Ranges": [],
+            "PrefixListIds": [],
+            "UserIdGroupPairs": [
+                {
+                    "Description": "Nodes of this environment only (the peers of a multi-node"
+                    " experiment), every port and protocol",
+                    "GroupId": group["GroupId"],
+                    "UserId": group["OwnerId"],
+                }
+            ],
+        }
+    ]
+
+
 def clients(aws_env: dict[str, str]):
     def client(service: str):
         return boto3.client(
@@ -417,7 +438,8 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
                 "tags": {"team": "tests"},
                 **wiring,
             },
-            # The on-demand shape: a plain launch template, the first type, two nodes.
+            # The on-demand shape: a plain launch template, the first type, two nodes (no
+            # placement group: moto has none).
             "on_demand": {
                 "source": str(MODULES / "machine"),
                 "name": "calm-heron-2-exp0",
@@ -426,6 +448,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
                 "machine": "calm-heron-2-exp0",
                 "instance_types": ["c5.large", "c5.xlarge"],
                 "node_count": 2,
+                "create_placement_group": False,
                 **wiring,
                 # The default AMI: EC2 resolves the public parameter at each launch.
                 "ami_id": RESOLVED_AMI,
@@ -505,7 +528,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         assert lifecycle[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
-        # The network: a created VPC with one public subnet per zone, no inbound rule.
+        # The network: a created VPC, one public subnet per zone, inbound from members only.
         vpc = ec2.describe_vpcs(VpcIds=[env_a["vpc_id"]])["Vpcs"][0]
         assert {"Key": "gridctl:environment", "Value": "moto-a"} in vpc["Tags"]
         subnets = ec2.describe_subnets(SubnetIds=env_a["subnet_ids"])["Subnets"]
@@ -526,7 +549,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         assert {t["RouteTableId"] for t in tables} == set(endpoint["RouteTableIds"])
         group = ec2.describe_security_groups(GroupIds=[env_a["security_group_id"]])
         group = group["SecurityGroups"][0]
-        assert group["IpPermissions"] == []
+        assert members_only(group), group["IpPermissions"]
         assert group["VpcId"] == vpc["VpcId"]
         default = ec2.describe_security_groups(
             Filters=[
@@ -635,6 +658,10 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         assert group["LaunchTemplate"]["LaunchTemplateId"] == on_demand["launch_template_id"]
         assert group["CapacityRebalance"] is False
         assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 2, 2)
+        # A gang's nodes stay where they are: AWS does not move them between zones.
+        assert [p["ProcessName"] for p in group["SuspendedProcesses"]] == ["AZRebalance"]
+        assert on_demand["placement_group_name"] is None
+        assert machine["placement_group_name"] is None  # one node
         reservations = ec2.describe_instances(
             Filters=[
                 {"Name": "tag:gridctl:experiment", "Values": ["calm-heron-2-exp0"]},
@@ -658,7 +685,7 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         )
         group = ec2.describe_security_groups(GroupIds=[env_b["security_group_id"]])
         assert group["SecurityGroups"][0]["VpcId"] == given_vpc
-        assert group["SecurityGroups"][0]["IpPermissions"] == []
+        assert members_only(group["SecurityGroups"][0]), group
         network = ("aws_vpc", "aws_subnet", "aws_internet_gateway", "aws_route_table")
         network += ("aws_vpc_endpoint",)
         assert not [r for r in existing.state() if r.split(".")[2].startswith(network)]

@@ -22,13 +22,16 @@ import pytest
 from gridctl.infra import amis, rootmodule, runs, terraform
 from gridctl.infra.environment import EnvironmentRecord
 
-from .test_modules import REGION, WHEEL_KEY, clients
+from .test_modules import MODULES, REGION, WHEEL_KEY, Terraform, clients, write_root
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform")
 
 REPO = Path(__file__).resolve().parents[2]
 BEFORE_RENAME = "bf40185ba5c9d042126030a318c2eb0b507242ff"
 """The last commit whose run roots called ``module "experiment"`` (infra/render.py)."""
+BEFORE_GANGS = "e2ba09dc1237be10989164e349171cb39c3fe552"
+"""The last commit before machines could have several nodes (placement groups, the
+environment's members-only ingress rule)."""
 ENVIRONMENT = "mig"
 RUN = "calm-heron-2"
 MACHINES = (f"{RUN}-exp0", f"{RUN}-exp1")
@@ -56,17 +59,18 @@ OLD_APPLY = textwrap.dedent(
 )
 
 
-def old_gridctl(directory: Path) -> Path:
-    """The gridctl packages as of BEFORE_RENAME, importable from the returned folder."""
+def old_gridctl(directory: Path, commit: str = BEFORE_RENAME) -> Path:
+    """The gridctl packages as of ``commit``, importable from the returned folder (its
+    Terraform modules are at ``directory/tree/modules``)."""
     found = subprocess.run(
-        ["git", "-C", str(REPO), "cat-file", "-e", f"{BEFORE_RENAME}^{{commit}}"],
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"],
         capture_output=True,
         check=False,
     )
     if found.returncode != 0:
-        pytest.skip(f"needs the git history with {BEFORE_RENAME[:7]} (a full clone)")
+        pytest.skip(f"needs the git history with {commit[:7]} (a full clone)")
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", BEFORE_RENAME, "agent", "cli", "infra", "modules"],
+        ["git", "-C", str(REPO), "archive", commit, "agent", "cli", "infra", "modules"],
         capture_output=True,
         check=True,
     ).stdout
@@ -189,3 +193,178 @@ def test_a_run_applied_before_the_machine_rename_keeps_its_resources(aws_env, tm
 
         runs.destroy(home, record, inputs(record, ami))
         assert resources(aws_env) == {}
+
+
+# What the gridctl before gangs did with a run of single-node machines: apply it, or plan it
+# and print the plan (its own infra.runs over its own rootmodule root).
+BEFORE_GANGS_RUN = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from gridctl.infra import amis, environment, rootmodule, runs, terraform
+
+    action, home, record, run, ami, wheel_key, spot, *machines = sys.argv[1:]
+    record = environment.EnvironmentRecord(**json.loads(record))
+    inputs = rootmodule.RunInputs(
+        environment=record.name, run=run, use_spot=spot == "spot", agent_wheel_key=wheel_key,
+        outputs=record.outputs, image=amis.Image(ami, "/dev/sda1"),
+        groups=tuple(
+            rootmodule.MachineInputs(f"gridctl-{record.name}-{m}", m, ("c5.large",))
+            for m in machines
+        ),
+    )
+    if action == "apply":
+        runs.apply(Path(home), record, inputs)
+        print(rootmodule.__file__)
+    else:
+        workdir = runs._workdir(Path(home), record, inputs, None)
+        terraform.run(workdir, "plan", "-refresh=false", "-out=upgrade.tfplan")
+        print(terraform.run(workdir, "show", "-json", "upgrade.tfplan"))
+    """
+)
+UPGRADED_RUNS = ((RUN, False), ("spot-heron-3", True))
+"""Single-node runs of the gridctl before gangs: one on demand, one spot."""
+
+
+def planned(shown: dict) -> dict[str, tuple]:
+    """A plan's changes by address: the actions and the planned values, known and unknown."""
+    return {
+        c["address"]: (c["change"]["actions"], c["change"]["after"], c["change"]["after_unknown"])
+        for c in shown["resource_changes"]
+    }
+
+
+def test_runs_and_environments_from_before_gangs_keep_their_resources(aws_env, moto, tmp_path):
+    """Upgrading gridctl under running single-node runs and an environment made before gangs:
+    this gridctl plans exactly what the old one plans for the same runs (moto's state draws
+    the same small in-place updates from both; no placement group, nothing created, replaced
+    or destroyed), and ``gridctl up`` adds the members-only rule to the same security group
+    in place, leaving the runs' groups and instances as they were."""
+    site = old_gridctl(tmp_path / "old", BEFORE_GANGS)
+    record, ami = environment(aws_env)
+    home = tmp_path / "home"
+
+    # The old environment module, applied; later the same root over this one.
+    env_root = Terraform(tmp_path / "environment", aws_env)
+    module = {
+        "source": str(tmp_path / "old" / "tree" / "modules" / "environment"),
+        "name": ENVIRONMENT,
+        "bucket_name": "gridctl-upgrade-bucket",
+        "force_destroy": True,
+        "az_count": 1,
+    }
+    write_root(env_root.workdir, moto, {"environment": module})
+    env_root.init()
+    env_apply = env_root.start("apply", "-auto-approve", "-input=false", "-no-color")
+
+    def before_gangs(action: str, run: str, spot: bool) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                BEFORE_GANGS_RUN,
+                action,
+                str(home),
+                json.dumps(dataclasses.asdict(record)),
+                run,
+                ami,
+                WHEEL_KEY,
+                "spot" if spot else "on-demand",
+                f"{run}-exp0",
+                f"{run}-exp1",
+            ],
+            env={**aws_env, "PYTHONPATH": str(site)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def output(proc: subprocess.Popen) -> str:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out + err
+        return out
+
+    # Both runs at once (their workspaces are apart; the shared data dir's init is locked).
+    applies = [before_gangs("apply", run, spot) for run, spot in UPGRADED_RUNS]
+    for proc in applies:
+        assert output(proc).startswith(str(site))  # the old code ran
+    env_root.finish(env_apply)
+    before = groups_of_any_kind(aws_env)
+    assert len(before) == 4 and all(instances for *_, instances in before.values()), before
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in aws_env.items():
+            patch.setenv(name, value)
+        for run, spot in UPGRADED_RUNS:
+            old = planned(json.loads(output(before_gangs("plan", run, spot))))
+            # As a real account renders it: placement groups on.
+            inputs = rootmodule.RunInputs(
+                environment=record.name,
+                run=run,
+                use_spot=spot,
+                agent_wheel_key=WHEEL_KEY,
+                outputs=record.outputs,
+                groups=tuple(
+                    rootmodule.MachineInputs(f"gridctl-{record.name}-{m}", m, ("c5.large",), 1)
+                    for m in (f"{run}-exp0", f"{run}-exp1")
+                ),
+                image=amis.Image(ami, "/dev/sda1"),
+                placement_group=True,
+            )
+            workdir = runs._workdir(home, record, inputs, None)
+            terraform.run(workdir, "plan", "-refresh=false", "-out=upgrade.tfplan")
+            new = planned(json.loads(terraform.run(workdir, "show", "-json", "upgrade.tfplan")))
+            assert len(new) == 4, new  # a launch template and a group per machine
+            assert all(actions in (["no-op"], ["update"]) for actions, *_ in new.values()), new
+            assert new == old
+
+    module["source"] = str(MODULES / "environment")
+    write_root(env_root.workdir, moto, {"environment": module})
+    env_root.init()
+    changed = {
+        address: change
+        for address, change in planned(env_plan(env_root)).items()
+        if change[0] != ["no-op"]
+    }
+    assert list(changed) == ["module.environment.aws_security_group.this"], changed
+    actions, after, _ = changed["module.environment.aws_security_group.this"]
+    assert actions == ["update"]
+    (rule,) = after["ingress"]
+    assert rule["self"] is True and not rule["cidr_blocks"], rule
+    env_root.run("apply", "-auto-approve", "-input=false", "-no-color")
+    (group,) = clients(aws_env)("ec2").describe_security_groups(GroupIds=[after["id"]])[
+        "SecurityGroups"
+    ]
+    assert [p["UserIdGroupPairs"][0]["GroupId"] for p in group["IpPermissions"]] == [after["id"]]
+    assert groups_of_any_kind(aws_env) == before
+
+
+def env_plan(tf: Terraform) -> dict:
+    tf.run("plan", "-input=false", "-no-color", "-out=upgrade.tfplan")
+    shown = subprocess.run(
+        ["terraform", "show", "-json", "upgrade.tfplan"],
+        cwd=tf.workdir,
+        env=tf.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(shown.stdout)
+
+
+def groups_of_any_kind(aws_env: dict[str, str]) -> dict[str, tuple]:
+    """Each group's identity: its ARN, launch template (or mixed instances policy) and
+    instances (all new if Terraform replaced it)."""
+    client = clients(aws_env)
+    found = client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    return {
+        g["AutoScalingGroupName"]: (
+            g["AutoScalingGroupARN"],
+            (
+                g.get("LaunchTemplate")
+                or g["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]
+            )["LaunchTemplateId"],
+            sorted(i["InstanceId"] for i in g["Instances"]),
+        )
+        for g in found
+    }

@@ -4,6 +4,7 @@ read from ``terraform show -json``. Planning needs no environment, so every case
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -11,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gridctl.infra import amis, rootmodule
+from gridctl.agent.core.spec import MachineSpec
+from gridctl.cli.backends.aws import AwsBackend
+from gridctl.infra import amis, environment, rootmodule
+from gridctl.infra.environment import EnvironmentRecord
+from gridctl.infra.rootmodule import EnvironmentInputs
 
-from .test_modules import REGION, WHEEL_KEY, Terraform
+from .test_modules import REGION, WHEEL_KEY, Terraform, clients
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform")
 
@@ -45,11 +50,19 @@ def plan(tmp_path: Path, aws_env: dict, moto: str, cases: list[rootmodule.RunInp
     """Each case's root, planned at once: the planned values by resource type, and what
     the plan printed."""
     target = rootmodule.Target(REGION, None, moto)
+    roots = {case.run: rootmodule.run_root(target, case, backend={}) for case in cases}
+    return [
+        ({c["type"]: c["change"]["after"] for c in changes}, log)
+        for changes, log in plan_written(tmp_path, aws_env, roots)
+    ]
+
+
+def plan_written(tmp_path: Path, aws_env: dict, roots_by_name: dict[str, dict]) -> list:
+    """Each root, planned at once: its planned resource changes, and what the plan printed."""
     roots = []
-    for case in cases:
-        root = rootmodule.run_root(target, case, backend={})
-        del root["terraform"]["backend"]  # planned here, not applied: no state to keep
-        tf = Terraform(tmp_path / case.run, aws_env)
+    for name, root in roots_by_name.items():
+        root["terraform"].pop("backend", None)  # planned here, not applied: no state to keep
+        tf = Terraform(tmp_path / name, aws_env)
         rootmodule.write_root(tf.workdir, root)
         tf.init()
         roots.append(tf)
@@ -66,9 +79,7 @@ def plan(tmp_path: Path, aws_env: dict, moto: str, cases: list[rootmodule.RunInp
             text=True,
             check=True,
         ).stdout
-        changes = json.loads(shown)["resource_changes"]
-        planned = {c["type"]: c["change"]["after"] for c in changes}
-        results.append((planned, tf.text()[start:]))
+        results.append((json.loads(shown)["resource_changes"], tf.text()[start:]))
     return results
 
 
@@ -130,3 +141,96 @@ def test_run_roots_require_the_terraform_and_provider_they_were_written_for():
         versions = (Path(rootmodule.modules_dir()) / module / "versions.tf").read_text()
         assert 'required_version = ">= 1.10"' in versions
         assert 'version = "~> 5.0"' in versions
+
+
+def gang_run(name: str, instance_type: str, nodes: dict[str, int], store) -> dict:
+    """A run record with one machine per entry of ``nodes``, and each machine's spec in the
+    bucket, as ``gridctl run --cloud aws`` writes them."""
+    for machine, count in nodes.items():
+        spec = MachineSpec(name, machine, (machine,), 4.0, 0, 2**33, nodes=count)
+        store.put_bytes(spec.key, spec.to_json().encode())
+    return {
+        "name": name,
+        "use_spot": False,
+        "agent_wheel_key": WHEEL_KEY,
+        "scratch_size": 0,
+        "instance_types": [instance_type],
+        "machines": {machine: [machine] for machine in nodes},
+        "groups": {machine: f"gridctl-plan-{machine}" for machine in nodes},
+    }
+
+
+def test_a_gang_gets_its_nodes_and_a_cluster_placement_group(aws_env, moto, tmp_path, monkeypatch):
+    """The AWS backend sizes each group from its machine's spec and places a gang's nodes
+    together unless GRIDCTL_PLACEMENT_GROUP=off; the environment lets them reach each other."""
+    for name, value in aws_env.items():
+        monkeypatch.setenv(name, value)
+    clients(aws_env)("s3").create_bucket(Bucket=CREATED_VPC["bucket_name"])
+    home = tmp_path / "home"
+    home.mkdir()
+    record = EnvironmentRecord("plan", REGION, None, CREATED_VPC["bucket_name"], {}, CREATED_VPC)
+    environment.save(home, record)
+    backend = AwsBackend(home)
+    store = backend.store
+    gang = gang_run("gang", "c5.xlarge", {"gang-exp0": 2, "gang-exp1": 1}, store)
+
+    monkeypatch.delenv("GRIDCTL_PLACEMENT_GROUP")  # a real account: placement groups on
+    placed = backend._inputs(gang)
+    monkeypatch.setenv("GRIDCTL_PLACEMENT_GROUP", "off")
+    unplaced = backend._inputs(gang_run("unplaced", "c5.xlarge", {"unplaced-exp0": 2}, store))
+    assert [g.node_count for g in placed.groups] == [2, 1]
+    assert [g.node_count for g in unplaced.groups] == [2]
+    assert placed.placement_group and not unplaced.placement_group
+    burstable = inputs("burstable", "t3.large", CREATED_VPC, use_spot=True)
+    burstable = dataclasses.replace(
+        burstable, groups=(dataclasses.replace(burstable.groups[0], node_count=2),)
+    )
+
+    target = rootmodule.Target(REGION, None, moto)
+    roots = {case.run: rootmodule.run_root(target, case, {}) for case in (placed, unplaced)}
+    roots["burstable"] = rootmodule.run_root(target, burstable, {})
+    env = EnvironmentInputs("plan", CREATED_VPC["bucket_name"], None)
+    roots["environment"] = rootmodule.environment_root(target, env, None)
+    results = plan_written(tmp_path, aws_env, roots)
+    (on, log), (off, _), (burst, _), (environment_plan, _) = results
+    on = {c["address"]: c["change"]["after"] for c in on}
+    off = {c["address"]: c["change"]["after"] for c in off}
+    burst = {c["address"]: c["change"]["after"] for c in burst}
+
+    def group(planned: dict, machine: str) -> dict:
+        return planned[f'module.machine["{machine}"].aws_autoscaling_group.this']
+
+    every = CREATED_VPC["subnet_ids"]
+    # Two nodes: a cluster placement group of the group's name, in one zone, both launched.
+    placement = on['module.machine["gang-exp0"].aws_placement_group.this[0]']
+    assert placement["strategy"] == "cluster"
+    assert placement["name"] == "gridctl-plan-gang-exp0"
+    assert placement["tags"]["gridctl:run"] == "gang"
+    two = group(on, "gang-exp0")
+    assert two["placement_group"] == "gridctl-plan-gang-exp0"
+    assert (two["min_size"], two["max_size"], two["desired_capacity"]) == (0, 2, 2)
+    assert two["vpc_zone_identifier"] == every[:1]
+    assert two["suspended_processes"] == ["AZRebalance"]
+    # One node: exactly what it was before gangs (no placement group, every zone).
+    assert not [a for a in on if a.startswith('module.machine["gang-exp1"].aws_placement')]
+    one = group(on, "gang-exp1")
+    assert one["placement_group"] is None and one["max_size"] == 1
+    assert sorted(one["vpc_zone_identifier"]) == every
+    assert not one["suspended_processes"]
+    # Switched off (emulators), or a type EC2 cannot place (T): no placement group.
+    for planned, machine in ((off, "unplaced-exp0"), (burst, "burstable-exp0")):
+        assert not [a for a in planned if ".aws_placement_group." in a], planned.keys()
+        unplaced_group = group(planned, machine)
+        assert unplaced_group["placement_group"] is None
+        assert unplaced_group["max_size"] == 2
+        assert sorted(unplaced_group["vpc_zone_identifier"]) == every
+        assert unplaced_group["suspended_processes"] == ["AZRebalance"]
+
+    # The nodes' security group: its own members on every port, nothing else inbound.
+    (security_group,) = [c for c in environment_plan if c["type"] == "aws_security_group"]
+    (rule,) = security_group["change"]["after"]["ingress"]
+    assert rule["self"] is True
+    assert (rule["protocol"], rule["from_port"], rule["to_port"]) == ("-1", 0, 0)
+    assert not rule["cidr_blocks"] and not rule["ipv6_cidr_blocks"]
+    assert not rule["prefix_list_ids"] and not rule["security_groups"]
+    assert "Warning" not in log, log
