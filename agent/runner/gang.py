@@ -71,6 +71,11 @@ class GangMember:
     def nodes(self) -> int:
         return self.spec.nodes
 
+    @property
+    def formed(self) -> bool:
+        """Whether every node got here: else no script ran and no peer will end this attempt."""
+        return self._formed.is_set()
+
     def ready(self, log: BinaryIO, cancelled: Callable[[], bool]) -> Place:
         """The barrier: every node has its bundle ready before any script starts."""
         note(log, f"node {self.rank} of {self.nodes}: waiting for the other nodes")
