@@ -71,7 +71,8 @@ class SimNode:
         try:
             return self.agent.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.instance_id}'s agent did not end:\n{self.output()}")
+            why = f"{self.instance_id}'s agent did not end:\n{self.output()}"
+            raise AssertionError(why) from None
 
 
 @dataclass
