@@ -212,7 +212,8 @@ class GangNode:
             if record.status == State.INTERRUPTED:
                 return record.resumes + 1 if spec.auto_resume else None
             if record.status in ENDED_STATES:
-                say(f"{self.keys.experiment} has ended ({record.status}): nothing to run")
+                if after < 0:
+                    say(f"{self.keys.experiment} has ended ({record.status}): nothing to run")
                 return None
             attempt = record.resumes
             if attempt > after:

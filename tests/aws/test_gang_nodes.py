@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
-from gridctl.agent.core.contract import Member, RankEnd
+from gridctl.agent.core.contract import InterruptRequest, Member, RankEnd
 
 from .emulator import free_port
 from .gang_nodes import KEYS, Gang, SimNode, gang_group, wait_for
+from .single_node import vanish
 
 ALLREDUCE = """\
 import json, os
@@ -228,3 +230,62 @@ def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(gang,
     assert gang.store.exists(f"{KEYS.artifacts}/node-1/ckpt.txt")
     assert gang.desired_capacity() == 0
     assert gang.nodes[-1].ended() == 0, gang.nodes[-1].output()
+
+
+def test_a_node_that_dies_silently_is_found_by_its_peer_and_replaced(gang, project):
+    gang.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project, auto_resume=True)
+    settings = {"GRIDCTL_MASTER_PORT": str(free_port()), "GRIDCTL_SYNC_INTERVAL": "0.5"}
+    boot_all(gang, **settings)
+    wait_for(lambda: all(b"step 5\n" in gang.log(rank) for rank in (0, 1)), why="both step")
+    survivor, lost = holder(gang, 0, 0), holder(gang, 0, 1)
+    vanish(lost.agent)  # no notice, no final sync, no end of its own
+    wait_for(lambda: gang.store.exists(KEYS.ended(0, 0)), why="rank 0 ended")
+    written_for_it = rank_end(gang, 0, 1)
+    assert (written_for_it.status, written_for_it.stays) == ("interrupted", False)
+    assert written_for_it.reason == "node 1 stopped reporting (its machine was lost)"
+    assert rank_end(gang, 0, 0).stays
+    replacement = gang.reclaim(lost)  # the group's health check replaces the dead machine
+    gang.start(gang.boot(replacement), **settings)
+    assert survivor.ended() == 0, survivor.output()
+    status = gang.status()
+    assert (status["status"], status["resumes"]) == ("succeeded", 1)
+    assert status["attempts"][0]["reason"] == written_for_it.reason
+    assert member(gang, 1, 0).instance == survivor.instance_id
+    assert member(gang, 1, 1).instance == replacement
+    for rank in (0, 1):
+        (step,) = resumed_from(gang.log(rank))
+        assert step > 0
+        assert gang.artifact(rank, "out/done.txt") == f"{rank} 300".encode()
+    assert gang.desired_capacity() == 0
+
+
+def test_gridctl_interrupt_of_one_node_ends_only_its_instance(gang, project):
+    gang.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project, auto_resume=True)
+    settings = {"GRIDCTL_MASTER_PORT": str(free_port()), "GRIDCTL_SYNC_INTERVAL": "0.5"}
+    boot_all(gang, **settings)
+    wait_for(lambda: all(b"step 5\n" in gang.log(rank) for rank in (0, 1)), why="both step")
+    survivor, named = holder(gang, 0, 0), holder(gang, 0, 1)
+    request = InterruptRequest(60.0, time.time(), node=1, attempt=0)
+    gang.store.put_bytes(KEYS.interrupt, request.encode())
+    assert named.ended() == 0, named.output()
+    # The named node ended its own instance, as a reclaim would; the group launched another.
+    wait_for(lambda: len(gang.instances()) == 2 and named.instance_id not in gang.instances())
+    (replacement,) = set(gang.instances()) - {survivor.instance_id}
+    gang.start(gang.boot(replacement), **settings)
+    assert survivor.ended() == 0, survivor.output()
+    status = gang.status()
+    assert (status["status"], status["resumes"]) == ("succeeded", 1)
+    assert status["attempts"][0]["reason"] in (
+        "interrupted by gridctl interrupt",  # the named node's end, when it came first
+        "the gang was interrupted: node 1's machine is going away",
+    )
+    assert rank_end(gang, 0, 1).reason == "interrupted by gridctl interrupt"
+    assert not rank_end(gang, 0, 1).stays
+    assert [member(gang, 1, rank).instance for rank in (0, 1)] == [
+        survivor.instance_id,
+        replacement,
+    ]
+    assert not gang.store.exists(KEYS.interrupt)  # served: it did not interrupt the resume
+    for rank in (0, 1):
+        assert len(resumed_from(gang.log(rank))) == 1
+    assert gang.desired_capacity() == 0
