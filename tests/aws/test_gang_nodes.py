@@ -188,24 +188,24 @@ def resumed_from(log: bytes) -> list[int]:
     return [int(step) for step in re.findall(rb"resumed from step (\d+)", log)]
 
 
-def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(gang, project):
+@pytest.mark.parametrize("lost", [1, 0], ids=["rank1_reclaimed", "rank0_reclaimed"])
+def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(gang, project, lost):
     argv = ("python", "train.py")
     gang.deploy({"train.py": CHECKPOINTING}, argv, project, auto_resume=True)
     settings = {"GRIDCTL_MASTER_PORT": str(free_port()), "GRIDCTL_SYNC_INTERVAL": "0.5"}
     boot_all(gang, **settings)
     wait_for(lambda: all(b"step 5\n" in gang.log(rank) for rank in (0, 1)), why="both step")
-    survivor, reclaimed = holder(gang, 0, 0), holder(gang, 0, 1)
+    kept = 1 - lost
+    survivor, reclaimed = holder(gang, 0, kept), holder(gang, 0, lost)
     survivor_pid = survivor.agent.pid
     reclaimed.imds.notify_spot_interruption(120)
     assert reclaimed.ended() == 0, reclaimed.output()
-    wait_for(lambda: gang.store.exists(KEYS.ended(0, 0)), why="rank 0 ended")
+    wait_for(lambda: gang.store.exists(KEYS.ended(0, kept)), why="the survivor's rank ended")
     ends = {rank: rank_end(gang, 0, rank) for rank in (0, 1)}
-    assert [(e.status, e.stays) for e in ends.values()] == [
-        ("interrupted", True),
-        ("interrupted", False),
-    ]
-    assert "spot interruption notice" in ends[1].reason
-    assert ends[0].reason == "the gang was interrupted: node 1's machine is going away"
+    assert (ends[kept].status, ends[kept].stays) == ("interrupted", True)
+    assert (ends[lost].status, ends[lost].stays) == ("interrupted", False)
+    assert "spot interruption notice" in ends[lost].reason
+    assert ends[kept].reason == f"the gang was interrupted: node {lost}'s machine is going away"
     saved = {rank: int(gang.artifact(rank, "ckpt.txt")) for rank in (0, 1)}
     assert all(step > 0 for step in saved.values())
     # AWS ends the reclaimed instance and launches another; the survivor keeps its own.
@@ -216,12 +216,14 @@ def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(gang,
     assert survivor.agent.pid == survivor_pid
     status = gang.status()
     assert (status["status"], status["exit_code"], status["resumes"]) == ("succeeded", 0, 1)
+    # The record names rank 0's instance: whichever machine held rank 0 in each attempt.
+    holders = [holder(gang, 0, 0).instance_id, holder(gang, 1, 0).instance_id]
     assert [(a["instance"], a["status"]) for a in status["attempts"]] == [
-        (survivor.instance_id, "interrupted"),
-        (survivor.instance_id, "succeeded"),
+        (holders[0], "interrupted"),
+        (holders[1], "succeeded"),
     ]
-    assert member(gang, 1, 0).instance == survivor.instance_id
-    assert member(gang, 1, 1).instance == replacement
+    assert member(gang, 1, kept).instance == survivor.instance_id
+    assert member(gang, 1, lost).instance == replacement
     for rank in (0, 1):
         log = gang.log(rank)
         assert resumed_from(log) == [saved[rank]], log.decode()
@@ -230,6 +232,19 @@ def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(gang,
     assert gang.store.exists(f"{KEYS.artifacts}/node-1/ckpt.txt")
     assert gang.desired_capacity() == 0
     assert gang.nodes[-1].ended() == 0, gang.nodes[-1].output()
+
+
+def test_a_stop_object_stops_every_node(gang, project):
+    gang.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project)
+    nodes = boot_all(gang, GRIDCTL_MASTER_PORT=str(free_port()))
+    wait_for(lambda: all(b"step 3\n" in gang.log(rank) for rank in (0, 1)), why="both step")
+    gang.store.put_bytes(KEYS.stop, b"")
+    for node in nodes:
+        assert node.ended() == 0, node.output()
+    status = gang.status()
+    assert (status["status"], status["reason"]) == ("stopped", "stopped by user")
+    assert [rank_end(gang, 0, rank).status for rank in (0, 1)] == ["stopped", "stopped"]
+    assert gang.desired_capacity() == 0
 
 
 def test_a_node_that_dies_silently_is_found_by_its_peer_and_replaced(gang, project):
