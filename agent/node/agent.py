@@ -165,7 +165,7 @@ class Node:
             self.mount_scratch(spec.scratch)
         if spec.datastore is not None:
             self.mount_instance_store()
-        return GangNode(self, store, machine, address).serve()
+        return GangNode(self, store, machine, spec, address).serve()
 
     def mount_scratch(self, scratch: Scratch) -> None:
         """The launch template's scratch disk, once for all the machine's experiments."""

@@ -149,7 +149,7 @@ class RankOfMachine:
 
 
 @dataclass
-class Attempt:
+class Part:
     """How this node's part of one attempt ended."""
 
     outcome: Outcome | None
@@ -160,11 +160,14 @@ class GangNode:
     """This instance's life in its gang: attempts until the experiment ends for good, or
     until its machine goes away."""
 
-    def __init__(self, node: Node, store: S3Store, machine: MachineSpec, address: str) -> None:
+    def __init__(
+        self, node: Node, store: S3Store, machine: MachineSpec, spec: ExperimentSpec, address: str
+    ) -> None:
         self.node = node
         self.store = store
         self.machine = machine
-        self.keys = ExperimentKeys(machine.run, machine.experiments[0])
+        self.spec = spec
+        self.keys = ExperimentKeys(spec.run, spec.name)
         self.address = address
         self.instance = node.identity.instance_id
         settings = node.settings
@@ -176,19 +179,16 @@ class GangNode:
         )
 
     def serve(self) -> int:
-        from gridctl.agent.node.agent import read_spec
-
         last = -1
         while True:
-            spec = read_spec(self.store, self.keys)
-            attempt = self.plan(spec, after=last)
+            attempt = self.plan(after=last)
             if attempt is None:
                 return 0 if self.node.scale_to_zero() else 1
-            ended = self.run(spec, attempt)
+            ended = self.run(attempt)
             if ended is None:
                 continue  # every rank was taken meanwhile: look again
             last = attempt
-            if ended.leaving and spec.auto_resume:
+            if ended.leaving and self.spec.auto_resume:
                 # The group keeps its capacity and replaces this machine; after `gridctl
                 # interrupt` the node ends its own instance, as a reclaim would.
                 requested = self.node.broadcast.requested
@@ -201,7 +201,7 @@ class GangNode:
             self.store, self.keys, self.machine.nodes, attempt, self.instance, self.address
         )
 
-    def plan(self, spec: ExperimentSpec, after: int) -> int | None:
+    def plan(self, after: int) -> int | None:
         """The attempt to join (later than ``after``); None once the experiment has ended
         for good."""
         while True:
@@ -210,7 +210,7 @@ class GangNode:
                 return 0 if after < 0 else None
             record = StatusRecord.from_json(data)
             if record.status == State.INTERRUPTED:
-                return record.resumes + 1 if spec.auto_resume else None
+                return record.resumes + 1 if self.spec.auto_resume else None
             if record.status in ENDED_STATES:
                 if after < 0:
                     say(f"{self.keys.experiment} has ended ({record.status}): nothing to run")
@@ -222,7 +222,7 @@ class GangNode:
                 mine = any(m.instance == self.instance for m in members.values())
                 if len(members) < self.machine.nodes or mine:
                     return attempt
-            self.settle_silent(spec, self.rendezvous(attempt))
+            self.settle_silent(self.rendezvous(attempt))
             time.sleep(self.node.settings.gang_interval)
 
     def _status(self) -> bytes | None:
@@ -231,7 +231,7 @@ class GangNode:
         except FileNotFoundError:
             return None
 
-    def settle_silent(self, spec: ExperimentSpec, rendezvous: Rendezvous) -> None:
+    def settle_silent(self, rendezvous: Rendezvous) -> None:
         """An attempt whose every node that has not ended went silent (their machines were
         lost with no word) is ended for them, so that the experiment moves on."""
         look = rendezvous.look()
@@ -264,9 +264,9 @@ class GangNode:
             return resumed.beat(now)
         return record
 
-    def run(self, spec: ExperimentSpec, attempt: int) -> Attempt | None:
+    def run(self, attempt: int) -> Part | None:
         """This node's rank of ``attempt``, run to its end; None when no rank was free."""
-        node, settings = self.node, self.node.settings
+        node, settings, spec = self.node, self.node.settings, self.spec
         rendezvous = self.rendezvous(attempt)
         rank = rendezvous.register(port=settings.master_port)
         if rank is None:
@@ -284,14 +284,14 @@ class GangNode:
             self.store, self.keys.log_of(rank), workspace.log_path, settings.log_interval
         )
         member = GangMember(rendezvous, rank, spec, self.gang_settings)
-        leaves_for_good = spec.auto_resume
+        resumes = spec.auto_resume
         recorder = GangRecorder(
             self.store,
             self.keys,
             record,
             log,
             member,
-            waits=lambda: not (member.leaving and leaves_for_good),
+            waits=lambda: not (member.leaving and resumes),
             interval=settings.gang_interval,
         )
         recorder.starting()
@@ -299,7 +299,7 @@ class GangNode:
         allocations = schedule([request_for(spec)], [], capacity)
         if not allocations:
             recorder.finished(State.FAILED, None, f"it does not fit this machine ({capacity})")
-            return Attempt(recorder.outcome, member.leaving)
+            return Part(recorder.outcome, member.leaving)
         (allocation,) = allocations
         runner = ExperimentRunner(
             spec,
@@ -358,4 +358,4 @@ class GangNode:
         else:
             why = f": {outcome[2]}" if outcome[2] else ""
             say(f"{spec.name} attempt {attempt}: {outcome[0]}{why}")
-        return Attempt(outcome, member.leaving)
+        return Part(outcome, member.leaving)
