@@ -248,9 +248,13 @@ class GangNode:
             rendezvous.raise_alarm(request)
         look = rendezvous.look()
         outcome = combine(look.ends, self.machine.nodes, look.alarm)
+        # With every end in, the rank that completed them is writing the same outcome (or
+        # died doing so): the conditional write keeps one.
         if outcome is not None:
-            say(f"{self.keys.experiment}: attempt {rendezvous.attempt} was left by its nodes")
-            settle(self.store, self.keys, rendezvous.attempt, outcome, self.instance)
+            wrote = settle(self.store, self.keys, rendezvous.attempt, outcome, self.instance)
+            if wrote and unended:
+                silent = ", ".join(map(str, unended))
+                say(f"{self.keys.experiment} attempt {rendezvous.attempt}: node {silent} was lost")
 
     def first_record(self, attempt: int) -> StatusRecord:
         """What rank 0 writes as the attempt starts: the first, or a resume."""
