@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -188,8 +189,16 @@ def resumed_from(log: bytes) -> list[int]:
     return [int(step) for step in re.findall(rb"resumed from step (\d+)", log)]
 
 
-@pytest.mark.parametrize("lost", [1, 0], ids=["rank1_reclaimed", "rank0_reclaimed"])
-def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(gang, project, lost):
+@pytest.mark.parametrize(
+    ("lost", "how"),
+    [(1, "spot_notice"), (0, "spot_notice"), (1, "terminated")],
+    ids=["rank1_reclaimed", "rank0_reclaimed", "rank1_terminated"],
+)
+def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(
+    gang, project, lost, how
+):
+    """A spot notice on one node's metadata service, or its instance going away (systemd
+    stopping the agent: SIGTERM), interrupts the whole gang; only that machine is replaced."""
     argv = ("python", "train.py")
     gang.deploy({"train.py": CHECKPOINTING}, argv, project, auto_resume=True)
     settings = {"GRIDCTL_MASTER_PORT": str(free_port()), "GRIDCTL_SYNC_INTERVAL": "0.5"}
@@ -198,13 +207,17 @@ def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(gang,
     kept = 1 - lost
     survivor, reclaimed = holder(gang, 0, kept), holder(gang, 0, lost)
     survivor_pid = survivor.agent.pid
-    reclaimed.imds.notify_spot_interruption(120)
+    if how == "spot_notice":
+        reclaimed.imds.notify_spot_interruption(120)
+    else:
+        reclaimed.agent.send_signal(signal.SIGTERM)
     assert reclaimed.ended() == 0, reclaimed.output()
     wait_for(lambda: gang.store.exists(KEYS.ended(0, kept)), why="the survivor's rank ended")
     ends = {rank: rank_end(gang, 0, rank) for rank in (0, 1)}
     assert (ends[kept].status, ends[kept].stays) == ("interrupted", True)
     assert (ends[lost].status, ends[lost].stays) == ("interrupted", False)
-    assert "spot interruption notice" in ends[lost].reason
+    heard = "spot interruption notice" if how == "spot_notice" else "instance terminated"
+    assert heard in ends[lost].reason
     assert ends[kept].reason == f"the gang was interrupted: node {lost}'s machine is going away"
     saved = {rank: int(gang.artifact(rank, "ckpt.txt")) for rank in (0, 1)}
     assert all(step > 0 for step in saved.values())
