@@ -33,11 +33,17 @@ from gridctl.agent.core.s3store import S3Store
 from gridctl.agent.core.scheduler import request_for, schedule
 from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
 from gridctl.agent.core.state import ENDED_STATES, STARTED_STATES, State
-from gridctl.agent.node.controls import watch_controls
+from gridctl.agent.node.controls import read_interrupt, watch_controls
 from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
 from gridctl.agent.runner.experiment import ExperimentRunner
 from gridctl.agent.runner.gang import LOST_PEER_REASON, GangMember, GangSettings, Outcome
-from gridctl.agent.runner.notice import INTERRUPTION, Notice
+from gridctl.agent.runner.notice import (
+    INTERRUPTION,
+    REQUESTED_REASON,
+    WINDOW,
+    Notice,
+    interruption,
+)
 
 if TYPE_CHECKING:
     from gridctl.agent.node.agent import Node
@@ -88,9 +94,12 @@ class GangRecorder(BucketRecorder):
         member: GangMember,
         waits: Callable[[], bool],
         interval: float,
+        interrupted: Callable[[], None],
     ) -> None:
         super().__init__(store, keys, record, log)
         self.member = member
+        self.interrupted = interrupted
+        """Called as the rank's interrupted attempt ends, before its end is recorded."""
         self.waits = waits
         """Whether this rank waits for its peers' ends: its machine stays, so it needs to
         know whether the gang resumes."""
@@ -114,6 +123,8 @@ class GangRecorder(BucketRecorder):
             say(f"cannot upload the final log: {exc}")
         with self._lock:
             self._ended = True  # no heartbeat from now on may overwrite the end
+        if status == State.INTERRUPTED:
+            self.interrupted()
         outcome = self.member.finish(status, exit_code, reason, self.exited_at())
         if not self.member.formed:
             # No script ran anywhere (the barrier timed out, or the attempt was interrupted
@@ -288,6 +299,20 @@ class GangNode:
             self.store, self.keys.log_of(rank), workspace.log_path, settings.log_interval
         )
         member = GangMember(rendezvous, rank, spec, self.gang_settings)
+
+        def serves(request: InterruptRequest) -> bool:
+            """``gridctl interrupt [--node R]`` for this attempt and this machine."""
+            current = request.attempt is None or request.attempt == attempt
+            return current and request.node in (None, rank)
+
+        def last_look() -> None:
+            """An interrupt of every node ends this machine too, though its script may end
+            (on the alarm a peer raised) before its own look at the controls is due."""
+            request = read_interrupt(self.store, self.keys)
+            if request is not None and serves(request):
+                notice = interruption(REQUESTED_REASON, request.window or WINDOW)
+                node.broadcast.deliver(notice, requested=True)
+
         resumes = spec.auto_resume
         recorder = GangRecorder(
             self.store,
@@ -297,6 +322,7 @@ class GangNode:
             member,
             waits=lambda: not (member.leaving and resumes),
             interval=settings.gang_interval,
+            interrupted=last_look,
         )
         recorder.starting()
         capacity = Capacity(self.machine.cpus, self.machine.gpus, self.machine.memory)
@@ -321,11 +347,6 @@ class GangNode:
         recorder.exited_at = lambda: runner.exited_at
         node.broadcast.join(RankOfMachine(runner, member))
         done = threading.Event()
-
-        def serves(request: InterruptRequest) -> bool:
-            """``gridctl interrupt [--node R]`` for this attempt and this machine."""
-            current = request.attempt is None or request.attempt == attempt
-            return current and request.node in (None, rank)
 
         helpers = [
             threading.Thread(

@@ -319,3 +319,30 @@ def test_gridctl_interrupt_of_one_node_ends_only_its_instance(gang, project):
     for rank in (0, 1):
         assert len(resumed_from(gang.log(rank))) == 1
     assert gang.desired_capacity() == 0
+
+
+def test_gridctl_interrupt_of_every_node_replaces_every_instance(gang, project):
+    gang.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project, auto_resume=True)
+    # The controls are looked at seldom: one node hears the request, the other the alarm.
+    settings = {"GRIDCTL_MASTER_PORT": str(free_port()), "GRIDCTL_CONTROL_INTERVAL": "30"}
+    first = boot_all(gang, **settings)
+    wait_for(lambda: all(b"step 5\n" in gang.log(rank) for rank in (0, 1)), why="both step")
+    request = InterruptRequest(60.0, time.time(), node=None, attempt=0)
+    gang.store.put_bytes(KEYS.interrupt, request.encode())
+    for node in first:
+        assert node.ended() == 0, node.output()
+    assert [rank_end(gang, 0, rank).stays for rank in (0, 1)] == [False, False]
+    # Each node ended its own instance; the group launched two others.
+    old = {node.instance_id for node in first}
+    wait_for(lambda: len(gang.instances()) == 2 and not old & set(gang.instances()))
+    replacements = [gang.start(gang.boot(i), **settings) for i in sorted(gang.instances())]
+    for node in replacements:
+        assert node.ended() == 0, node.output()
+    status = gang.status()
+    assert (status["status"], status["resumes"]) == ("succeeded", 1)
+    assert {member(gang, 1, rank).instance for rank in (0, 1)} == {
+        node.instance_id for node in replacements
+    }
+    for rank in (0, 1):
+        assert len(resumed_from(gang.log(rank))) == 1
+    assert gang.desired_capacity() == 0
