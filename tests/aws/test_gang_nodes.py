@@ -323,9 +323,11 @@ def test_gridctl_interrupt_of_one_node_ends_only_its_instance(gang, project):
 
 def test_gridctl_interrupt_of_every_node_replaces_every_instance(gang, project):
     gang.deploy({"train.py": CHECKPOINTING}, ("python", "train.py"), project, auto_resume=True)
-    # The controls are looked at seldom: one node hears the request, the other the alarm.
-    settings = {"GRIDCTL_MASTER_PORT": str(free_port()), "GRIDCTL_CONTROL_INTERVAL": "30"}
-    first = boot_all(gang, **settings)
+    settings = {"GRIDCTL_MASTER_PORT": str(free_port())}
+    # One node looks at its controls only after the gang's end: it hears the alarm first.
+    first = [gang.boot(instance) for instance in sorted(gang.instances())]
+    gang.start(first[0], **settings, GRIDCTL_CONTROL_INTERVAL="1")
+    gang.start(first[1], **settings, GRIDCTL_CONTROL_INTERVAL="600")
     wait_for(lambda: all(b"step 5\n" in gang.log(rank) for rank in (0, 1)), why="both step")
     request = InterruptRequest(60.0, time.time(), node=None, attempt=0)
     gang.store.put_bytes(KEYS.interrupt, request.encode())
