@@ -112,3 +112,11 @@ def strategy(key: str, value: Any) -> str:
     from gridctl.cli.sweep import STRATEGIES
 
     return choice(STRATEGIES)(key, value)
+
+
+def nodes(key: str, value: Any) -> int | None:
+    """Grid's own files say ``nodes: 0`` for "not multi-node": that asks for nothing."""
+    from gridctl.cli.nodes import check_count
+
+    count = whole_number(0)(key, value)
+    return check_count(count, key) if count else None

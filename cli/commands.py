@@ -262,12 +262,35 @@ def wait(home: Path, name: str, on_change: Callable[[RunStatus], None] | None = 
         time.sleep(POLL)
 
 
-def logs(home: Path, name: str, *, follow: bool, tail: int | None):
-    """The log of the experiment ``name``, or of the only experiment of the run ``name``."""
+def _check_rank(node: int | None) -> None:
+    if node is not None and node < 0:
+        raise GridctlError(f"--node must be zero or more, got {node}")
+
+
+def _check_node(experiment: ExperimentStatus, node: int | None) -> None:
+    """Refuse a rank the experiment does not have."""
+    if node is None or node < experiment.nodes:
+        return
+    if experiment.nodes == 1:
+        raise GridctlError(f"--node {node}: {experiment.name} runs on one node, rank 0")
+    raise GridctlError(
+        f"--node {node}: {experiment.name} spans {experiment.nodes} nodes,"
+        f" ranks 0 to {experiment.nodes - 1}"
+    )
+
+
+def logs(home: Path, name: str, *, follow: bool, tail: int | None, node: int = 0):
+    """The log of the experiment ``name``, or of the only experiment of the run ``name``;
+    of its rank ``node`` when it spans several nodes."""
     if tail is not None and tail < 0:
         raise GridctlError(f"--tail must be zero or more, got {tail}")
+    _check_rank(node)
     backend = _find(home, name)
-    return backend.logs(_only(backend, name), follow=follow, tail=tail)
+    experiment = _only(backend, name)
+    if node:
+        (found,) = backend.experiments([experiment])
+        _check_node(found, node)
+    return backend.logs(experiment, follow=follow, tail=tail, node=node)
 
 
 def artifacts(home: Path, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
@@ -307,19 +330,26 @@ def delete(home: Path, names: Sequence[str]) -> list[str]:
     return [e for backend, share in _by_backend(home, names) for e in backend.delete(share)]
 
 
-def interrupt(home: Path, names: Sequence[str], window: float) -> list[ExperimentStatus]:
-    """Deliver a simulated spot interruption: the same path as a real notice."""
+def interrupt(
+    home: Path, names: Sequence[str], window: float, node: int | None = None
+) -> list[ExperimentStatus]:
+    """Deliver a simulated spot interruption: the same path as a real notice. ``node``: the
+    rank whose machine is reclaimed; every rank of the experiment is interrupted."""
     if not 0 < window <= MAX_WINDOW:
         raise GridctlError(f"--window must be above 0 and at most {MAX_WINDOW:g} seconds")
-    found: list[ExperimentStatus] = []
-    for backend, share in _by_backend(home, names):
-        experiments = backend.experiments(share)
+    _check_rank(node)
+    shares = [(backend, backend.experiments(share)) for backend, share in _by_backend(home, names)]
+    for _, experiments in shares:
         idle = [e.name for e in experiments if e.status not in STARTED_STATES]
         if idle:
             raise GridctlError(
                 f"only running experiments can be interrupted; not running: {', '.join(idle)}"
             )
-        found += backend.interrupt([e.name for e in experiments], window)
+        for e in experiments:
+            _check_node(e, node)
+    found: list[ExperimentStatus] = []
+    for backend, experiments in shares:
+        found += backend.interrupt([e.name for e in experiments], window, node)
     return found
 
 

@@ -20,7 +20,6 @@ from gridctl.cli.options import RUN_OPTIONS
 
 NOT_OPTIONS = (
     "compute.provider.region",
-    "compute.train.nodes",
     "compute.train.environment",
     "compute.train.scratch[0].name",
     "hyper_params.params",
@@ -33,7 +32,7 @@ _UNSUPPORTED = {
     "compute.provider.cluster": "use --credential and --region for your own AWS account",
     "compute.train.actions": "run setup commands from your script",
     "compute.train.scale_down_seconds": "instances stop as soon as their experiment ends",
-    "compute.train.distributed": "each experiment runs on one node",
+    "compute.train.distributed": "set compute.train.nodes for a multi-node experiment",
     "compute.train.dockerfile": "scripts run in the instance's Python environment",
     "compute.train.dependency_file_info": "install dependencies from your script",
 }
@@ -146,14 +145,14 @@ class _Reader:
         for key, reason in _UNSUPPORTED.items():
             if found.get(key) not in (None, False, [], {}):
                 self.fail(key, f"is not supported yet ({reason}); remove it")
-        self.nodes(found.get("compute.train.nodes"))
         if f"{_SCRATCH}[0]" in found and found.get(f"{_SCRATCH}[0].size_gb") is None:
             self.fail(f"{_SCRATCH}[0].size_gb", "is required")
-        values = {
+        checked = {
             entry.name: self.check(entry.check, entry.config, found[entry.config])
             for entry in RUN_OPTIONS
             if entry.config is not None and found.get(entry.config) is not None
         }
+        values = {name: value for name, value in checked.items() if value is not None}
         self.check(checks.text, f"{_SCRATCH}[0].name", found.get(f"{_SCRATCH}[0].name"))
         return RunConfig(
             values=values,
@@ -198,17 +197,6 @@ class _Reader:
         if len(value) > 1:
             self.fail(key, f"has {len(value)} entries; gridctl supports one scratch space")
         return value
-
-    def nodes(self, value: Any) -> None:
-        if value is None:
-            return
-        nodes = self.check(checks.whole_number(0), "compute.train.nodes", value)
-        if nodes > 1:
-            self.fail(
-                "compute.train.nodes",
-                f"{nodes} is not supported yet (each experiment runs on one node); "
-                "remove it or set it to 1",
-            )
 
     def script_env(self, value: Any) -> dict[str, str]:
         key = "compute.train.environment"

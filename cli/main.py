@@ -89,7 +89,12 @@ Everything after SCRIPT goes to the script verbatim; a flag value such as "[0.1,
 ("unifrom(0, 1, 3)") is refused; to pass such a value as is, make it a one-element list,
 "['unifrom(0, 1, 3)']", or pass --strategy none to sweep nothing.
 
-With --dry-run --output json prints {"run", "experiments": [{"name", "params", "argv"}]};
+Multi-node: --nodes K runs each experiment on K machines that start the script together
+(--gpus is their total, --cpus and --memory each node's); --gpus above what --instance_type
+has spreads over nodes of it (--gpus 8 --instance_type 4_v100_16gb: 2 nodes of 4 GPUs).
+
+With --dry-run --output json prints {"run", "experiments": [{"name", "params", "argv",
+"nodes"}]};
 with --wait --output json, the final status as `gridctl status RUN --output json` does.
 Exit codes: 0 ok, 1 an experiment did not succeed (--wait/--follow), 2 bad input.
 """
@@ -306,7 +311,7 @@ def _follow_run(home: Path, run_name: str) -> None:
     help="Runs (name, status, backend, counts per state, duration, cost), or one run's"
     " experiments, or one experiment. JSON: a list of {run, status, backend, counts,"
     " created_at, duration, cost, seed, strategy, description}; with RUN one object with those"
-    " keys plus experiments: [{name, status, params, exit_code, resumes, started_at,"
+    " keys plus experiments: [{name, status, params, nodes, exit_code, resumes, started_at,"
     " finished_at, duration, instance, reason, attempts}]; with EXPERIMENT that experiment's"
     " object with its run. On AWS, an experiment whose node has not written its heartbeat"
     " for GRIDCTL_LOST_AFTER seconds (default 600) is recorded failed and its machine's"
@@ -363,18 +368,20 @@ def status(
 
 @app.command(
     help="An experiment's stdout and stderr, each line time-stamped (UTC); a run name stands"
-    " for its experiment when it has only one."
+    " for its experiment when it has only one. A multi-node experiment shows rank 0's log"
+    " unless --node names another rank."
 )
 def logs(
     name: str = typer.Argument(..., metavar="EXPERIMENT"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep streaming until it ends"),
     tail: int | None = typer.Option(None, help="only the last N lines"),
+    node: int = typer.Option(0, help="the rank whose log to show, 0 to nodes - 1"),
 ) -> None:
     from gridctl.cli import commands
 
     home = _home()
     _notices(home)
-    for line in commands.logs(home, name, follow=follow, tail=tail):
+    for line in commands.logs(home, name, follow=follow, tail=tail, node=node):
         sys.stdout.write(line)
         sys.stdout.flush()
 
@@ -424,7 +431,9 @@ def stop(
     help="Deliver a simulated spot interruption to running experiments: the same path as a"
     " real notice (SIGTERM, final sync, interrupted; with --auto_resume they resume), so you"
     " can test that a script resumes before paying for spot. On AWS the whole machine is"
-    " interrupted and replaced. JSON: [{name, status, ...}] as in status."
+    " interrupted and replaced. Every node of a multi-node experiment is interrupted; with"
+    " --node R on AWS only rank R's machine goes away and is replaced, the others stay."
+    " JSON: [{name, status, ...}] as in status."
 )
 def interrupt(
     names: list[str] = typer.Argument(..., metavar="EXPERIMENT"),
@@ -434,13 +443,16 @@ def interrupt(
         help="seconds until the deadline (a real notice: 120); the script gets SIGTERM now and"
         " at least half of them before SIGKILL",
     ),
+    node: int | None = typer.Option(
+        None, help="the rank whose machine is reclaimed (default: every node's)"
+    ),
     output: Output = OUTPUT,
 ) -> None:
     from gridctl.cli import commands, views
 
     home = _home()
     _notices(home)
-    interrupted = commands.interrupt(home, names, window)
+    interrupted = commands.interrupt(home, names, window, node)
     if output is Output.json:
         views.print_json([views.experiment_json(e) for e in interrupted])
     else:

@@ -88,18 +88,25 @@ class RunSettings:
     )
     config: Path | None = option(help="Grid-style YAML file")
     cpus: float | None = option(
-        help="CPUs per experiment (default 1)",
+        help="CPUs per experiment (per node when it spans several; default 1)",
         config="compute.train.cpus",
         check=checks.positive_number,
     )
     gpus: int = option(
         0,
-        "GPUs per experiment (default 0)",
+        "GPUs per experiment, all nodes together (default 0); more than the --instance_type"
+        " has spread over nodes of it: --gpus 8 --instance_type 4_v100_16gb is 2 nodes",
         config="compute.train.gpus",
         check=checks.whole_number(0),
     )
+    nodes: int | None = option(
+        help="machines one experiment spans, starting its script together (default: as"
+        " --gpus and --instance_type make it, else 1); --gpus must divide by it",
+        config="compute.train.nodes",
+        check=checks.nodes,
+    )
     memory: str | None = option(
-        help="memory per experiment, unit required: 10G",
+        help="memory per experiment (per node when it spans several), unit required: 10G",
         config="compute.train.memory",
         check=checks.memory,
     )
@@ -168,7 +175,8 @@ class RunSettings:
         backends=AWS,
     )
     framework: str | None = option(
-        help="lightning, torch, tensorflow, ...",
+        help="lightning, torch, tensorflow, ...; on several nodes torch starts the script"
+        " through torchrun, any other once per node",
         config="compute.train.framework",
         check=checks.text,
     )

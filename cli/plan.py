@@ -26,6 +26,7 @@ from gridctl.cli.machines import (
     resolve_instance_type,
 )
 from gridctl.cli.names import experiment_name, generate_run_name, validate_run_name
+from gridctl.cli.nodes import shape
 from gridctl.cli.options import (
     CLOUDS,
     DEFAULT_DATASTORE_MOUNT_DIR,
@@ -50,6 +51,8 @@ class PlannedExperiment:
 
 @dataclass(frozen=True)
 class Resources:
+    """What each node of an experiment asks for (an experiment of one node: the experiment)."""
+
     cpus: float
     gpus: int
     memory: int
@@ -68,6 +71,8 @@ class RunPlan:
     seed: int
     resources: Resources
     experiments: tuple[PlannedExperiment, ...]
+    nodes: int = 1
+    """Machines each experiment spans, each with ``resources`` of its own."""
     instance_type: InstanceType | None = None
     use_spot: bool = False
     auto_resume: bool = False
@@ -111,6 +116,8 @@ class RunPlan:
             sync_interval=self.sync_interval,
             datastore=datastore,
             scratch=scratch,
+            nodes=self.nodes,
+            framework=self.framework,
         )
 
 
@@ -205,26 +212,34 @@ def plan_run(
     if cloud not in CLOUDS:
         raise GridctlError(f"--cloud must be one of {', '.join(CLOUDS)}, got {cloud!r}")
     if s.framework is not None and s.framework not in FRAMEWORKS:
-        raise GridctlError(f"--framework must be one of {', '.join(FRAMEWORKS)}")
+        raise GridctlError(
+            f"--framework {s.framework}: use one of {', '.join(FRAMEWORKS)}"
+            " (or leave it out: the script then runs once per node)"
+        )
 
     cpus = _positive("--cpus", s.cpus)
     if s.gpus < 0:
         raise GridctlError(f"--gpus must be zero or more, got {s.gpus}")
     memory = parse_memory(s.memory) if s.memory is not None else 0
-    instance = None
+    instance = resolve_instance_type(s.instance_type) if s.instance_type is not None else None
+    gang = shape(s.gpus, s.nodes, instance, s.instance_type)
     notes: list[str] = []
-    if s.instance_type is not None:
-        instance = resolve_instance_type(s.instance_type)
-        check_fits(instance, cpus=cpus, gpus=s.gpus, memory_bytes=memory or None)
+    if instance is not None:
+        check_fits(instance, cpus=cpus, gpus=gang.gpus_per_node, memory_bytes=memory or None)
     elif cloud == "aws":
         default = resolve_instance_type(DEFAULT_INSTANCE_TYPE)
-        instance = pick_instance_type(default, cpus=cpus, gpus=s.gpus, memory_bytes=memory or None)
+        instance = pick_instance_type(
+            default, cpus=cpus, gpus=gang.gpus_per_node, memory_bytes=memory or None
+        )
         if instance != default:
+            what = "one experiment" if gang.nodes == 1 else "one node"
             notes.append(
                 f"no --instance_type given; using {instance.name} ({instance.summary}), the"
-                " smallest type that fits one experiment"
+                f" smallest type that fits {what}"
             )
-    resources = Resources(cpus=cpus or 1.0, gpus=s.gpus, memory=memory, pin_cpus=cpus is not None)
+    resources = Resources(
+        cpus=cpus or 1.0, gpus=gang.gpus_per_node, memory=memory, pin_cpus=cpus is not None
+    )
     scratch_size = _positive("--scratch_size", s.scratch_size, int)
     datastore_version = _positive("--datastore_version", s.datastore_version, int)
     if s.disk_size is not None:
@@ -269,6 +284,7 @@ def plan_run(
         seed=seed,
         resources=resources,
         experiments=experiments,
+        nodes=gang.nodes,
         instance_type=instance,
         use_spot=s.use_spot,
         auto_resume=s.auto_resume,

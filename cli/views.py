@@ -70,7 +70,8 @@ def plan_json(plan: RunPlan) -> dict:
         "run": plan.name,
         "disk_size": plan.disk_size,
         "experiments": [
-            {"name": e.name, "params": e.params, "argv": list(e.argv)} for e in plan.experiments
+            {"name": e.name, "params": e.params, "argv": list(e.argv), "nodes": plan.nodes}
+            for e in plan.experiments
         ],
     }
 
@@ -80,6 +81,7 @@ def experiment_json(e: ExperimentStatus) -> dict:
         "name": e.name,
         "status": e.status,
         "params": e.params,
+        "nodes": e.nodes,
         "exit_code": e.exit_code,
         "resumes": e.resumes,
         "started_at": iso(e.started_at),
@@ -159,7 +161,7 @@ def run_table(run: RunStatus):
             else ""
         )
         table.add_row(
-            e.name,
+            e.name + _nodes_hint(e.nodes),
             _state(e.status) + why,
             _escape(params_text(e.params)),
             "-" if e.exit_code is None else str(e.exit_code),
@@ -177,6 +179,7 @@ def experiment_table(e: ExperimentStatus):
     rows = [
         ("status", _state(e.status) + (_escape(f" ({e.reason})") if e.reason else "")),
         ("params", _escape(params_text(e.params))),
+        ("nodes", str(e.nodes)),
         ("command", _escape(shlex.join(e.argv))),
         ("exit code", "-" if e.exit_code is None else str(e.exit_code)),
         ("resumes", str(e.resumes)),
@@ -194,13 +197,18 @@ def experiment_table(e: ExperimentStatus):
     return table
 
 
+def _nodes_hint(nodes: int) -> str:
+    """`` (2 nodes)`` after a multi-node experiment's name; nothing after a single one's."""
+    return f" ({nodes} nodes)" if nodes > 1 else ""
+
+
 def plan_table(plan: RunPlan):
     table = _table(
         f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
         ("experiment", "command"),
     )
     for e in plan.experiments:
-        table.add_row(e.name, _escape(shlex.join(e.argv)))
+        table.add_row(e.name + _nodes_hint(plan.nodes), _escape(shlex.join(e.argv)))
     return table
 
 

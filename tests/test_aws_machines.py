@@ -1,5 +1,6 @@
 """Which experiments share an instance on AWS: Grid's rule, packed by the node's scheduler."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -67,3 +68,30 @@ def test_group_names_are_scoped_by_environment_and_fit_aws_limits():
     # The longest: a 24-character environment, a 40-character run, a machine index of 4.
     longest = group_name("e" * 24, "r" * 40 + "-machine9999")
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", longest)  # the module's name validation
+
+
+def gang(instance_type: str, count: int, *, nodes: int, gpus: int) -> RunPlan:
+    return dataclasses.replace(plan(instance_type, count, gpus=gpus), nodes=nodes)
+
+
+def test_a_multi_node_experiment_has_a_machine_of_its_own_with_its_nodes():
+    """Even when each node asks for fewer GPUs than the type has: a gang is never packed."""
+    for p in (
+        gang("4_t4_16gb", 3, nodes=2, gpus=1),
+        gang("4_t4_16gb", 3, nodes=2, gpus=4),
+        gang("m5.large", 3, nodes=2, gpus=0),
+    ):
+        machines = machines_for(p)
+        assert [(m.name, m.experiments, m.nodes) for m in machines] == [
+            (f"r-exp{i}", (f"r-exp{i}",), 2) for i in range(3)
+        ]
+
+
+def test_a_single_node_machine_says_one_node():
+    assert {m.nodes for m in machines_for(plan("4_t4_16gb", 5, gpus=2))} == {1}
+
+
+def test_the_spec_of_a_multi_node_experiment_carries_its_nodes_and_framework():
+    p = dataclasses.replace(gang("4_t4_16gb", 1, nodes=3, gpus=2), framework="torch")
+    spec = p.spec(p.experiments[0], "bundles/x.tar.gz", {})
+    assert (spec.nodes, spec.framework, spec.gpus) == (3, "torch", 2)

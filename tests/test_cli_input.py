@@ -126,6 +126,7 @@ def test_the_one_element_list_escape_reaches_the_script_as_is(gridctl, script, p
             "name": "escaped-exp0",
             "params": {"lr": "unifrom(0,1,3)", "opt": "Adam(lr)"},
             "argv": ["python", "train.py", "--lr", "unifrom(0,1,3)", "--opt=Adam(lr)"],
+            "nodes": 1,
         }
     ]
     result = gridctl("run", "--wait", "--name", "escaped", script, *args)
@@ -280,3 +281,176 @@ def test_a_local_plan_has_no_root_disk_size(gridctl, script):
 def test_a_root_disk_size_out_of_range_is_one_line(gridctl, script, value, expected):
     result = gridctl("run", "--cloud", "aws", "--dry-run", "--disk_size", value, script)
     assert expected in one_line_usage_error(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-node experiments: the node count, and what is refused before anything starts
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--gpus", "6", "--instance_type", "4_v100_16gb"],
+            "--gpus 6 does not divide into nodes of 4 GPUs (4_v100_16gb has 4):"
+            " use --gpus 4 or --gpus 8",
+        ),
+        (
+            ["--gpus", "10", "--instance_type", "p3.8xlarge"],
+            "--gpus 10 does not divide into nodes of 4 GPUs (p3.8xlarge has 4):"
+            " use --gpus 8 or --gpus 12",
+        ),
+        (["--nodes", "0"], "--nodes 0: an experiment runs on at least 1 node"),
+        (["--nodes", "-2"], "--nodes -2: an experiment runs on at least 1 node"),
+        (["--nodes", "65"], "--nodes 65: an experiment runs on at most 64 nodes"),
+        (
+            ["--nodes", "2", "--gpus", "3"],
+            "--gpus 3 does not divide over --nodes 2: use --gpus 2 or --gpus 4",
+        ),
+        (
+            ["--nodes", "2", "--gpus", "16", "--instance_type", "4_t4_16gb"],
+            "--gpus 16 over --nodes 2 needs 8 GPUs per node, more than 4_t4_16gb has (4):"
+            " use --nodes 4",
+        ),
+        (
+            ["--gpus", "1024", "--instance_type", "8_a100_40gb"],
+            "--gpus 1024 on 8_a100_40gb (8 GPUs each) needs 128 nodes; an experiment runs on"
+            " at most 64: use --gpus 512 or less",
+        ),
+        (
+            ["--framework", "pytorch"],
+            "--framework pytorch: use one of lightning, torch, tensorflow, keras, jax, julia,"
+            " torchelastic (or leave it out: the script then runs once per node)",
+        ),
+        (["--nodes", "two"], "Invalid value for '--nodes'"),
+    ],
+)
+@pytest.mark.parametrize("cloud", ["local", "aws"])
+def test_a_node_count_that_cannot_work_is_one_line_and_starts_nothing(
+    gridctl, script, args, expected, cloud
+):
+    for dry in ([], ["--dry-run"]):
+        message = one_line_usage_error(gridctl("run", "--cloud", cloud, *dry, *args, script))
+        assert message.startswith(expected), message
+    assert gridctl.json("status") == []
+
+
+def test_a_config_files_nodes_are_checked_as_the_flags_are(gridctl, script, project):
+    (project / "gang.yml").write_text("compute: {train: {nodes: 3, gpus: 4}}\n")
+    message = one_line_usage_error(gridctl("run", "--config", "gang.yml", script))
+    assert message == "--gpus 4 does not divide over --nodes 3: use --gpus 3 or --gpus 6"
+    (project / "wide.yml").write_text("compute: {train: {nodes: 100}}\n")
+    message = one_line_usage_error(gridctl("run", "--config", "wide.yml", script))
+    assert message == "wide.yml: compute.train.nodes 100: an experiment runs on at most 64 nodes"
+    assert gridctl.json("status") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "nodes"),
+    [
+        ([], 1),
+        (["--nodes", "1"], 1),
+        (["--nodes", "2"], 2),
+        (["--nodes", "3", "--cpus", "0.1"], 3),
+        (["--cloud", "aws", "--gpus", "8", "--instance_type", "4_t4_16gb"], 2),
+        (["--cloud", "aws", "--gpus", "4", "--instance_type", "4_t4_16gb"], 1),
+        (["--cloud", "aws", "--gpus", "4", "--instance_type", "1_t4_16gb"], 4),
+        (["--cloud", "aws", "--nodes", "4", "--gpus", "8", "--instance_type", "g4dn.12xlarge"], 4),
+        (["--cloud", "aws", "--nodes", "2", "--gpus", "2"], 2),
+    ],
+)
+def test_every_planned_experiment_says_its_nodes(gridctl, script, args, nodes):
+    planned = dry_run(gridctl, *args, script, "--lr", "[1, 2]")
+    assert [e["nodes"] for e in planned["experiments"]] == [nodes, nodes]
+
+
+def test_the_config_files_nodes_and_grids_zero(gridctl, script, project):
+    (project / "gang.yml").write_text("compute: {train: {nodes: 2}}\n")
+    (project / "grid.yml").write_text("compute: {train: {nodes: 0}}\n")
+    assert dry_run(gridctl, "--config", "gang.yml", script)["experiments"][0]["nodes"] == 2
+    assert dry_run(gridctl, "--config", "grid.yml", script)["experiments"][0]["nodes"] == 1
+    overridden = dry_run(gridctl, "--config", "gang.yml", "--nodes", "3", "--cpus", "0.1", script)
+    assert overridden["experiments"][0]["nodes"] == 3
+
+
+def test_aws_without_a_type_picks_the_smallest_that_fits_one_node(gridctl, script):
+    result = gridctl("run", "--cloud", "aws", "--dry-run", "--nodes", "2", "--gpus", "8", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "no --instance_type given; using g4dn.12xlarge (48 vCPUs, 192 GiB, 4 T4 GPUs), the"
+        " smallest type that fits one node"
+    ]
+    assert "(2 nodes)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--nodes", "2", "--cpus", "{cpus}"],
+            "--nodes 2 with --cpus {cpus} each need {double}: this machine has {cpus} CPUs",
+        ),
+        (
+            ["--nodes", "{more}"],
+            "--nodes {more} with --cpus 1 each need {more}: this machine has {cpus} CPUs",
+        ),
+        (["--nodes", "4", "--gpus", "4"], "--gpus 4: this machine has 0 GPU(s) (use --cloud aws)"),
+        (
+            ["--gpus", "8", "--instance_type", "4_t4_16gb"],
+            "--gpus 8: this machine has 0 GPU(s) (use --cloud aws)",
+        ),
+    ],
+)
+def test_a_local_gang_that_can_never_fit_this_machine_is_refused(gridctl, script, args, expected):
+    """Its K nodes run here at once: K times a node's request must fit."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    values = {"cpus": str(cpus), "double": str(2 * cpus), "more": str(cpus + 1)}
+    args = [a.format(**values) for a in args]
+    message = one_line_usage_error(gridctl("run", "--cloud", "local", *args, script))
+    assert message == expected.format(**values)
+    single = gridctl("run", "--cloud", "local", "--dry-run", "--cpus", str(cpus), script)
+    assert single.returncode == 0, single.stderr
+    assert gridctl.json("status") == []
+
+
+def test_a_local_multi_node_run_is_recorded_with_its_nodes_and_framework(gridctl, script):
+    from gridctl.agent.service.home import Home
+    from gridctl.agent.service.registry import Registry
+
+    result = gridctl("run", "--name", "pair", "--nodes", "2", "--framework", "lightning", script)
+    assert result.returncode == 0, result.stderr
+    (experiment,) = gridctl.status("pair")["experiments"]
+    assert experiment["nodes"] == 2
+    assert gridctl.json("status", "pair-exp0")["nodes"] == 2
+    record = Registry(Home(gridctl.home).registry).get_experiment("pair-exp0")
+    assert record is not None
+    assert (record.spec.nodes, record.spec.framework) == (2, "lightning")
+    table = gridctl("status", "pair")
+    assert "pair-exp0 (2 nodes)" in table.stdout
+    shown = gridctl("status", "pair-exp0")
+    assert [line.split() for line in shown.stdout.splitlines() if "nodes" in line] == [
+        ["nodes", "2"]
+    ]
+
+
+def test_a_single_node_experiment_says_one_node(gridctl, script):
+    result = gridctl("run", "--name", "one", "--wait", script)
+    assert result.returncode == 0, result.stderr
+    assert gridctl.status("one")["experiments"][0]["nodes"] == 1
+    assert "(1 nodes)" not in gridctl("status", "one").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["logs", "one-exp0", "--node", "1"], "--node 1: one-exp0 runs on one node, rank 0"),
+        (["logs", "one", "--node", "-1"], "--node must be zero or more, got -1"),
+        (["logs", "nope", "--node", "1"], "no run or experiment named 'nope'"),
+    ],
+)
+def test_logs_of_a_rank_the_experiment_lacks_are_one_line(gridctl, script, args, expected):
+    assert gridctl("run", "--name", "one", "--wait", script).returncode == 0
+    assert one_line_usage_error(gridctl(*args)).startswith(expected)
+    assert gridctl("logs", "one", "--node", "0").returncode == 0

@@ -38,9 +38,12 @@ class MemoryBackend:
         *states: str,
         created_at: float = 0.0,
         datastore: DatastoreMount | None = None,
+        nodes: int = 1,
     ) -> None:
         experiments = tuple(
-            ExperimentStatus(f"{run}-exp{i}", run, state, {}, ("train.py",), datastore=datastore)
+            ExperimentStatus(
+                f"{run}-exp{i}", run, state, {}, ("train.py",), datastore=datastore, nodes=nodes
+            )
             for i, state in enumerate(states)
         )
         self.known[run] = RunStatus(run, self.name, created_at, None, 0, "grid_search", experiments)
@@ -86,8 +89,11 @@ class MemoryBackend:
                 raise GridctlError(f"no run or experiment named {name!r}")
         return list(found.values())
 
-    def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]:
-        self.calls.append(("logs", (experiment, str(follow), str(tail))))
+    def logs(
+        self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
+    ) -> Iterator[str]:
+        shown = (experiment, str(follow), str(tail)) + ((f"node {node}",) if node else ())
+        self.calls.append(("logs", shown))
         return iter([f"{experiment} says hello"])
 
     def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
@@ -98,8 +104,11 @@ class MemoryBackend:
         self.calls.append(("stop", tuple(names)))
         return self.experiments(names)
 
-    def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
-        self.calls.append(("interrupt", (*names, str(window))))
+    def interrupt(
+        self, names: Sequence[str], window: float, node: int | None = None
+    ) -> list[ExperimentStatus]:
+        shown = (*names, str(window)) + ((f"node {node}",) if node is not None else ())
+        self.calls.append(("interrupt", shown))
         return self.experiments(names)
 
     def delete(self, names: Sequence[str]) -> list[str]:
@@ -291,6 +300,62 @@ def test_interrupt_refuses_experiments_that_are_not_running(world):
     assert str(refused.value) == (
         "only running experiments can be interrupted; not running: mixed-exp1, mixed-exp2"
     )
+    assert world.calls() == []
+
+
+def test_logs_of_another_rank_are_asked_of_the_backend(world):
+    world.other.add("gang", "running", nodes=3)
+    assert list(commands.logs(world.home, "gang", follow=False, tail=None, node=2))
+    assert world.other.calls == [("logs", ("gang-exp0", "False", "None", "node 2"))]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "node", "message"),
+    [
+        (2, 2, "--node 2: gang-exp0 spans 2 nodes, ranks 0 to 1"),
+        (3, 7, "--node 7: gang-exp0 spans 3 nodes, ranks 0 to 2"),
+        (1, 1, "--node 1: gang-exp0 runs on one node, rank 0"),
+        (2, -1, "--node must be zero or more, got -1"),
+    ],
+)
+def test_logs_of_a_rank_the_experiment_lacks_are_refused(world, nodes, node, message):
+    world.local.add("gang", "running", nodes=nodes)
+    with pytest.raises(GridctlError) as refused:
+        commands.logs(world.home, "gang-exp0", follow=False, tail=None, node=node)
+    assert str(refused.value) == message
+    assert refused.value.exit_code == 2
+    assert world.calls() == []
+
+
+def test_interrupt_hands_the_backend_the_rank_whose_machine_goes(world):
+    world.other.add("gang", "running", "running", nodes=2)
+    found = commands.interrupt(world.home, ["gang"], 30, node=1)
+    assert [e.name for e in found] == ["gang-exp0", "gang-exp1"]
+    assert world.other.calls == [("interrupt", ("gang-exp0", "gang-exp1", "30", "node 1"))]
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (2, "--node 2: wide-exp0 spans 2 nodes, ranks 0 to 1"),
+        (-1, "--node must be zero or more, got -1"),
+    ],
+)
+def test_interrupt_of_a_rank_an_experiment_lacks_interrupts_nothing(world, node, message):
+    """Checked for every named experiment, on every backend, before any is interrupted."""
+    world.local.add("tall", "running", nodes=3)
+    world.other.add("wide", "running", nodes=2)
+    with pytest.raises(GridctlError) as refused:
+        commands.interrupt(world.home, ["tall", "wide"], 30, node=node)
+    assert str(refused.value) == message
+    assert world.calls() == []
+
+
+def test_interrupt_refuses_idle_experiments_of_any_backend_before_interrupting_any(world):
+    world.local.add("busy", "running")
+    world.other.add("idle", "queued")
+    with pytest.raises(GridctlError, match="not running: idle-exp0"):
+        commands.interrupt(world.home, ["busy", "idle"], 30)
     assert world.calls() == []
 
 

@@ -25,10 +25,10 @@ compute:
     vendor: aws
   train:
     cpus: 3
-    gpus: 1
+    gpus: 2
     instance: 1_v100_16gb
     memory: 60G
-    nodes: 0
+    nodes: 2
     use_spot: true
     auto_resume: true
     datastore_name: cifar10
@@ -85,7 +85,8 @@ def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
             cloud="aws",
             credential="research",
             cpus=3,
-            gpus=1,
+            gpus=2,
+            nodes=2,
             instance_type="p3.2xlarge",
             memory="60G",
             use_spot=True,
@@ -138,7 +139,7 @@ def test_nulls_mean_absent(tmp_path: Path) -> None:
         datastore_mount_dir: null
         scratch: []
         environment: null
-        nodes: 1
+        nodes: 0
         distributed: false
     hyper_params:
       settings: {strategy: null, trials: null, seed: null}
@@ -227,6 +228,8 @@ def test_error_is_prefixed_with_the_file_name(tmp_path: Path) -> None:
         ),
         ("framework: [torch]", "compute.train.framework must be a non-empty string, not ['torch']"),
         ("nodes: -1", "compute.train.nodes must be a whole number >= 0, not -1"),
+        ("nodes: 65", "compute.train.nodes 65: an experiment runs on at most 64 nodes"),
+        ("nodes: two", "compute.train.nodes must be a whole number >= 0, not 'two'"),
         (
             "disk_size: 4",
             "compute.train.disk_size must be a whole number of GiB from 8 to 16384, not 4",
@@ -379,16 +382,22 @@ def test_wrong_types_elsewhere(tmp_path: Path, text: str, expected: str) -> None
             "dependency_file_info: {package_manager: pip}",
             "compute.train.dependency_file_info is not supported yet",
         ),
-        (
-            "nodes: 2",
-            "compute.train.nodes 2 is not supported yet (each experiment runs on one node)",
-        ),
     ],
 )
 def test_grid_features_not_implemented_are_refused(
     tmp_path: Path, train: str, expected: str
 ) -> None:
     assert error(write(tmp_path, f"compute:\n  train:\n    {train}\n")).startswith(expected)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("0", None), ("1", 1), ("2", 2), ("64", 64)])
+def test_nodes_are_read_and_grids_zero_asks_for_nothing(
+    tmp_path: Path, text: str, expected: int | None
+) -> None:
+    """Grid's own example files say ``nodes: 0`` for a run that is not multi-node."""
+    values = load_config(write(tmp_path, f"compute: {{train: {{nodes: {text}}}}}\n")).values
+    assert values.get("nodes") == expected
+    assert ("nodes" in values) == (expected is not None)
 
 
 def test_provider_cluster_is_refused(tmp_path: Path) -> None:

@@ -105,9 +105,9 @@ def test_the_earliest_failure_names_the_outcome() -> None:
 
 
 def test_failures_after_the_alarm_are_the_interruptions_doing() -> None:
-    alarm = InterruptRequest(120.0, requested_at=4.0, node=1, attempt=0)
+    alarm = InterruptRequest(120.0, 4.0, node=1, attempt=0, reason="node 1: spot notice")
     after = {0: end(0, State.FAILED, 5.0, code=1), 1: end(1, State.INTERRUPTED, 6.0)}
-    assert combine(after, 2, alarm) == (State.INTERRUPTED, None, "why")
+    assert combine(after, 2, alarm) == (State.INTERRUPTED, None, "node 1: spot notice")
     before = {0: end(0, State.FAILED, 3.0, code=1), 1: end(1, State.INTERRUPTED, 6.0)}
     assert combine(before, 2, alarm) == (State.FAILED, 1, "node 0: why")
 

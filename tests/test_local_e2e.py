@@ -228,6 +228,7 @@ def test_dry_run_prints_the_exact_experiments(gridctl, project):
                 "name": f"dry-exp{i}",
                 "params": {"lr": lr, "opt": opt},
                 "argv": ["python", "train.py", "--lr", text, "--opt", opt, "--flag"],
+                "nodes": 1,
             }
             for i, (lr, text, opt) in enumerate(
                 [

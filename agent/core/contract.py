@@ -214,6 +214,8 @@ class InterruptRequest:
     either way: a gang runs whole or not at all."""
     attempt: int | None = None
     """The attempt it interrupts (a gang's later attempts ignore it); None: the current."""
+    reason: str | None = None
+    """What the node that raised a gang's alarm heard (a spot notice, a lost peer)."""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -234,6 +236,7 @@ class InterruptRequest:
             at if isinstance(at, int | float) else None,
             _count(raw.get("node")),
             _count(raw.get("attempt")),
+            raw["reason"] if isinstance(raw.get("reason"), str) else None,
         )
 
 

@@ -37,7 +37,7 @@ LAUNCHER_VARIABLES = (
     "MASTER_PORT",
     "NODE_RANK",
     "PL_TRAINER_NUM_NODES",
-    # Set by torchrun or a scheduler: left over from the submitter's shell they would make
+    # Set by torchrun, SLURM or LSF: left over from the submitter's shell they would make
     # Lightning or torch.distributed believe another launcher started the script.
     "RANK",
     "WORLD_SIZE",
@@ -45,6 +45,8 @@ LAUNCHER_VARIABLES = (
     "LOCAL_WORLD_SIZE",
     "GROUP_RANK",
     "TORCHELASTIC_RUN_ID",
+    "SLURM_NTASKS",
+    "LSB_JOBID",
 )
 """Set by gridctl alone in a gang's environment: the submitter's values never reach it."""
 TORCHRUN = ("-m", "torch.distributed.run")
@@ -150,8 +152,8 @@ def combine(
         return State.FAILED, first.exit_code, f"node {first.rank}: {first.reason}"
     interrupted = [e for e in ends.values() if e.status == State.INTERRUPTED]
     if alarm is not None or interrupted:
-        why = next((e.reason for e in sorted(interrupted, key=_order) if e.reason), None)
-        return State.INTERRUPTED, None, why
+        heard = next((e.reason for e in sorted(interrupted, key=_order) if e.reason), None)
+        return State.INTERRUPTED, None, (alarm.reason if alarm else None) or heard
     if any(e.status == State.STOPPED for e in ends.values()):
         return State.STOPPED, None, STOPPED_BY_USER
     return State.SUCCEEDED, 0, None

@@ -142,7 +142,7 @@ INTERPRETERS = ("python", "bash")
 
 
 def restore_artifacts(
-    store: Store, prefix: str, exec_dir: Path, skip: Callable[[str], bool] = lambda _: False
+    store: Store, prefix: str, exec_dir: Path, skip: Callable[[str], bool]
 ) -> int:
     """Put the previous attempts' files back over the freshly unpacked bundle; returns
     how many. Keys that would land outside the exec dir are refused; ``skip`` names the
@@ -374,10 +374,7 @@ class ExperimentRunner:
         self._prepare_scratch()
         extract(archive, ws.exec_dir)
         if self.resume_count:
-            restored = restore_artifacts(
-                self.store, self.artifact_prefix, ws.exec_dir, self._others_artifacts
-            )
-            note(log, f"resume {self.resume_count}: restored {restored} file(s)")
+            self._restore(log)
         if self.spec.datastore is not None:
             self._mount_datastore(log)
         if self.before_launch is not None:
@@ -389,12 +386,19 @@ class ExperimentRunner:
     def _ending(self) -> bool:
         return self._stop.is_set() or self._interrupt is not None
 
-    def _others_artifacts(self, top: str) -> bool:
-        """Rank 0's artifacts hold the other ranks' under ``node-R/``."""
-        if self.gang is None or self.rank != 0:
-            return False
-        number = top.removeprefix("node-")
-        return number != top and number.isdigit()
+    def _restore(self, log: BinaryIO) -> None:
+        """The attempts before's files. A gang's rank R > 0 first gets rank 0's, then its own
+        over them: Lightning, like most DDP code, checkpoints on rank 0 alone, and every rank
+        must resume from the same step."""
+        exec_dir = self.workspace.exec_dir
+        if self.rank > 0:
+            keys = ExperimentKeys(self.spec.run, self.spec.name)
+            shared = restore_artifacts(self.store, keys.artifacts_of(0), exec_dir, _rank_folder)
+            note(log, f"resume {self.resume_count}: restored {shared} file(s) of node 0")
+        holds_others = self.gang is not None and self.rank == 0
+        skip = _rank_folder if holds_others else _none
+        own = restore_artifacts(self.store, self.artifact_prefix, exec_dir, skip)
+        note(log, f"resume {self.resume_count}: restored {own} file(s)")
 
     def _prepare_scratch(self) -> None:
         path = self.scratch_dir
@@ -521,6 +525,16 @@ class ExperimentRunner:
             reader.join()
         proc.stdout.close()
         return code
+
+
+def _rank_folder(top: str) -> bool:
+    """``node-R``: where a gang's rank R keeps its files inside rank 0's artifacts."""
+    number = top.removeprefix("node-")
+    return number != top and number.isdigit()
+
+
+def _none(_top: str) -> bool:
+    return False
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -26,8 +26,6 @@ from gridctl.agent.runner.experiment import ExperimentRunner
 from gridctl.agent.runner.notice import WINDOW, Notice, interruption
 
 LOST_PEER_REASON = "node {rank} stopped reporting (its machine was lost)"
-ALARM_REASON = "the gang was interrupted: node {rank}'s machine is going away"
-GANG_ALARM_REASON = "the gang was interrupted"
 
 
 @dataclass(frozen=True)
@@ -105,6 +103,7 @@ class GangMember:
             now,
             self.rank if leaving else None,
             self.rendezvous.attempt,
+            f"node {self.rank}: {notice.reason}",
         )
         self.rendezvous.raise_alarm(request)
 
@@ -116,7 +115,8 @@ class GangMember:
             look = self.rendezvous.look()
             if look.alarm is not None and not alarmed:
                 alarmed = True
-                runner.notice(interruption(_alarm_reason(look.alarm), look.alarm.window or WINDOW))
+                why = f"the gang was interrupted ({look.alarm.reason or 'by a peer'})"
+                runner.notice(interruption(why, look.alarm.window or WINDOW))
             failed = [e for e in look.ends.values() if e.status == State.FAILED]
             if failed and not stopped and look.alarm is None:
                 stopped = True
@@ -136,7 +136,8 @@ class GangMember:
             now = time.time()
             reason = LOST_PEER_REASON.format(rank=rank)
             self.rendezvous.end(RankEnd(rank, State.INTERRUPTED, None, reason, now, stays=False))
-            self.rendezvous.raise_alarm(InterruptRequest(None, now, rank, self.rendezvous.attempt))
+            alarm = InterruptRequest(None, now, rank, self.rendezvous.attempt, reason)
+            self.rendezvous.raise_alarm(alarm)
 
     def finish(
         self, status: State, exit_code: int | None, reason: str | None, exited_at: float | None
@@ -155,9 +156,3 @@ class GangMember:
         self.rendezvous.end(end)
         look = self.rendezvous.look()
         return combine(look.ends, self.nodes, look.alarm)
-
-
-def _alarm_reason(request: InterruptRequest) -> str:
-    if request.node is None:
-        return GANG_ALARM_REASON
-    return ALARM_REASON.format(rank=request.node)

@@ -80,13 +80,14 @@ def instance_types(plan: RunPlan) -> list[str]:
 def machines_for(plan: RunPlan) -> list[MachineSpec]:
     """Which experiments share an instance: several when each asks for fewer GPUs than the
     type has, packed by the node's own scheduler; otherwise one each. A machine of one
-    experiment is named after it, a shared one ``<run>-machine<N>``."""
+    experiment is named after it, a shared one ``<run>-machine<N>``. A multi-node
+    experiment's machine is its own: a group of ``plan.nodes`` instances, never shared."""
     itype = plan.instance_type
     assert itype is not None
     capacity = Capacity(float(itype.vcpus), itype.gpus, int(itype.memory_gib * 2**30))
     r = plan.resources
     requests = [Request(e.name, r.cpus, r.gpus, r.memory) for e in plan.experiments]
-    if 0 < r.gpus < itype.gpus:
+    if 0 < r.gpus < itype.gpus and plan.nodes == 1:
         groups = [[a.name for a in machine] for machine in pack(requests, capacity)]
     else:
         groups = [[request.name] for request in requests]
@@ -98,6 +99,7 @@ def machines_for(plan: RunPlan) -> list[MachineSpec]:
             cpus=capacity.cpus,
             gpus=capacity.gpus,
             memory=capacity.memory,
+            nodes=plan.nodes,
         )
         for index, members in enumerate(groups)
     ]
@@ -177,13 +179,20 @@ class AwsBackend:
         except quotas.QuotaUnknown as exc:
             return [f"EC2 vCPU quota {quota.code} not checked: {exc}"]
         fits = quotas.machines_within(vcpus, itype.vcpus)
-        wanted = len(machines_for(plan))
+        wanted = sum(m.nodes for m in machines_for(plan))
         where = f"EC2 quota {quota.code} ({quota.name}) in {self.record.region}"
         more = quota.increase_command(itype.vcpus * wanted)
-        if fits == 0:
+        if fits < plan.nodes:
+            # A gang starts whole or not at all: fewer than K instances would wait forever.
+            needs = (
+                f"one {itype.name} needs {itype.vcpus}"
+                if plan.nodes == 1
+                else f"one experiment's {plan.nodes} nodes ({itype.name}), which start"
+                f" together, need {itype.vcpus * plan.nodes}"
+            )
             raise GridctlError(
-                f"the {where} is {vcpus:g} vCPUs, and one {itype.name} needs {itype.vcpus}:"
-                f" ask for more on the Service Quotas page of the AWS console, or run: {more}"
+                f"the {where} is {vcpus:g} vCPUs, and {needs}: ask for more on the Service"
+                f" Quotas page of the AWS console, or run: {more}"
             )
         if fits < wanted:
             return [
@@ -397,9 +406,11 @@ class AwsBackend:
             found[name] = self._experiment(run, name)
         return list(found.values())
 
-    def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]:
+    def logs(
+        self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
+    ) -> Iterator[str]:
         (status,) = self.experiments([experiment])
-        key = ExperimentKeys(status.run, experiment).log
+        key = ExperimentKeys(status.run, experiment).log_of(node)
 
         def text() -> str:
             try:
@@ -480,12 +491,17 @@ class AwsBackend:
         """Only the bucket holds datastores: nodes' copies go with their instances."""
         return datastores.delete(self.store, name, version)
 
-    def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
+    def interrupt(
+        self, names: Sequence[str], window: float, node: int | None = None
+    ) -> list[ExperimentStatus]:
         """The node hears it through the bucket, handles it as a spot notice for its whole
-        machine, then ends its instance; the group replaces it as after a reclaim."""
+        machine, then ends its instance; the group replaces it as after a reclaim. A gang's
+        request names the attempt it interrupts (a later one ignores it) and the rank whose
+        machine goes away (None: every rank's)."""
         targets = self.experiments(names)
         for e in targets:
-            request = InterruptRequest(window, requested_at=time.time())
+            attempt = e.resumes if e.nodes > 1 else None
+            request = InterruptRequest(window, time.time(), node=node, attempt=attempt)
             self.store.put_bytes(ExperimentKeys(e.run, e.name).interrupt, request.encode())
         return targets
 

@@ -32,6 +32,8 @@ class ExperimentStatus:
     instance: str | None = None
     attempts: tuple[Attempt, ...] = ()
     datastore: DatastoreMount | None = None
+    nodes: int = 1
+    """Machines it spans; it has one status whatever their number."""
 
 
 def experiment_status(
@@ -52,6 +54,7 @@ def experiment_status(
         instance=instance,
         attempts=record.attempts,
         datastore=spec.datastore,
+        nodes=spec.nodes,
     )
 
 
@@ -132,15 +135,22 @@ class Backend(Protocol):
     def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
         """The experiments the names denote (a run name means all of its experiments)."""
 
-    def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]: ...
+    def logs(
+        self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
+    ) -> Iterator[str]:
+        """The log of rank ``node`` (checked by the caller against the experiment's nodes)."""
 
     def artifacts(self, names: Sequence[str], dest: Path, match: str | None) -> list[Path]: ...
 
     def stop(self, names: Sequence[str]) -> list[ExperimentStatus]: ...
 
-    def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
+    def interrupt(
+        self, names: Sequence[str], window: float, node: int | None = None
+    ) -> list[ExperimentStatus]:
         """Interrupt running experiments as a spot reclaim with ``window`` seconds' notice
-        would; returns at once, the experiments then end or resume on their own."""
+        would; returns at once, the experiments then end or resume on their own. ``node``:
+        the rank whose machine is reclaimed (None: every machine's); every rank of a
+        multi-node experiment is interrupted either way."""
 
     def delete(self, names: Sequence[str]) -> list[str]:
         """Delete experiments (a run name: all of its experiments); a run goes with its last

@@ -58,17 +58,25 @@ class LocalBackend:
         return self._registry
 
     def check_plan(self, plan: RunPlan) -> list[str]:
+        """A gang's K nodes all run here at once: K times a node's request must fit."""
+        k = plan.nodes
         cpus, gpus, memory = plan.resources.cpus, plan.resources.gpus, plan.resources.memory
         capacity = machine_capacity()
-        if gpus > capacity.gpus:
+        if gpus * k > capacity.gpus:
             raise GridctlError(
-                f"--gpus {gpus}: this machine has {capacity.gpus} GPU(s) (use --cloud aws)"
+                f"--gpus {gpus * k}: this machine has {capacity.gpus} GPU(s) (use --cloud aws)"
             )
-        if cpus > capacity.cpus:
-            raise GridctlError(f"--cpus {cpus:g}: this machine has {capacity.cpus:g} CPUs")
-        if memory > capacity.memory:
+        if cpus * k > capacity.cpus:
+            asked = f"--nodes {k} with --cpus {cpus:g} each need {cpus * k:g}" if k > 1 else ""
             raise GridctlError(
-                f"--memory {format_bytes(memory)}: this machine has {format_bytes(capacity.memory)}"
+                f"{asked or f'--cpus {cpus:g}'}: this machine has {capacity.cpus:g} CPUs"
+            )
+        if memory * k > capacity.memory:
+            size = format_bytes(memory)
+            asked = f"--nodes {k} with --memory {size} each need {format_bytes(memory * k)}"
+            raise GridctlError(
+                f"{asked if k > 1 else f'--memory {size}'}: this machine has"
+                f" {format_bytes(capacity.memory)}"
             )
         # Here the paths are this machine's own: refuse what could never be set up.
         if plan.datastore_name is not None:
@@ -146,14 +154,13 @@ class LocalBackend:
     def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
         return [_status(r) for r in self._records(names)]
 
-    def _log_path(self, record: ExperimentRecord) -> Path:
-        return self.home.workspace(record.run, record.name).log_path
-
-    def logs(self, experiment: str, *, follow: bool, tail: int | None) -> Iterator[str]:
+    def logs(
+        self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
+    ) -> Iterator[str]:
         record = self.registry.get_experiment(experiment)
         if record is None:
             raise GridctlError(f"no experiment named {experiment!r} (see gridctl status RUN)")
-        path = self._log_path(record)
+        path = self.home.workspace(record.run, record.name, node).log_path
         start = 0
         if tail is not None:
             yield from logfiles.tail(path, tail)
@@ -188,8 +195,11 @@ class LocalBackend:
             time.sleep(0.1)
         return self.experiments(targets)
 
-    def interrupt(self, names: Sequence[str], window: float) -> list[ExperimentStatus]:
-        """The local scheduler hands the runner a notice, as a node's spot watcher would."""
+    def interrupt(
+        self, names: Sequence[str], window: float, node: int | None = None
+    ) -> list[ExperimentStatus]:
+        """The local scheduler hands the runner a notice, as a node's spot watcher would;
+        every rank of a gang hears it (here no machine goes away, whichever ``node``)."""
         flagged = self.registry.request_interrupt([r.name for r in self._records(names)], window)
         daemon.reconcile(self.home)
         return self.experiments(flagged)

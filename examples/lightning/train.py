@@ -9,8 +9,9 @@ continues from it (on the first attempt there is none and training starts from s
 Outside SLURM, Lightning stops on SIGTERM without saving anything (only its SLURM plugin
 saves, on the requeue signal), so the script catches SIGTERM itself. The handler only sets a
 flag, because a signal can arrive halfway through an optimizer step; the callback saves and
-stops at the next batch boundary. One process (devices=1): with several, every rank would
-have to save at the same step.
+stops at the next batch boundary. On several nodes (`gridctl run --nodes 2 ...`, which sets
+PL_TRAINER_NUM_NODES) the ranks agree on the flag at every batch, so that all of them save
+the same step and stop together; gridctl gives every rank rank 0's checkpoint on a resume.
 """
 
 import argparse
@@ -46,15 +47,22 @@ class SaveOnSigterm(Callback):
 
     def __init__(self):
         self.received = False
-        # Installed before fit: Lightning then calls this handler from its own.
+        self.stopped = False
+
+    def on_train_start(self, trainer, pl_module):
+        # Replaces Lightning's own handler, which on several nodes runs a collective inside
+        # the signal handler and can deadlock the ranks.
         signal.signal(signal.SIGTERM, self.on_sigterm)
 
     def on_sigterm(self, signum, frame):
         self.received = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.received and not trainer.should_stop:
+        # Any rank's SIGTERM stops every rank (a no-op with one process).
+        received = trainer.strategy.reduce_boolean_decision(self.received, all=False)
+        if received and not trainer.should_stop:
             trainer.save_checkpoint("checkpoints/last.ckpt")
+            self.stopped = True
             print(f"SIGTERM: saved step {trainer.global_step}", flush=True)
             trainer.should_stop = True
 
@@ -87,7 +95,7 @@ def main():
     print(f"attempt {int(resumes) + 1}: lr {args.lr}", flush=True)
     model = Regressor(args.lr)
     trainer.fit(model, train_dataloaders=loader, ckpt_path="last")
-    if on_sigterm.received:
+    if on_sigterm.stopped:
         return  # interrupted: the next attempt continues from checkpoints/last.ckpt
     os.makedirs("out", exist_ok=True)
     torch.save(model.state_dict(), "out/model.pt")
