@@ -254,9 +254,7 @@ class GangNode:
         for rank in unended:
             reason = LOST_PEER_REASON.format(rank=rank)
             rendezvous.end(RankEnd(rank, State.INTERRUPTED, None, reason, now, stays=False))
-        if unended:
-            request = InterruptRequest(None, now, unended[0], rendezvous.attempt)
-            rendezvous.raise_alarm(request)
+            rendezvous.raise_alarm(InterruptRequest(None, now, rank, rendezvous.attempt, reason))
         look = rendezvous.look()
         outcome = combine(look.ends, self.machine.nodes, look.alarm)
         # With every end in, the rank that completed them is writing the same outcome (or
