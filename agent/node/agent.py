@@ -381,14 +381,19 @@ class Node:
     def terminate_self(self) -> bool:
         """End this instance but keep the group's capacity, so that the group replaces it
         exactly as after a spot reclaim."""
+        return self.terminate(self.identity.instance_id)
+
+    def terminate(self, instance_id: str) -> bool:
+        """End an instance of the group (this one, or a gang's peer found lost) and keep
+        the group's capacity, so that the group replaces it."""
         try:
             self._autoscaling().terminate_instance_in_auto_scaling_group(
-                InstanceId=self.identity.instance_id, ShouldDecrementDesiredCapacity=False
+                InstanceId=instance_id, ShouldDecrementDesiredCapacity=False
             )
         except Exception as exc:  # reported, and the exit status shows it
-            say(f"cannot terminate this instance: {exc}")
+            say(f"cannot terminate {instance_id}: {exc}")
             return False
-        say(f"terminated {self.identity.instance_id}; its group starts a replacement")
+        say(f"terminated {instance_id}; its group starts a replacement")
         return True
 
     def scale_to_zero(self) -> bool:

@@ -206,6 +206,7 @@ class GangNode:
                 return 0 if not requested or self.node.terminate_self() else 1
             if ended.leaving:
                 return 0 if self.node.scale_to_zero() else 1
+            self.end_lost(attempt)
 
     def rendezvous(self, attempt: int) -> Rendezvous:
         return Rendezvous(
@@ -215,6 +216,7 @@ class GangNode:
     def plan(self, after: int) -> int | None:
         """The attempt to join (later than ``after``); None once the experiment has ended
         for good."""
+        waited = -1
         while True:
             data = self._status()
             if data is None:
@@ -233,6 +235,9 @@ class GangNode:
                 mine = any(m.instance == self.instance for m in members.values())
                 if len(members) < self.machine.nodes or mine:
                     return attempt
+            if attempt != waited:
+                waited = attempt
+                say(f"{self.keys.experiment}: waiting for attempt {attempt} to end")
             self.settle_silent(self.rendezvous(attempt))
             time.sleep(self.node.settings.gang_interval)
 
@@ -255,6 +260,8 @@ class GangNode:
             reason = LOST_PEER_REASON.format(rank=rank)
             rendezvous.end(RankEnd(rank, State.INTERRUPTED, None, reason, now, stays=False))
             rendezvous.raise_alarm(InterruptRequest(None, now, rank, rendezvous.attempt, reason))
+        if unended:
+            self.end_lost(rendezvous.attempt)
         look = rendezvous.look()
         outcome = combine(look.ends, self.machine.nodes, look.alarm)
         # With every end in, the rank that completed them is writing the same outcome (or
@@ -264,6 +271,18 @@ class GangNode:
             if wrote and unended:
                 silent = ", ".join(map(str, unended))
                 say(f"{self.keys.experiment} attempt {rendezvous.attempt}: node {silent} was lost")
+
+    def end_lost(self, attempt: int) -> None:
+        """The machines of peers that ``attempt`` found silent are ended, so that their
+        group replaces them: EC2 replaces a dead instance only once its status checks fail,
+        and never one whose agent died while the machine lives."""
+        rendezvous = self.rendezvous(attempt)
+        members = rendezvous.members()
+        for rank, end in rendezvous.look().ends.items():
+            member = members.get(rank)
+            lost = end.reason == LOST_PEER_REASON.format(rank=rank)
+            if lost and member is not None and member.instance != self.instance:
+                self.node.terminate(member.instance)
 
     def first_record(self, attempt: int) -> StatusRecord:
         """What rank 0 writes as the attempt starts: the first, or a resume."""

@@ -60,6 +60,8 @@ for step in range(6000):
 CHECKPOINTING = """\
 import os, signal, sys, time
 
+slow_save = "--slow-save" in sys.argv  # five seconds to save after SIGTERM
+
 rank = os.environ["NODE_RANK"]
 resumes = int(os.environ["GRIDCTL_RESUME_COUNT"])
 step = 0
@@ -79,6 +81,7 @@ signal.signal(signal.SIGTERM, on_sigterm)
 delay = 0.1 if resumes == 0 else 0.01
 while step < 300:
     if signalled:
+        time.sleep(5 if slow_save else 0)
         print("rank", rank, "saved step", step, "and exiting", flush=True)
         sys.exit(0)
     time.sleep(delay)
@@ -199,7 +202,9 @@ def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(
 ):
     """A spot notice on one node's metadata service, or its instance going away (systemd
     stopping the agent: SIGTERM), interrupts the whole gang; only that machine is replaced."""
-    argv = ("python", "train.py")
+    # After a spot notice the scripts take their time to save (the notice leaves 2 minutes);
+    # the instance going away leaves only the grace period.
+    argv = ("python", "train.py") + (("--slow-save",) if how == "spot_notice" else ())
     gang.deploy({"train.py": CHECKPOINTING}, argv, project, auto_resume=True)
     settings = {"GRIDCTL_MASTER_PORT": str(free_port()), "GRIDCTL_SYNC_INTERVAL": "0.5"}
     boot_all(gang, **settings)
@@ -211,6 +216,12 @@ def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(
         reclaimed.imds.notify_spot_interruption(120)
     else:
         reclaimed.agent.send_signal(signal.SIGTERM)
+    # AWS ends the reclaimed instance and launches another (here at once, so the replacement
+    # may boot while the gang still saves: it waits for that attempt to end); the survivor
+    # keeps its own instance.
+    replacement = gang.reclaim(reclaimed)
+    assert set(gang.instances()) == {survivor.instance_id, replacement}
+    newcomer = gang.start(gang.boot(replacement), **settings)
     assert reclaimed.ended() == 0, reclaimed.output()
     wait_for(lambda: gang.store.exists(KEYS.ended(0, kept)), why="the survivor's rank ended")
     ends = {rank: rank_end(gang, 0, rank) for rank in (0, 1)}
@@ -221,11 +232,9 @@ def test_a_reclaimed_node_is_replaced_and_the_gang_resumes_on_the_survivor(
     assert ends[kept].reason == f"the gang was interrupted (node {lost}: {ends[lost].reason})"
     saved = {rank: int(gang.artifact(rank, "ckpt.txt")) for rank in (0, 1)}
     assert all(step > 0 for step in saved.values())
-    # AWS ends the reclaimed instance and launches another; the survivor keeps its own.
-    replacement = gang.reclaim(reclaimed)
-    assert set(gang.instances()) == {survivor.instance_id, replacement}
-    gang.start(gang.boot(replacement), **settings)
     assert survivor.ended() == 0, survivor.output()
+    if how == "spot_notice":
+        assert "waiting for attempt 0 to end" in newcomer.output()
     assert survivor.agent.pid == survivor_pid
     status = gang.status()
     assert (status["status"], status["exit_code"], status["resumes"]) == ("succeeded", 0, 1)
@@ -267,12 +276,14 @@ def test_a_node_that_dies_silently_is_found_by_its_peer_and_replaced(gang, proje
     boot_all(gang, **settings)
     wait_for(lambda: all(b"step 5\n" in gang.log(rank) for rank in (0, 1)), why="both step")
     survivor, lost = holder(gang, 0, 0), holder(gang, 0, 1)
-    vanish(lost.agent)  # no notice, no final sync, no end of its own
-    # The group's health check replaces the dead machine, whose replacement may well boot
-    # before the survivor has noticed: it waits for the attempt to end, then joins the next.
-    replacement = gang.reclaim(lost)
+    survivor_pid = survivor.agent.pid
+    vanish(lost.agent)  # no notice, no final sync, no end of its own; the machine lives on
+    # The survivor ends the silent node's instance, and the group launches another.
+    wait_for(lambda: len(gang.instances()) == 2 and lost.instance_id not in gang.instances())
+    (replacement,) = set(gang.instances()) - {survivor.instance_id}
     gang.start(gang.boot(replacement), **settings)
     assert survivor.ended() == 0, survivor.output()
+    assert survivor.agent.pid == survivor_pid
     written_for_it = rank_end(gang, 0, 1)
     assert (written_for_it.status, written_for_it.stays) == ("interrupted", False)
     assert written_for_it.reason == "node 1 stopped reporting (its machine was lost)"
