@@ -52,6 +52,12 @@ LAUNCHER_VARIABLES = (
 TORCHRUN = ("-m", "torch.distributed.run")
 
 
+def node_name(experiment: str, rank: int) -> str:
+    """What a rank's own things are named where a gang's ranks share a machine (exec dir,
+    scratch dir, its hold on a datastore): the experiment's name for rank 0."""
+    return experiment if rank == 0 else f"{experiment}-node-{rank}"
+
+
 class GangTimeout(Exception):
     """Not every node of the attempt registered in time."""
 

@@ -6,6 +6,18 @@ experiment gets (the least loaded ones), so that experiments pinned to cores wit
 ``--cpus`` do not pile onto the same ones. A mount path holds one thing at a time: an
 experiment that needs another datastore version where a running one has its own mounted
 waits until that one ends, so nothing changes under a running script.
+
+A gang (a multi-node experiment run whole on this machine, SPEC section 9) asks for K
+nodes of the same size and gets K allocations at once or none: no rank ever holds
+resources while it waits for the others, so two gangs can never deadlock each other.
+Single experiments backfill past those that do not fit yet, as they always have; a gang
+would be starved that way (it needs K times the room at once, which a stream of small
+experiments never leaves), so a gang that cannot start holds its place instead: what it
+needs is set aside from what is free, in queue order, and later experiments (gangs too)
+start only in what is left beside every waiting gang's share. A waiting gang therefore
+waits only for experiments that were running or ahead of it in the queue, and starts as
+soon as they have ended. A gang that could not fit this machine even when empty holds
+nothing (the caller refuses it at submission).
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ class Request:
     gpus: int
     memory: int
     mounts: tuple[Mount, ...] = ()
+    nodes: int = 1
+    """Ranks of a gang that start here together, each with the resources above."""
 
 
 @dataclass(frozen=True)
@@ -47,27 +61,43 @@ class Allocation:
     """Core numbers, 0 to the capacity's CPU count; the runner maps them onto the cores
     this process may use."""
     mounts: tuple[Mount, ...] = ()
+    rank: int = 0
+    """Which node of its gang this allocation is for (0 for a single experiment)."""
 
 
-def request_for(spec: ExperimentSpec) -> Request:
+def request_for(spec: ExperimentSpec, nodes: int = 1) -> Request:
+    """``nodes``: how many of the experiment's ranks this machine runs (all K locally; one
+    on each of a gang's own instances)."""
     mounts: tuple[Mount, ...] = ()
     if spec.datastore is not None:
         ref = spec.datastore
         content = f"datastore {ref.name} version {ref.version}"
         mounts = (Mount(os.path.normpath(ref.mount_dir), content),)
-    return Request(spec.name, spec.cpus, spec.gpus, spec.memory, mounts)
+    return Request(spec.name, spec.cpus, spec.gpus, spec.memory, mounts, nodes)
+
+
+def _times(request: Request, amount: str) -> str:
+    """``2 x 4`` for a gang of two nodes of 4 each."""
+    return amount if request.nodes == 1 else f"{request.nodes} x {amount}"
 
 
 class _Free:
-    """What is left of a machine once ``running`` has taken its share."""
+    """What is left of a machine once ``running`` has taken its share, and what of it is
+    held for the waiting gangs."""
 
     def __init__(self, running: Sequence[Allocation], capacity: Capacity) -> None:
+        self.capacity = capacity
         self.cpus = capacity.cpus - sum(a.cpus for a in running)
         self.memory = capacity.memory - sum(a.memory for a in running)
         used = {gpu for a in running for gpu in a.gpu_ids}
         self.gpus = [gpu for gpu in range(capacity.gpus) if gpu not in used]
         self.load = [0.0] * max(1, int(capacity.cpus))
         self.mounts: dict[str, tuple[str, str]] = {}
+        self.held_cpus = 0.0
+        self.held_gpus = 0
+        self.held_memory = 0
+        self.held_mounts: dict[str, tuple[str, str]] = {}
+        self.holders: list[str] = []
         for allocation in running:
             self._hold(allocation)
 
@@ -78,22 +108,63 @@ class _Free:
         for mount in allocation.mounts:
             self.mounts.setdefault(mount.path, (mount.content, allocation.name))
 
-    def blocker(self, request: Request) -> str | None:
-        """Why the request cannot start now, or None when it can."""
+    @staticmethod
+    def _mount_clash(request: Request, mounts: dict[str, tuple[str, str]]) -> str | None:
         for mount in request.mounts:
-            content, holder = self.mounts.get(mount.path, (mount.content, ""))
+            content, holder = mounts.get(mount.path, (mount.content, ""))
             if content != mount.content:
                 return f"waiting for {mount.path}: {holder} has {content} mounted there"
-        if request.gpus > len(self.gpus):
-            return f"waiting for {request.gpus} GPU(s): {len(self.gpus)} free"
-        if request.cpus > self.cpus + 1e-9:
-            return f"waiting for {request.cpus:g} CPU(s): {max(self.cpus, 0):g} free"
-        if request.memory > self.memory:
-            free = format_bytes(max(self.memory, 0))
-            return f"waiting for {format_bytes(request.memory)} of memory: {free} free"
         return None
 
-    def take(self, request: Request) -> Allocation:
+    @staticmethod
+    @staticmethod
+    def _short(request: Request, cpus: float, gpus: int, memory: int) -> str | None:
+        """Which resource is short for all of the request's nodes, if any (what is held
+        beyond what is free counts as none free)."""
+        k = request.nodes
+        cpus, gpus, memory = max(cpus, 0.0), max(gpus, 0), max(memory, 0)
+        if request.gpus * k > gpus:
+            return f"waiting for {_times(request, str(request.gpus))} GPU(s): {gpus} free"
+        if request.cpus * k > cpus + 1e-9:
+            return f"waiting for {_times(request, f'{request.cpus:g}')} CPU(s): {cpus:g} free"
+        if request.memory * k > memory:
+            wanted = _times(request, format_bytes(request.memory))
+            return f"waiting for {wanted} of memory: {format_bytes(memory)} free"
+        return None
+
+    def blocker(self, request: Request) -> str | None:
+        """Why the request cannot start now, or None when it can."""
+        clash = self._mount_clash(request, self.mounts)
+        short = clash or self._short(request, self.cpus, len(self.gpus), self.memory)
+        if short is not None:
+            return short
+        if self._mount_clash(request, self.held_mounts) or self._short(
+            request,
+            self.cpus - self.held_cpus,
+            len(self.gpus) - self.held_gpus,
+            self.memory - self.held_memory,
+        ):
+            return f"waiting behind {self.holders[0]}: a gang that waits for room starts first"
+        return None
+
+    def could_ever_fit(self, request: Request) -> bool:
+        c = self.capacity
+        return self._short(request, c.cpus, c.gpus, c.memory) is None
+
+    def set_aside(self, request: Request) -> None:
+        """Hold a waiting gang's share, so that later requests leave it free."""
+        self.held_cpus += request.cpus * request.nodes
+        self.held_gpus += request.gpus * request.nodes
+        self.held_memory += request.memory * request.nodes
+        for mount in request.mounts:
+            self.held_mounts.setdefault(mount.path, (mount.content, request.name))
+        self.holders.append(request.name)
+
+    def take(self, request: Request) -> list[Allocation]:
+        """The request's allocations, one per node."""
+        return [self._take_one(request, rank) for rank in range(request.nodes)]
+
+    def _take_one(self, request: Request, rank: int) -> Allocation:
         gpu_ids = tuple(self.gpus[: request.gpus])
         del self.gpus[: request.gpus]
         self.cpus -= request.cpus
@@ -107,30 +178,48 @@ class _Free:
             gpu_ids,
             tuple(sorted(least_loaded[:cores])),
             request.mounts,
+            rank,
         )
         self._hold(allocation)
         return allocation
 
 
+def _plan(
+    queued: Sequence[Request], running: Sequence[Allocation], capacity: Capacity
+) -> tuple[list[Allocation], dict[str, str | None]]:
+    """In queue order: what starts, and why each of the others waits."""
+    free = _Free(running, capacity)
+    started: list[Allocation] = []
+    reasons: dict[str, str | None] = {}
+    for request in queued:
+        why = free.blocker(request)
+        reasons[request.name] = why
+        if why is None:
+            started += free.take(request)
+        elif request.nodes > 1 and free.could_ever_fit(request):
+            free.set_aside(request)
+    return started, reasons
+
+
 def schedule(
     queued: Sequence[Request], running: Sequence[Allocation], capacity: Capacity
 ) -> list[Allocation]:
-    """Allocate as many queued requests as fit, in queue order.
+    """Allocate as many queued requests as fit, in queue order: a gang's nodes all at once
+    (one allocation per rank) or not at all.
 
-    A request that does not fit now is skipped and later ones may start (backfill); a
-    request that can never fit is the caller's job to refuse at submission.
+    A single request that does not fit now is skipped and later ones may start (backfill);
+    a gang that does not fit holds its share (see the module's docstring). A request that
+    can never fit is the caller's job to refuse at submission.
     """
-    free = _Free(running, capacity)
-    return [free.take(request) for request in queued if free.blocker(request) is None]
+    return _plan(queued, running, capacity)[0]
 
 
 def waiting(
     queued: Sequence[Request], running: Sequence[Allocation], capacity: Capacity
 ) -> dict[str, str | None]:
-    """Why each queued request cannot start beside ``running`` (None: it could), for
-    ``status`` to show."""
-    free = _Free(running, capacity)
-    return {request.name: free.blocker(request) for request in queued}
+    """Why each queued request cannot start beside ``running`` (None: it could, before the
+    ones after it), for ``status`` to show."""
+    return _plan(queued, running, capacity)[1]
 
 
 def pack(requests: Sequence[Request], capacity: Capacity) -> list[list[Allocation]]:

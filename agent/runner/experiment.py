@@ -33,7 +33,13 @@ from typing import BinaryIO, Protocol
 
 from gridctl.agent.core import datastore
 from gridctl.agent.core.contract import ExperimentKeys
-from gridctl.agent.core.gang import LAUNCHER_VARIABLES, GangCancelled, GangTimeout, Place
+from gridctl.agent.core.gang import (
+    LAUNCHER_VARIABLES,
+    GangCancelled,
+    GangTimeout,
+    Place,
+    node_name,
+)
 from gridctl.agent.core.limits import MemoryLimit, limit_memory, pin, thread_variables
 from gridctl.agent.core.logs import note, pump
 from gridctl.agent.core.spec import ExperimentSpec
@@ -235,6 +241,11 @@ class ExperimentRunner:
         return self.gang.rank if self.gang is not None else 0
 
     @property
+    def own_name(self) -> str:
+        """This rank's name for what is its own on a machine its gang's ranks may share."""
+        return node_name(self.spec.name, self.rank)
+
+    @property
     def artifact_prefix(self) -> str:
         return ExperimentKeys(self.spec.run, self.spec.name).artifacts_of(self.rank)
 
@@ -338,7 +349,7 @@ class ExperimentRunner:
         scratch = self.spec.scratch
         if scratch is None:
             return self.workspace.scratch_dir
-        return self.workspace.mount_root / scratch.mount_path.lstrip("/") / self.spec.name
+        return self.workspace.mount_root / scratch.mount_path.lstrip("/") / self.own_name
 
     def run(self) -> Outcome:
         try:
@@ -361,7 +372,7 @@ class ExperimentRunner:
             self._memory.close()
         if self._datastore_dir is not None and self.spec.datastore is not None:
             datastore.release(
-                self.workspace.datastore_cache, self.spec.datastore.name, self.spec.name
+                self.workspace.datastore_cache, self.spec.datastore.name, self.own_name
             )
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
@@ -420,7 +431,7 @@ class ExperimentRunner:
         assert ref is not None
         manifest = datastore.resolve(self.store, ref.name, ref.version)
         cache = self.workspace.datastore_cache
-        self._datastore_dir = datastore.hold(self.store, manifest, cache, self.spec.name)
+        self._datastore_dir = datastore.hold(self.store, manifest, cache, self.own_name)
         mount = self.workspace.mount_root / ref.mount_dir.lstrip("/")
         datastore.mount(self._datastore_dir, mount)
         note(log, f"datastore {ref.name} version {ref.version} mounted at {mount}")

@@ -6,6 +6,11 @@ thread, and exits once nothing is queued or running. Whoever takes the lock whil
 experiments are marked started knows their agent died (crash, kill, reboot): it queues the
 ``--auto_resume`` ones again as resumes and marks the others failed. An interrupted
 ``--auto_resume`` experiment is queued again the same way.
+
+A gang of K nodes (SPEC section 9) runs here as K runner threads started together, one
+per rank, each a ``GangMember`` of the attempt's rendezvous over the home's store (ranks
+"local-<R>" at 127.0.0.1, rank 0's port a free one): the same protocol as on AWS, so a
+failing rank stops its peers, and the rank that ends last records the one outcome.
 """
 
 from __future__ import annotations
@@ -14,23 +19,33 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from gridctl.agent.core import datastore
+from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest
+from gridctl.agent.core.gang import Rendezvous, node_name
 from gridctl.agent.core.resources import Capacity, machine_capacity
 from gridctl.agent.core.scheduler import Allocation, request_for, schedule, waiting
 from gridctl.agent.core.state import ORPHAN_REASON, STARTED_STATES, State
 from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings
+from gridctl.agent.runner.gang import GangMember, GangSettings
 from gridctl.agent.runner.notice import REQUESTED_REASON, interruption
 from gridctl.agent.service.home import Home
 from gridctl.agent.service.registry import ExperimentRecord, Registry
 
 TICK = 0.2
 IDLE_EXIT = 2.0
+LOOPBACK = "127.0.0.1"
+GANG_SETTINGS = GangSettings(interval=0.2)
+"""A gang's ranks are threads of this process: a look every 0.2 s costs a directory listing."""
 
 
 class AgentLock:
@@ -64,15 +79,20 @@ def mark_orphans(home: Home, registry: Registry) -> list[str]:
 
     orphans = registry.experiments(statuses=STARTED_STATES)
     for record in orphans:
+        processes = set(record.processes)
         if record.pid:
+            processes.add((record.pid, record.pid_started or 0.0))
+        for pid, started in processes:
             try:
-                proc = psutil.Process(record.pid)
-                if abs(proc.create_time() - (record.pid_started or 0)) < 1:
-                    os.killpg(record.pid, signal.SIGKILL)
+                proc = psutil.Process(pid)
+                if abs(proc.create_time() - started) < 1:
+                    os.killpg(pid, signal.SIGKILL)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
         if record.spec.datastore is not None:
-            datastore.release(home.datastore_cache, record.spec.datastore.name, record.name)
+            for rank in range(record.spec.nodes):
+                holder = node_name(record.name, rank)
+                datastore.release(home.datastore_cache, record.spec.datastore.name, holder)
         if record.spec.auto_resume:
             registry.requeue(record.name, ORPHAN_REASON)
         else:
@@ -139,6 +159,86 @@ class _RegistryRecorder:
             registry.close()
 
 
+class _RankRecorder:
+    """Reports one rank of a gang: rank 0's script makes the experiment running, every
+    rank's is kept for orphan cleanup, and the rank whose end completes the gang's records
+    the experiment's outcome (the others only their own end, in the store)."""
+
+    def __init__(self, experiment: _RegistryRecorder, member: GangMember) -> None:
+        self.experiment = experiment
+        self.member = member
+        self.runner: ExperimentRunner | None = None
+        """Set once made: the rank's end is dated by its script's exit."""
+
+    def running(self, pid: int, pid_started: float) -> None:
+        if self.member.rank == 0:
+            self.experiment.running(pid, pid_started)
+            return
+        registry = Registry(self.experiment.home.registry)
+        try:
+            registry.add_process(self.experiment.name, pid, pid_started)
+        finally:
+            registry.close()
+
+    def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
+        exited_at = self.runner.exited_at if self.runner is not None else None
+        outcome = self.member.finish(status, exit_code, reason, exited_at)
+        if outcome is not None:
+            self.experiment.finished(*outcome)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for rank 0's script to listen on (MASTER_PORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _joining(member: GangMember) -> Callable[[Path, BinaryIO], None]:
+    """The rank's registration, once its exec dir is ready: the gang's barrier then stands
+    for every rank's preparation, and rank 0's port is picked just before it is used."""
+
+    def register(_exec_dir: Path, _log: BinaryIO) -> None:
+        rank = member.rank
+        port = free_port() if rank == 0 else None
+        if member.rendezvous.register(want=rank, port=port) != rank:
+            raise RuntimeError(f"rank {rank} of this attempt is held by another node")
+
+    return register
+
+
+@dataclass
+class _Job:
+    """One experiment at work: a runner per rank (one for a single experiment)."""
+
+    allocations: Sequence[Allocation]
+    runners: list[ExperimentRunner] = field(default_factory=list)
+    members: list[GangMember] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    interrupted: bool = False
+    """It has had the interruption ``gridctl interrupt`` asked for."""
+
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+    def stop(self) -> None:
+        for runner in self.runners:
+            runner.request_stop()
+
+    def interrupt(self, window: float) -> None:
+        """Every rank at once. A gang's alarm goes first, so that failures the signals cause
+        count as the interruption's; it is no node's (none of them goes away)."""
+        self.interrupted = True
+        notice = interruption(REQUESTED_REASON, window)
+        if self.members:
+            attempt = self.members[0].rendezvous
+            request = InterruptRequest(window, time.time(), None, attempt.attempt, REQUESTED_REASON)
+            attempt.raise_alarm(request)
+        for runner in self.runners:
+            runner.notice(notice)
+
+
 class Dispatcher:
     def __init__(self, home: Home, capacity: Capacity, settings: RunnerSettings) -> None:
         self.home = home
@@ -146,66 +246,101 @@ class Dispatcher:
         self.settings = settings
         self.registry = Registry(home.registry)
         self.wake = threading.Event()
-        self.active: dict[str, tuple[ExperimentRunner, Allocation, threading.Thread]] = {}
-        self.interrupted: set[str] = set()
-        """Experiments whose runner has had the interruption ``gridctl interrupt`` asked for."""
+        self.active: dict[str, _Job] = {}
 
     def tick(self) -> bool:
         """One round of reaping, stopping and starting; False once there is nothing to do."""
-        for name in [n for n, (_, _, t) in self.active.items() if not t.is_alive()]:
+        for name in [n for n, job in self.active.items() if not job.alive()]:
             del self.active[name]
-            self.interrupted.discard(name)
         for record in self.registry.experiments(statuses=STARTED_STATES):
-            if record.name not in self.active:
+            job = self.active.get(record.name)
+            if job is None:
                 continue
-            runner = self.active[record.name][0]
             if record.stop_requested:
-                runner.request_stop()
-            if record.interrupt_window is not None and record.name not in self.interrupted:
-                self.interrupted.add(record.name)
-                runner.notice(interruption(REQUESTED_REASON, record.interrupt_window))
-        # A resume is queued before its previous attempt's thread has quite finished.
+                job.stop()
+            if record.interrupt_window is not None and not job.interrupted:
+                job.interrupt(record.interrupt_window)
+        # A resume is queued before its previous attempt's threads have quite finished.
         queued = [
             r
             for r in self.registry.experiments(statuses=(State.QUEUED,))
             if r.name not in self.active
         ]
-        running = [alloc for _, alloc, _ in self.active.values()]
         records = {r.name: r for r in queued}
-        requests = [request_for(r.spec) for r in queued]
-        for alloc in schedule(requests, running, self.capacity):
-            if self.registry.claim(alloc.name, alloc.gpu_ids):
-                self._start(records[alloc.name], alloc)
-        running = [alloc for _, alloc, _ in self.active.values()]
+        requests = [request_for(r.spec, r.spec.nodes) for r in queued]
+        started: dict[str, list[Allocation]] = {}
+        for alloc in schedule(requests, self._running(), self.capacity):
+            started.setdefault(alloc.name, []).append(alloc)
+        for name, allocs in started.items():
+            gpu_ids = [gpu for alloc in allocs for gpu in alloc.gpu_ids]
+            if self.registry.claim(name, gpu_ids):
+                self._start(records[name], allocs)
         left = [request for request in requests if request.name not in self.active]
-        reasons = waiting(left, running, self.capacity)
+        reasons = waiting(left, self._running(), self.capacity)
         changed = {n: why for n, why in reasons.items() if why != records[n].reason}
         if changed:
             self.registry.wait(changed)
         return bool(self.active) or bool(queued)
 
-    def _start(self, record: ExperimentRecord, alloc: Allocation) -> None:
-        runner = ExperimentRunner(
-            record.spec,
+    def _running(self) -> list[Allocation]:
+        return [alloc for job in self.active.values() for alloc in job.allocations]
+
+    def _start(self, record: ExperimentRecord, allocs: Sequence[Allocation]) -> None:
+        job = _Job(allocs)
+        experiment = _RegistryRecorder(self.home, record.name, record.spec.auto_resume)
+        for alloc in sorted(allocs, key=lambda a: a.rank):
+            member = None
+            recorder: _RegistryRecorder | _RankRecorder = experiment
+            if record.spec.nodes > 1:
+                member = self._member(record, alloc.rank)
+                recorder = _RankRecorder(experiment, member)
+                job.members.append(member)
+            runner = ExperimentRunner(
+                record.spec,
+                self.home.store,
+                self.home.workspace(record.run, record.name, alloc.rank),
+                recorder,
+                gpu_ids=alloc.gpu_ids,
+                cpu_ids=alloc.cpu_ids,
+                settings=self.settings,
+                before_launch=_joining(member) if member is not None else None,
+                resume_count=record.resumes,
+                gang=member,
+            )
+            if isinstance(recorder, _RankRecorder):
+                recorder.runner = runner
+            job.runners.append(runner)
+            name = node_name(record.name, alloc.rank)
+            job.threads.append(
+                threading.Thread(target=self._work, args=(runner, member), name=name, daemon=True)
+            )
+        self.active[record.name] = job
+        for thread in job.threads:
+            thread.start()
+
+    def _member(self, record: ExperimentRecord, rank: int) -> GangMember:
+        """Rank ``rank`` of the attempt: attempt numbers count resumes, as on AWS."""
+        rendezvous = Rendezvous(
             self.home.store,
-            self.home.workspace(record.run, record.name),
-            _RegistryRecorder(self.home, record.name, record.spec.auto_resume),
-            gpu_ids=alloc.gpu_ids,
-            cpu_ids=alloc.cpu_ids,
-            settings=self.settings,
-            resume_count=record.resumes,
+            ExperimentKeys(record.run, record.name),
+            record.spec.nodes,
+            record.resumes,
+            f"local-{rank}",
+            LOOPBACK,
         )
+        return GangMember(rendezvous, rank, record.spec, GANG_SETTINGS)
 
-        def work() -> None:
-            try:
-                runner.run()
-                shutil.rmtree(runner.workspace.exec_dir, ignore_errors=True)
-            finally:
-                self.wake.set()
-
-        thread = threading.Thread(target=work, name=record.name, daemon=True)
-        self.active[record.name] = (runner, alloc, thread)
-        thread.start()
+    def _work(self, runner: ExperimentRunner, member: GangMember | None) -> None:
+        done = threading.Event()
+        if member is not None:
+            watch = threading.Thread(target=member.watch, args=(runner, done), daemon=True)
+            watch.start()
+        try:
+            runner.run()
+            shutil.rmtree(runner.workspace.exec_dir, ignore_errors=True)
+        finally:
+            done.set()
+            self.wake.set()
 
 
 def serve(home: Home, settings: RunnerSettings | None = None) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridctl.agent.core.contract import ExperimentKeys
+from gridctl.agent.core.gang import node_name
 from gridctl.agent.core.store import LocalStore
 from gridctl.agent.runner.experiment import Workspace
 
@@ -41,7 +42,7 @@ class Home:
     def workspace(self, run: str, experiment: str, rank: int = 0) -> Workspace:
         """Rank R > 0 of a gang has its own exec dir, scratch dir, notice file and log, beside
         rank 0's (each is emptied on its own)."""
-        own = experiment if rank == 0 else f"{experiment}-node-{rank}"
+        own = node_name(experiment, rank)
         return Workspace(
             exec_dir=self.root / "work" / own,
             scratch_dir=self.root / "scratch" / own,

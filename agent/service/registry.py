@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     reason         TEXT,
     stop_requested INTEGER NOT NULL DEFAULT 0,
     attempts       TEXT NOT NULL DEFAULT '[]',
-    interrupt_window REAL
+    interrupt_window REAL,
+    pids           TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, idx);
 CREATE INDEX IF NOT EXISTS experiments_by_status ON experiments(status);
@@ -56,6 +57,7 @@ CREATE INDEX IF NOT EXISTS experiments_by_status ON experiments(status);
 ADDED_COLUMNS = {
     "attempts": "TEXT NOT NULL DEFAULT '[]'",
     "interrupt_window": "REAL",
+    "pids": "TEXT NOT NULL DEFAULT '[]'",
 }
 """Columns newer than the first schema, added to registries made before them."""
 
@@ -89,6 +91,9 @@ class ExperimentRecord(History):
     stop_requested: bool
     interrupt_window: float | None = None
     """Seconds ``gridctl interrupt`` gave it to save, while that is pending."""
+    processes: tuple[tuple[int, float], ...] = ()
+    """The current attempt's scripts (pid, start time), every rank's of a gang: ``pid`` is
+    rank 0's alone, and an orphaned gang's ranks must all be ended."""
 
 
 def _experiment(row: sqlite3.Row) -> ExperimentRecord:
@@ -110,6 +115,7 @@ def _experiment(row: sqlite3.Row) -> ExperimentRecord:
         stop_requested=bool(row["stop_requested"]),
         attempts=tuple(Attempt(**a) for a in json.loads(row["attempts"])),
         interrupt_window=row["interrupt_window"],
+        processes=tuple((int(pid), float(at)) for pid, at in json.loads(row["pids"])),
     )
 
 
@@ -248,7 +254,9 @@ class Registry:
             if record is None or record.status not in state.sources(Move.START):
                 return False
             started = state.start(record, "local", now)
-            return self._save(db, Move.START, started, name, gpu_ids=json.dumps(list(gpu_ids)))
+            return self._save(
+                db, Move.START, started, name, gpu_ids=json.dumps(list(gpu_ids)), pids="[]"
+            )
 
     def wait(self, reasons: Mapping[str, str | None]) -> None:
         """Say why queued experiments have not started yet (None: they could)."""
@@ -264,7 +272,20 @@ class Registry:
             record = self._read(db, name)
             if record is not None:
                 after = state.running(record)
-                self._save(db, Move.RUNNING, after, name, pid=pid, pid_started=pid_started)
+                pids = _with(record.processes, pid, pid_started)
+                self._save(
+                    db, Move.RUNNING, after, name, pid=pid, pid_started=pid_started, pids=pids
+                )
+
+    def add_process(self, name: str, pid: int, pid_started: float) -> None:
+        """A gang's rank R > 0 has launched its script: kept for orphan cleanup only."""
+        with self._write() as db:
+            record = self._read(db, name)
+            if record is not None and record.status in STARTED_STATES:
+                db.execute(
+                    "UPDATE experiments SET pids = ? WHERE name = ?",
+                    (_with(record.processes, pid, pid_started), name),
+                )
 
     def finish(self, name: str, status: str, exit_code: int | None, reason: str | None) -> None:
         now = time.time()
@@ -282,7 +303,7 @@ class Registry:
             if record is not None:
                 self._save(
                     db, Move.REQUEUE, state.requeue(record, reason, now), name,
-                    pid=None, pid_started=None, gpu_ids=None, interrupt_window=None,
+                    pid=None, pid_started=None, gpu_ids=None, interrupt_window=None, pids="[]",
                 )  # fmt: skip
 
     def request_interrupt(self, names: Iterable[str], window: float) -> list[str]:
@@ -310,6 +331,11 @@ class Registry:
                     f"UPDATE experiments SET stop_requested = 1 WHERE name = ? AND {_STARTED}",  # noqa: S608 - placeholders only
                     (name, *STARTED_STATES),
                 )
+
+
+def _with(processes: Sequence[tuple[int, float]], pid: int, started: float) -> str:
+    """The ``pids`` column with one more process."""
+    return json.dumps([*map(list, processes), [pid, started]])
 
 
 def _marks(values: Sequence[object]) -> str:
