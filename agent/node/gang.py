@@ -11,8 +11,9 @@ keeps the one status record up (starting, running, heartbeats); whichever rank c
 the attempt's ends writes how the experiment ended, reading the record fresh and writing
 only if it is unchanged. A node whose machine stays (a reclaim took a peer's) carries on
 into the next attempt on the same instance, so only lost machines are replaced; a node
-whose machine goes away ends, and the group replaces it. Once the experiment has ended
-for good, the nodes scale the group to zero.
+whose machine goes away ends, and the group replaces it; the machine of a peer found
+silent is ended by a node that stays, so that the group replaces it too. Once the
+experiment has ended for good, the nodes scale the group to zero.
 """
 
 from __future__ import annotations
