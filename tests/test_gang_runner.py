@@ -47,8 +47,7 @@ def run_gang(store: LocalStore, root: Path, *, resume: int = 0) -> Recorder:
     def rank(r: int) -> None:
         rendezvous = Rendezvous(store, KEYS, 2, resume, f"local-{r}", "127.0.0.1")
         assert rendezvous.register(want=r) == r
-        # No peer is ever lost here: a loaded machine must not make one look so.
-        settings = GangSettings(interval=0.1, beat_interval=1, stale_beats=3600)
+        settings = GangSettings(interval=0.1, beat_interval=1, stale_beats=None)
         member = GangMember(rendezvous, r, spec, settings)
         own = NAME if r == 0 else f"{NAME}-node-{r}"
 

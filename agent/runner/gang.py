@@ -39,8 +39,9 @@ class GangSettings:
     """Seconds between looks while the nodes gather (one listing each): short, since the
     node that came first waits that long more before its script starts."""
     beat_interval: float = 10.0
-    stale_beats: int = 3
-    """Beats a peer may miss before it is taken for lost."""
+    stale_beats: int | None = 3
+    """Beats a peer may miss before it is taken for lost; None: never (ranks that are
+    threads of one process cannot be lost one by one)."""
 
 
 Outcome = tuple[State, int | None, str | None]
@@ -124,14 +125,14 @@ class GangMember:
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.settings.beat_interval
                 self.rendezvous.beat(self.rank)
-                if self._formed.is_set():
-                    self._record_lost(set(look.ends))
+                if self._formed.is_set() and self.settings.stale_beats is not None:
+                    self._record_lost(set(look.ends), self.settings.stale_beats)
 
-    def _record_lost(self, ended: set[int]) -> None:
+    def _record_lost(self, ended: set[int], stale_beats: int) -> None:
         """Peers silent for ``stale_beats`` beats: their end, written for them, and the
         alarm, so that the whole gang stops and a resume replaces their machines."""
         peers = [r for r in range(self.nodes) if r != self.rank and r not in ended]
-        after = self.settings.stale_beats * self.settings.beat_interval
+        after = stale_beats * self.settings.beat_interval
         for rank in self.rendezvous.stale(peers, after):
             now = time.time()
             reason = LOST_PEER_REASON.format(rank=rank)

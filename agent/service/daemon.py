@@ -44,8 +44,9 @@ from gridctl.agent.service.registry import ExperimentRecord, Registry
 TICK = 0.2
 IDLE_EXIT = 2.0
 LOOPBACK = "127.0.0.1"
-GANG_SETTINGS = GangSettings(interval=0.2)
-"""A gang's ranks are threads of this process: a look every 0.2 s costs a directory listing."""
+GANG_SETTINGS = GangSettings(interval=0.2, stale_beats=None)
+"""A gang's ranks are threads of this process: a look every 0.2 s costs a directory listing,
+and no rank can be lost while its peers live (a busy machine must not make one look so)."""
 
 
 class AgentLock:
