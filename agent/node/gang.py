@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from gridctl.agent.core import state
 from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest, RankEnd, StatusRecord
@@ -34,6 +33,7 @@ from gridctl.agent.core.s3store import S3Store
 from gridctl.agent.core.scheduler import request_for, schedule
 from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
 from gridctl.agent.core.state import ENDED_STATES, STARTED_STATES, State
+from gridctl.agent.node.agent import STALE_BEATS, Node
 from gridctl.agent.node.controls import read_interrupt, watch_controls
 from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
 from gridctl.agent.runner.experiment import ExperimentRunner
@@ -45,9 +45,6 @@ from gridctl.agent.runner.notice import (
     Notice,
     interruption,
 )
-
-if TYPE_CHECKING:
-    from gridctl.agent.node.agent import Node
 
 SETTLE_ATTEMPTS = 5
 """Conditional writes of the experiment's end tried before giving up to a peer's."""
@@ -183,12 +180,16 @@ class GangNode:
         self.address = address
         self.instance = node.identity.instance_id
         settings = node.settings
+        # A rank beats at most once per look: a shorter beat would make peers stale.
+        beat = max(settings.heartbeat_interval, settings.gang_interval)
         self.gang_settings = GangSettings(
             timeout=settings.gang_timeout,
             interval=settings.gang_interval,
-            # A rank beats at most once per look: a shorter beat would make peers stale.
-            beat_interval=max(settings.heartbeat_interval, settings.gang_interval),
+            beat_interval=beat,
+            stale_beats=STALE_BEATS,
         )
+        self.stale_after = STALE_BEATS * beat
+        """Seconds of silence after which a node is taken for lost."""
 
     def serve(self) -> int:
         last = -1
@@ -253,8 +254,7 @@ class GangNode:
         lost with no word) is ended for them, so that the experiment moves on."""
         look = rendezvous.look()
         unended = [r for r in range(self.machine.nodes) if r not in look.ends]
-        after = self.gang_settings.stale_beats * self.gang_settings.beat_interval
-        if rendezvous.stale(unended, after) != unended:
+        if rendezvous.stale(unended, self.stale_after) != unended:
             return
         now = time.time()
         for rank in unended:
