@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the experiment named by this instance's tags (read over IMDSv2), "
         "then scale its Auto Scaling group to zero. Env: GRIDCTL_NODE_ROOT, "
         "GRIDCTL_HEARTBEAT_INTERVAL, GRIDCTL_LOG_INTERVAL, GRIDCTL_CONTROL_INTERVAL, "
-        "GRIDCTL_TAGS_TIMEOUT, AWS_ENDPOINT_URL, AWS_EC2_METADATA_SERVICE_ENDPOINT.",
+        "GRIDCTL_TAGS_TIMEOUT, GRIDCTL_GANG_TIMEOUT, GRIDCTL_GANG_INTERVAL, GRIDCTL_MASTER_PORT, "
+        "AWS_ENDPOINT_URL, AWS_EC2_METADATA_SERVICE_ENDPOINT.",
     )
     _runner_options(node)
     failed = commands.add_parser(

@@ -11,13 +11,22 @@ import bench_aws
 import bench_bundle
 import bench_datastore
 import bench_dispatch
+import bench_gang
 import bench_help
 import bench_spot
 
 
 def main() -> int:
     failed = 0
-    benches = (bench_help, bench_bundle, bench_dispatch, bench_spot, bench_datastore, bench_aws)
+    benches = (
+        bench_help,
+        bench_bundle,
+        bench_dispatch,
+        bench_spot,
+        bench_gang,
+        bench_datastore,
+        bench_aws,
+    )
     for bench in benches:
         failed += bench.main() != 0
     print("all benchmarks at target" if not failed else f"{failed} benchmark(s) missed target")

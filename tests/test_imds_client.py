@@ -130,6 +130,14 @@ def test_identity(imds):
     )
 
 
+def test_local_ipv4_is_where_a_gangs_peers_reach_the_node(imds):
+    client = IMDSClient(imds.url)
+    with pytest.raises(IMDSError, match="local-ipv4"):
+        client.local_ipv4()
+    imds.values[f"{META}/local-ipv4"] = "10.0.3.7"
+    assert client.local_ipv4() == "10.0.3.7"
+
+
 def test_the_region_falls_back_to_the_availability_zone(imds):
     del imds.values[f"{META}/placement/region"]
     assert IMDSClient(imds.url).identity().region == "eu-west-1"

@@ -101,6 +101,7 @@ class Node:
     identity: Identity
     tags: dict[str, str]
     settings: NodeSettings
+    imds: IMDSClient | None = None
     requirements: Requirements = field(default_factory=Requirements)
     broadcast: Broadcast = field(default_factory=Broadcast)
     disks: Disks = field(default_factory=Disks)
@@ -114,6 +115,8 @@ class Node:
             say(f"cannot find this node's work: {exc}")
             self.scale_to_zero()
             return 1
+        if machine.nodes > 1:
+            return self.serve_gang(store, machine)
         jobs: list[Job] = []
         clean = True
         for name in machine.experiments:
@@ -136,6 +139,33 @@ class Node:
             # `gridctl interrupt` this node ends its own instance, as a reclaim would.
             return 0 if not self.broadcast.requested or self.terminate_self() else 1
         return 0 if self.scale_to_zero() and clean else 1
+
+    def serve_gang(self, store: S3Store, machine: MachineSpec) -> int:
+        """One rank of the machine's one experiment, which spans its group's instances."""
+        from gridctl.agent.node.gang import GangNode
+
+        (name,) = machine.experiments
+        keys = ExperimentKeys(machine.run, name)
+        try:
+            if self.imds is None:
+                raise NodeError("a node of a gang needs its metadata service")
+            address = self.imds.local_ipv4()
+            spec = read_spec(store, keys)
+        except Exception as exc:  # recorded, unless the gang's record says more already
+            say(f"cannot start {name}: {exc}")
+            now = time.time()
+            record = StatusRecord.first(self.identity.instance_id, now)
+            why = f"the node could not start it: {exc}"
+            record = state.finish(record, State.FAILED, None, why, now).beat(now)
+            with contextlib.suppress(Exception):  # the bucket itself may be the cause
+                store.put_if_absent(keys.status, record.to_json())
+            self.scale_to_zero()
+            return 1
+        if spec.scratch is not None:
+            self.mount_scratch(spec.scratch)
+        if spec.datastore is not None:
+            self.mount_instance_store()
+        return GangNode(self, store, machine, spec, address).serve()
 
     def mount_scratch(self, scratch: Scratch) -> None:
         """The launch template's scratch disk, once for all the machine's experiments."""
@@ -351,14 +381,19 @@ class Node:
     def terminate_self(self) -> bool:
         """End this instance but keep the group's capacity, so that the group replaces it
         exactly as after a spot reclaim."""
+        return self.terminate(self.identity.instance_id)
+
+    def terminate(self, instance_id: str) -> bool:
+        """End an instance of the group (this one, or a gang's peer found lost) and keep
+        the group's capacity, so that the group replaces it."""
         try:
             self._autoscaling().terminate_instance_in_auto_scaling_group(
-                InstanceId=self.identity.instance_id, ShouldDecrementDesiredCapacity=False
+                InstanceId=instance_id, ShouldDecrementDesiredCapacity=False
             )
         except Exception as exc:  # reported, and the exit status shows it
-            say(f"cannot terminate this instance: {exc}")
+            say(f"cannot terminate {instance_id}: {exc}")
             return False
-        say(f"terminated {self.identity.instance_id}; its group starts a replacement")
+        say(f"terminated {instance_id}; its group starts a replacement")
         return True
 
     def scale_to_zero(self) -> bool:
@@ -409,7 +444,7 @@ def serve_node(settings: NodeSettings) -> int:
     )
     try:
         imds = IMDSClient()
-        node = Node(imds.identity(), read_tags(imds, settings.tags_timeout), settings)
+        node = Node(imds.identity(), read_tags(imds, settings.tags_timeout), settings, imds)
     except IMDSError as exc:
         say(f"cannot read the instance metadata: {exc}")
         return 1

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Protocol
 
 from gridctl.agent.core.contract import (
     ExperimentKeys,
@@ -15,20 +17,27 @@ from gridctl.agent.runner.experiment import ExperimentRunner
 from gridctl.agent.runner.notice import INTERRUPTION, REQUESTED_REASON, WINDOW, Notice, interruption
 
 
+class Listener(Protocol):
+    """What hears the machine's notices: an experiment's runner, or a gang rank (which also
+    alarms its peers)."""
+
+    def notice(self, notice: Notice) -> object: ...
+
+
 class Broadcast:
     """The machine's notices: every experiment on it hears each one, also those that start
     after it came; the first interruption is the one that counts."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._runners: list[ExperimentRunner] = []
+        self._runners: list[Listener] = []
         self._seen: list[Notice] = []
         self.interruption: Notice | None = None
         self.requested = False
         """Whether the interruption came from ``gridctl interrupt`` (the node then ends its
         own instance, as AWS would)."""
 
-    def join(self, runner: ExperimentRunner) -> None:
+    def join(self, runner: Listener) -> None:
         with self._lock:
             self._runners.append(runner)
             seen = list(self._seen)
@@ -48,13 +57,16 @@ class Broadcast:
             runner.notice(notice)
 
 
-def read_interrupt(store: S3Store, keys: ExperimentKeys) -> Notice | None:
+def read_interrupt(store: S3Store, keys: ExperimentKeys) -> InterruptRequest | None:
     """``control/interrupt``, written by ``gridctl interrupt``."""
     try:
-        request = InterruptRequest.decode(store.get_bytes(keys.interrupt))
+        return InterruptRequest.decode(store.get_bytes(keys.interrupt))
     except FileNotFoundError:
         return None
-    return interruption(REQUESTED_REASON, request.window or WINDOW)
+
+
+def _every_request(request: InterruptRequest) -> bool:
+    return True
 
 
 def watch_controls(
@@ -63,9 +75,11 @@ def watch_controls(
     broadcast: Broadcast,
     interval: float,
     done: threading.Event,
+    serves: Callable[[InterruptRequest], bool] = _every_request,
 ) -> None:
     """Turn a stop object in the bucket into a stop request, and an interrupt object into
-    an interruption of the whole machine (as a reclaim would be)."""
+    an interruption of the whole machine (as a reclaim would be); ``serves`` says which
+    interrupt requests are for this machine (a gang's name one node, or an attempt)."""
     store = runner.store
     assert isinstance(store, S3Store)
     while not done.wait(interval):
@@ -73,8 +87,9 @@ def watch_controls(
             requests = set(store.list(keys.control))  # one request per look, not one per kind
             if keys.stop in requests:
                 runner.request_stop()
-            notice = read_interrupt(store, keys) if keys.interrupt in requests else None
-            if notice is not None:
+            request = read_interrupt(store, keys) if keys.interrupt in requests else None
+            if request is not None and serves(request):
+                notice = interruption(REQUESTED_REASON, request.window or WINDOW)
                 broadcast.deliver(notice, requested=True)
         except Exception as exc:  # the next look tries again
             say(f"cannot look for control requests: {exc}")

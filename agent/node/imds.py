@@ -80,6 +80,13 @@ class IMDSClient:
             raise IMDSError("the metadata service does not give an instance id and a region")
         return Identity(instance_id, region, zone, self.get("/latest/meta-data/instance-type"))
 
+    def local_ipv4(self) -> str:
+        """The instance's private address, where a gang's peers reach it (SPEC section 9)."""
+        address = self.get("/latest/meta-data/local-ipv4")
+        if not address:
+            raise IMDSError("the metadata service does not give this instance's local-ipv4")
+        return address
+
     def tags(self) -> dict[str, str]:
         """The instance's tags; empty when tags in instance metadata are not enabled."""
         listing = self.get(TAGS_PATH)

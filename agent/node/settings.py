@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridctl.agent.core.gang import GANG_TIMEOUT, MASTER_PORT
 from gridctl.agent.runner.experiment import RunnerSettings, Workspace
 from gridctl.agent.runner.scratch import Disks
 
@@ -31,6 +32,13 @@ class NodeSettings:
     endpoint_url: str | None = None
     tags_timeout: float = 180.0
     """Seconds to wait for the instance's tags to show in IMDS, which lags behind a boot."""
+    gang_timeout: float = GANG_TIMEOUT
+    """Seconds a gang's nodes wait for each other before the attempt fails."""
+    gang_interval: float = 1.0
+    """Seconds between a gang node's looks at its attempt's folder (one LIST each): how soon
+    a peer's failure or interruption reaches every node."""
+    master_port: int = MASTER_PORT
+    """The port rank 0 offers the gang (``MASTER_PORT``)."""
 
     @classmethod
     def from_env(cls, runner: RunnerSettings) -> NodeSettings:
@@ -44,6 +52,9 @@ class NodeSettings:
             spot_interval=float(env.get("GRIDCTL_SPOT_INTERVAL", cls.spot_interval)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             tags_timeout=float(env.get("GRIDCTL_TAGS_TIMEOUT", cls.tags_timeout)),
+            gang_timeout=float(env.get("GRIDCTL_GANG_TIMEOUT", cls.gang_timeout)),
+            gang_interval=float(env.get("GRIDCTL_GANG_INTERVAL", cls.gang_interval)),
+            master_port=int(env.get("GRIDCTL_MASTER_PORT", cls.master_port)),
         )
 
     def workspace(self, experiment: str, disks: Disks | None = None) -> Workspace:

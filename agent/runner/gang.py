@@ -35,6 +35,9 @@ class GangSettings:
     interval: float = 1.0
     """Seconds between looks at the attempt's folder (one listing each): how soon a peer's
     failure or the alarm reaches this rank."""
+    gather_interval: float = 0.2
+    """Seconds between looks while the nodes gather (one listing each): short, since the
+    node that came first waits that long more before its script starts."""
     beat_interval: float = 10.0
     stale_beats: int | None = 3
     """Beats a peer may miss before it is taken for lost; None: never (ranks that are
@@ -70,12 +73,17 @@ class GangMember:
     def nodes(self) -> int:
         return self.spec.nodes
 
+    @property
+    def formed(self) -> bool:
+        """Whether every node got here: else no script ran and no peer will end this attempt."""
+        return self._formed.is_set()
+
     def ready(self, log: BinaryIO, cancelled: Callable[[], bool]) -> Place:
         """The barrier: every node has its bundle ready before any script starts."""
         note(log, f"node {self.rank} of {self.nodes}: waiting for the other nodes")
         self.rendezvous.beat(self.rank)
         roster = self.rendezvous.wait_for_all(
-            self.settings.timeout, self.settings.interval, cancelled
+            self.settings.timeout, self.settings.gather_interval, cancelled
         )
         self._formed.set()
         note(

@@ -51,7 +51,10 @@ class MetadataService:
         ami_id: str = "ami-12c6146b",
         tags: dict[str, str] | None = None,
         user_data: bytes | None = None,
+        local_ipv4: str = "127.0.0.1",
     ) -> None:
+        """``local_ipv4``: the node's own address; 127.0.0.N is a distinct loopback address
+        on Linux, so simulated nodes of a gang reach each other as real ones would."""
         self.instance_id = instance_id
         self.instance_type = instance_type
         self.region = region
@@ -59,6 +62,7 @@ class MetadataService:
         self.ami_id = ami_id
         self.tags: dict[str, str] = dict(tags or {})
         self.user_data = user_data
+        self.local_ipv4 = local_ipv4
         self.spot_action_time: datetime | None = None
         self.rebalance_time: datetime | None = None
         self.hits: list[Hit] = []
@@ -162,6 +166,7 @@ class MetadataService:
             meta + "ami-id": self.ami_id,
             meta + "placement/region": self.region,
             meta + "placement/availability-zone": self.availability_zone,
+            meta + "local-ipv4": self.local_ipv4,
         }
         if path in simple:
             return simple[path].encode(), text

@@ -42,6 +42,12 @@ for the S3 request bill, so that tests do not wait on them; a test's own env win
 T = TypeVar("T")
 
 
+def loopback(index: int) -> str:
+    """The ``index``-th simulated node's own address: 127.0.0.2, 127.0.0.3, ... (Linux
+    answers on all of 127/8), so a gang's nodes reach each other by address."""
+    return f"127.0.{(index + 2) // 256}.{(index + 2) % 256}"
+
+
 @dataclass
 class Node:
     """One simulated instance: its metadata service, its filesystem root and its agent."""
@@ -231,6 +237,7 @@ class NodeSimulator:
             ami_id=description["ImageId"],
             tags=tags,
             user_data=base64.b64decode(encoded) if encoded else None,
+            local_ipv4=loopback(len(self._nodes)),
         ).start()
         root = self.base / instance_id
         root.mkdir(parents=True, exist_ok=True)
