@@ -11,9 +11,9 @@ from io import BytesIO
 from pathlib import Path
 
 from gridctl.agent.core import state
-from gridctl.agent.core.contract import StatusRecord
-from gridctl.agent.core.spec import ExperimentSpec
-from gridctl.agent.node.failsafe import failed_record, tail
+from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest, StatusRecord
+from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
+from gridctl.agent.node.failsafe import fail_machine, failed_record, tail
 from gridctl.infra.wheel import build_agent_wheel
 
 SPEC = ExperimentSpec("r", "r-exp0", 0, ("python", "t.py"), "bundles/b.tar.gz")
@@ -58,6 +58,41 @@ def test_an_interruption_awaiting_its_resume_fails_with_a_new_attempt():
         ("i-old", "interrupted"),
         ("i-new", "failed"),
     ]
+
+
+class Bucket:
+    """The failsafe's three S3 calls, over a dict (the real ones go through the AWS CLI,
+    which tests/aws/test_boot.py drives against moto)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def put(self, key: str, data: bytes) -> None:
+        self.objects[key] = data
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.objects[key] = path.read_bytes()
+
+
+def test_a_failing_node_of_a_gang_alarms_its_peers(tmp_path: Path):
+    bucket = Bucket()
+    gang = ExperimentSpec("r", "r-exp0", 0, ("python", "t.py"), "bundles/b.tar.gz", nodes=2)
+    machine = MachineSpec("r", "r-exp0", ("r-exp0",), 2, 0, 4 << 30, nodes=2)
+    keys = ExperimentKeys("r", "r-exp0")
+    bucket.put(machine.key, machine.to_json().encode())
+    bucket.put(keys.spec, gang.to_json().encode())
+    log = tmp_path / "boot.log"
+    log.write_text("pip: no matching distribution\n")
+    assert fail_machine(bucket, "r", "r-exp0", "i-1", "boot failed", log, 0.0) == ["r-exp0"]
+    alarm = InterruptRequest.decode(bucket.objects[keys.alarm(0)])
+    assert alarm.attempt == 0 and alarm.node is None
+    assert alarm.reason is not None and alarm.reason.startswith("boot failed")
 
 
 def test_the_tail_is_one_line(tmp_path: Path):

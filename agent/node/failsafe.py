@@ -4,9 +4,11 @@ The boot script calls it when the agent could not be installed, when the agent's
 has failed for good and when the node reaches its maximum lifetime. Every experiment of the
 machine that had not ended by then is recorded ``failed`` with the reason and the tail of a
 log, in the agent's own status record, so ``gridctl status`` says why instead of ``queued``
-forever; the log becomes the experiment's log when it has none. Standard library only: the
-boot script runs it with the system python3 from the unpacked wheel, since the agent's venv
-may be what failed, and S3 goes through the AWS CLI for the same reason.
+forever; the log becomes the experiment's log when it has none. A multi-node experiment's
+other nodes hear it through their attempt's alarm, and give their machines back. Standard
+library only: the boot script runs it with the system python3 from the unpacked wheel,
+since the agent's venv may be what failed, and S3 goes through the AWS CLI for the same
+reason.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gridctl.agent.core import state
-from gridctl.agent.core.contract import ExperimentKeys, StatusRecord, machine_key
+from gridctl.agent.core.contract import (
+    ExperimentKeys,
+    InterruptRequest,
+    StatusRecord,
+    machine_key,
+)
 from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
 from gridctl.agent.core.state import ACTIVE_STATES, State
 
@@ -128,6 +135,10 @@ def fail_machine(
         if log.is_file() and not bucket.exists(keys.log):
             bucket.put_file(keys.log, log)
         bucket.put(keys.status, record.to_json())
+        if spec is not None and spec.nodes > 1:
+            # The other nodes of a gang stop now, rather than wait for this one to come.
+            alarm = InterruptRequest(None, time.time(), None, record.resumes, why)
+            bucket.put(keys.alarm(record.resumes), alarm.encode())
         recorded.append(name)
     return recorded
 
