@@ -115,10 +115,7 @@ class GangRecorder(BucketRecorder):
             super().running(pid, pid_started)
 
     def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
-        try:
-            self.log.close()
-        except Exception as exc:  # a lost log must not leave the status open
-            say(f"cannot upload the final log: {exc}")
+        self.close_log()
         with self._lock:
             self._ended = True  # no heartbeat from now on may overwrite the end
         if status == State.INTERRUPTED:

@@ -87,16 +87,19 @@ class BucketRecorder:
             self._write()
 
     def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
-        """The log goes up before the status: an ended experiment has all its files."""
-        try:
-            self.log.close()
-        except Exception as exc:  # a lost log must not leave the status open
-            say(f"cannot upload the final log: {exc}")
+        self.close_log()
         with self._lock:
             self._ended = True
             now = time.time()
             self.record = state.finish(self.record, status, exit_code, reason, now).beat(now)
             self._write()
+
+    def close_log(self) -> None:
+        """The log goes up before the status: an ended experiment has all its files."""
+        try:
+            self.log.close()
+        except Exception as exc:  # a lost log must not leave the status open
+            say(f"cannot upload the final log: {exc}")
 
     def heartbeat(self) -> None:
         with self._lock:

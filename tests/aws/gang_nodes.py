@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from gridctl.agent.core.contract import ExperimentKeys
 from gridctl.agent.core.s3store import S3Store
 from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
@@ -31,7 +29,7 @@ from gridctl.cli.bundle import scan, upload
 
 from .imds import MetadataService
 from .nodes import loopback
-from .single_node import vanish
+from .single_node import group_of, vanish
 
 REGION = "us-east-1"
 BUCKET = "gridctl-gang-test"
@@ -204,31 +202,7 @@ def gang_group(moto: str, ca_bundle: Path, base: Path, nodes: int = 2) -> Iterat
     """A bucket, a launch template and a group of ``nodes`` instances in moto, with
     boto3's credentials and endpoint in this process's environment (the caller's job);
     every agent started is ended (SIGKILL) on the way out."""
-    clients = {
-        name: boto3.client(name, endpoint_url=moto, region_name=REGION)
-        for name in ("s3", "ec2", "autoscaling")
-    }
-    clients["s3"].create_bucket(Bucket=BUCKET)
-    clients["ec2"].create_launch_template(
-        LaunchTemplateName=f"{GROUP}-template",
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
-    )
-    tags = {
-        "gridctl:environment": "default",
-        "gridctl:run": RUN,
-        "gridctl:experiment": EXPERIMENT,
-        "gridctl:bucket": BUCKET,
-        "Name": EXPERIMENT,
-    }
-    clients["autoscaling"].create_auto_scaling_group(
-        AutoScalingGroupName=GROUP,
-        LaunchTemplate={"LaunchTemplateName": f"{GROUP}-template", "Version": "$Latest"},
-        MinSize=0,
-        MaxSize=nodes,
-        DesiredCapacity=nodes,
-        AvailabilityZones=[f"{REGION}a"],
-        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
-    )
+    clients = group_of(moto, BUCKET, RUN, EXPERIMENT, nodes)
     gang = Gang(
         moto=moto,
         store=S3Store(BUCKET, REGION, moto),

@@ -203,6 +203,38 @@ def vanish(agent: subprocess.Popen[str]) -> None:
     agent.wait()
 
 
+def group_of(moto: str, bucket: str, run: str, experiment: str, nodes: int) -> dict[str, Any]:
+    """The bucket, launch template and group of ``nodes`` instances that a run's apply
+    makes for one machine, in moto; its s3, ec2 and autoscaling clients."""
+    group = f"gridctl-{experiment}"
+    clients = {
+        name: boto3.client(name, endpoint_url=moto, region_name=REGION)
+        for name in ("s3", "ec2", "autoscaling")
+    }
+    clients["s3"].create_bucket(Bucket=bucket)
+    clients["ec2"].create_launch_template(
+        LaunchTemplateName=f"{group}-template",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+    )
+    tags = {
+        "gridctl:environment": "default",
+        "gridctl:run": run,
+        "gridctl:experiment": experiment,
+        "gridctl:bucket": bucket,
+        "Name": experiment,
+    }
+    clients["autoscaling"].create_auto_scaling_group(
+        AutoScalingGroupName=group,
+        LaunchTemplate={"LaunchTemplateName": f"{group}-template", "Version": "$Latest"},
+        MinSize=0,  # as modules/machine makes it: the agent's SetDesiredCapacity(0) needs it
+        MaxSize=nodes,
+        DesiredCapacity=nodes,
+        AvailabilityZones=[f"{REGION}a"],
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
+    )
+    return clients
+
+
 @contextlib.contextmanager
 def one_node(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator[Cloud]:
     """A bucket, a launch template and a group of one instance in moto, and the instance's
@@ -210,32 +242,8 @@ def one_node(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Iterator
     for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_tls))
-    clients = {
-        name: boto3.client(name, endpoint_url=moto, region_name=REGION)
-        for name in ("s3", "ec2", "autoscaling")
-    }
-    clients["s3"].create_bucket(Bucket=BUCKET)
-    clients["ec2"].create_launch_template(
-        LaunchTemplateName=f"{GROUP}-template",
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
-    )
-    tags = {
-        "gridctl:environment": "default",
-        "gridctl:run": RUN,
-        "gridctl:experiment": EXPERIMENT,
-        "gridctl:bucket": BUCKET,
-        "Name": EXPERIMENT,
-    }
+    clients = group_of(moto, BUCKET, RUN, EXPERIMENT, nodes=1)
     autoscaling = clients["autoscaling"]
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=GROUP,
-        LaunchTemplate={"LaunchTemplateName": f"{GROUP}-template", "Version": "$Latest"},
-        MinSize=0,  # as modules/machine makes it: the agent's SetDesiredCapacity(0) needs it
-        MaxSize=1,
-        DesiredCapacity=1,
-        AvailabilityZones=[f"{REGION}a"],
-        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
-    )
     (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
         "AutoScalingGroups"
     ]
