@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python examples/demo.py
 
-# worksteal: the few long end-to-end tests would otherwise queue up on one worker.
+# worksteal: the few long end-to-end tests would otherwise queue up on one worker. Four
+# workers on two cores: most tests wait (on moto, Terraform, agents polling), so two left the
+# cores half idle.
 test: install lint
-	$(BIN)/python -m pytest -n 2 --dist worksteal -q
+	$(BIN)/python -m pytest -n 4 --dist worksteal -q
 
 # mypy needs the import layout (gridctl.cli in cli/, ...): pyproject's package-dir, as links.
 lint: install
