@@ -74,7 +74,12 @@ def test_a_survivor_keeps_its_rank_and_a_replacement_takes_the_lost_one(
 def test_the_barrier_waits_for_every_node_and_gives_the_roster(store: LocalStore) -> None:
     one, two = rendezvous(store, "i-1"), rendezvous(store, "i-2")
     assert one.register(port=29999) == 0
-    threading.Timer(0.3, two.register).start()
+    one.mark_ready(0)
+    assert two.register() == 1
+    # Registered is not ready: node two is still installing its requirements.
+    with pytest.raises(GangTimeout, match="^1 of 2 nodes came up$"):
+        one.wait_for_all(timeout=0.2, poll=0.05)
+    threading.Timer(0.3, two.mark_ready, (1,)).start()
     roster = one.wait_for_all(timeout=60, poll=0.05)
     assert roster.addresses == ("10.0.0.1", "10.0.0.2")
     assert (roster.master_addr, roster.master_port) == ("10.0.0.1", 29999)
@@ -82,7 +87,8 @@ def test_the_barrier_waits_for_every_node_and_gives_the_roster(store: LocalStore
 
 def test_a_gang_short_of_nodes_times_out_saying_how_many_came_up(store: LocalStore) -> None:
     one = rendezvous(store, "i-1", nodes=3)
-    one.register()
+    assert one.register() == 0
+    one.mark_ready(0)
     with pytest.raises(GangTimeout, match="^1 of 3 nodes came up$"):
         one.wait_for_all(timeout=0.2, poll=0.05)
     with pytest.raises(GangCancelled):

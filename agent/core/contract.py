@@ -13,6 +13,7 @@ the same layout in its directory store. Nothing else spells a key or a tag::
     runs/<run>/<experiment>/node-<R>/log      rank R's log (R > 0; rank 0's is ``log``)
     runs/<run>/<experiment>/artifacts/node-<R>/...   rank R's files (R > 0)
     runs/<run>/<experiment>/gang/<a>/members/<R>.json   who holds rank R in attempt a (Member)
+    runs/<run>/<experiment>/gang/<a>/ready/<R>          rank R is prepared to start (empty)
     runs/<run>/<experiment>/gang/<a>/beats/<R>          rank R's last sign of life
     runs/<run>/<experiment>/gang/<a>/ended/<R>.json     how rank R's attempt ended (RankEnd)
     runs/<run>/<experiment>/gang/<a>/alarm              interrupts the attempt (InterruptRequest)
@@ -123,6 +124,11 @@ class ExperimentKeys:
 
     def member(self, attempt: int, rank: int) -> str:
         return f"{self.gang(attempt)}/members/{rank}.json"
+
+    def ready(self, attempt: int, rank: int) -> str:
+        """Rank R's bundle is unpacked and its requirements installed: the barrier counts
+        these, so the scripts start together however long each node took to prepare."""
+        return f"{self.gang(attempt)}/ready/{rank}"
 
     def beat(self, attempt: int, rank: int) -> str:
         return f"{self.gang(attempt)}/beats/{rank}"

@@ -261,20 +261,29 @@ class Rendezvous:
                 self._member(rank)
         return dict(self._members)
 
+    def mark_ready(self, rank: int) -> None:
+        self.store.put_bytes(self.keys.ready(self.attempt, rank), b"")
+
+    def ready(self) -> set[int]:
+        """The ranks prepared to start."""
+        found = (_rank_of(k) for k in self.store.list(f"{self.keys.gang(self.attempt)}/ready"))
+        return {rank for rank in found if rank is not None and rank < self.nodes}
+
     def wait_for_all(
         self, timeout: float, poll: float, cancelled: Callable[[], bool] = lambda: False
     ) -> Roster:
-        """The barrier: the roster once all K ranks are claimed. Raises GangTimeout after
+        """The barrier: the roster once all K ranks are ready. Raises GangTimeout after
         ``timeout`` seconds, GangCancelled as soon as ``cancelled()``."""
         deadline = time.monotonic() + timeout
         while True:
-            members = self.members()
-            if len(members) == self.nodes:
+            ready = self.ready()
+            if len(ready) == self.nodes:
+                members = self.members()
                 return Roster(tuple(members[r] for r in range(self.nodes)))
             if cancelled():
                 raise GangCancelled()
             if time.monotonic() >= deadline:
-                raise GangTimeout(len(members), self.nodes)
+                raise GangTimeout(len(ready), self.nodes)
             time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
 
     def beat(self, rank: int) -> None:

@@ -82,6 +82,7 @@ class GangMember:
         """The barrier: every node has its bundle ready before any script starts."""
         note(log, f"node {self.rank} of {self.nodes}: waiting for the other nodes")
         self.rendezvous.beat(self.rank)
+        self.rendezvous.mark_ready(self.rank)
         roster = self.rendezvous.wait_for_all(
             self.settings.timeout, self.settings.gather_interval, cancelled
         )
