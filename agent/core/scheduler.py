@@ -117,7 +117,6 @@ class _Free:
         return None
 
     @staticmethod
-    @staticmethod
     def _short(request: Request, cpus: float, gpus: int, memory: int) -> str | None:
         """Which resource is short for all of the request's nodes, if any (what is held
         beyond what is free counts as none free)."""
