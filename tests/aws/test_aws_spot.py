@@ -21,6 +21,17 @@ from .nodes import Node, NodeSimulator
 pytestmark = pytest.mark.e2e
 
 STEPS = 300
+SLOW_FIRST_ATTEMPT = """\
+# The example, one step a second in its first attempt: every experiment must still be running
+# when the test interrupts it, however long a loaded machine takes to boot the other nodes.
+import os
+import runpy
+import sys
+
+if os.environ["GRIDCTL_RESUME_COUNT"] == "0":
+    sys.argv += ["--step-seconds", "1"]
+runpy.run_path("example.py", run_name="__main__")
+"""
 
 
 def first_node(nodes: NodeSimulator, experiment: str) -> Node:
@@ -47,7 +58,8 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
         GRIDCTL_SPOT_INTERVAL="0.5",
     )
     assert cloud("up", "--ami", ami, timeout=600).returncode == 0
-    shutil.copy(RESUMABLE_EXAMPLE, project / "train.py")
+    shutil.copy(RESUMABLE_EXAMPLE, project / "example.py")
+    (project / "train.py").write_text(SLOW_FIRST_ATTEMPT)
     run = cloud(
         "run",
         "--name",
