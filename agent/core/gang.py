@@ -50,6 +50,7 @@ LAUNCHER_VARIABLES = (
 )
 """Set by gridctl alone in a gang's environment: the submitter's values never reach it."""
 TORCHRUN = ("-m", "torch.distributed.run")
+LOST_PEER_REASON = "node {rank} stopped reporting (its machine was lost)"
 
 
 def node_name(experiment: str, rank: int) -> str:
@@ -201,13 +202,17 @@ class Rendezvous:
         self._ends: dict[int, RankEnd] = {}
         self._alarm: InterruptRequest | None = None
 
+    def _earlier(self) -> Rendezvous:
+        """This node's side of the attempt before this one."""
+        return Rendezvous(
+            self.store, self.keys, self.nodes, self.attempt - 1, self.instance, self.address
+        )
+
     def previous_rank(self) -> int | None:
         """The rank this node held in the attempt before, if it stayed for this one."""
         if self.attempt == 0:
             return None
-        earlier = Rendezvous(
-            self.store, self.keys, self.nodes, self.attempt - 1, self.instance, self.address
-        )
+        earlier = self._earlier()
         for rank, member in earlier.members().items():
             if member.instance == self.instance:
                 end = earlier.end_of(rank)
@@ -218,9 +223,7 @@ class Rendezvous:
         """Ranks kept for the nodes of the attempt before that stay for this one."""
         if self.attempt == 0:
             return set()
-        earlier = Rendezvous(
-            self.store, self.keys, self.nodes, self.attempt - 1, self.instance, self.address
-        )
+        earlier = self._earlier()
         held = earlier.members()
         ends = earlier.look().ends
         return {
@@ -314,6 +317,14 @@ class Rendezvous:
     def end(self, end: RankEnd) -> bool:
         """Record a rank's end, unless a peer already recorded it (as lost)."""
         return self.store.put_if_absent(self.keys.ended(self.attempt, end.rank), end.encode())
+
+    def record_lost(self, rank: int) -> None:
+        """A silent peer's end, written for it (its machine goes, a resume replaces it), and
+        the alarm that stops the rest of the gang."""
+        now = self.clock()
+        reason = LOST_PEER_REASON.format(rank=rank)
+        self.end(RankEnd(rank, State.INTERRUPTED, None, reason, now, stays=False))
+        self.raise_alarm(InterruptRequest(None, now, rank, self.attempt, reason))
 
     def raise_alarm(self, request: InterruptRequest) -> bool:
         """The first alarm of the attempt is the one that counts."""

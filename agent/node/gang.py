@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from gridctl.agent.core import state
-from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest, RankEnd, StatusRecord
-from gridctl.agent.core.gang import Rendezvous, combine
+from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest, StatusRecord
+from gridctl.agent.core.gang import LOST_PEER_REASON, Rendezvous, combine
 from gridctl.agent.core.resources import Capacity
 from gridctl.agent.core.s3store import S3Store
 from gridctl.agent.core.scheduler import request_for, schedule
@@ -37,7 +37,7 @@ from gridctl.agent.node.agent import STALE_BEATS, Node
 from gridctl.agent.node.controls import read_interrupt, watch_controls
 from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
 from gridctl.agent.runner.experiment import ExperimentRunner
-from gridctl.agent.runner.gang import LOST_PEER_REASON, GangMember, GangSettings, Outcome
+from gridctl.agent.runner.gang import GangMember, GangSettings, Outcome
 from gridctl.agent.runner.notice import (
     INTERRUPTION,
     REQUESTED_REASON,
@@ -253,11 +253,8 @@ class GangNode:
         unended = [r for r in range(self.machine.nodes) if r not in look.ends]
         if rendezvous.stale(unended, self.stale_after) != unended:
             return
-        now = time.time()
         for rank in unended:
-            reason = LOST_PEER_REASON.format(rank=rank)
-            rendezvous.end(RankEnd(rank, State.INTERRUPTED, None, reason, now, stays=False))
-            rendezvous.raise_alarm(InterruptRequest(None, now, rank, rendezvous.attempt, reason))
+            rendezvous.record_lost(rank)
         if unended:
             self.end_lost(rendezvous.attempt)
         look = rendezvous.look()

@@ -25,8 +25,6 @@ from gridctl.agent.core.state import State
 from gridctl.agent.runner.experiment import ExperimentRunner
 from gridctl.agent.runner.notice import WINDOW, Notice, interruption
 
-LOST_PEER_REASON = "node {rank} stopped reporting (its machine was lost)"
-
 
 @dataclass(frozen=True)
 class GangSettings:
@@ -135,11 +133,7 @@ class GangMember:
         peers = [r for r in range(self.nodes) if r != self.rank and r not in ended]
         after = stale_beats * self.settings.beat_interval
         for rank in self.rendezvous.stale(peers, after):
-            now = time.time()
-            reason = LOST_PEER_REASON.format(rank=rank)
-            self.rendezvous.end(RankEnd(rank, State.INTERRUPTED, None, reason, now, stays=False))
-            alarm = InterruptRequest(None, now, rank, self.rendezvous.attempt, reason)
-            self.rendezvous.raise_alarm(alarm)
+            self.rendezvous.record_lost(rank)
 
     def finish(
         self, status: State, exit_code: int | None, reason: str | None, exited_at: float | None
