@@ -19,6 +19,7 @@ from gridctl.agent.core.state import ACTIVE_STATES, STARTED_STATES
 from gridctl.agent.core.store import Store
 from gridctl.agent.core.units import format_bytes
 from gridctl.cli import bundle as bundles
+from gridctl.cli import source
 from gridctl.cli.backends import Backend, get_backend
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.errors import GridctlError
@@ -109,6 +110,7 @@ def plan(
         default_cloud=default_cloud(home),
         run_exists=lambda name: any(backend_for(home, c).run_exists(name) for c in visible),
         confirm=confirm,
+        locate=functools.partial(source.locate, home=home),
     )
     if result.cloud == "aws" and not dry_run:
         terraform.check_version()  # before anything is uploaded

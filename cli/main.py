@@ -93,8 +93,12 @@ Multi-node: --nodes K runs each experiment on K machines that start the script t
 (--gpus is their total, --cpus and --memory each node's); --gpus above what --instance_type
 has spreads over nodes of it (--gpus 8 --instance_type 4_v100_16gb: 2 nodes of 4 GPUs).
 
-With --dry-run --output json prints {"run", "experiments": [{"name", "params", "argv",
-"nodes"}]};
+Code from a repository: --git URL@REF runs SCRIPT as it is in that branch, tag or commit
+(fetched here with your own git and credentials; the machines get only the files), and a
+GitHub file link https://github.com/OWNER/REPO/blob/REF/PATH as SCRIPT means the same.
+
+With --dry-run --output json prints {"run", "source", "experiments": [{"name", "params",
+"argv", "nodes"}]};
 with --wait --output json, the final status as `gridctl status RUN --output json` does.
 Exit codes: 0 ok, 1 an experiment did not succeed (--wait/--follow), 2 bad input.
 """
@@ -310,7 +314,8 @@ def _follow_run(home: Path, run_name: str) -> None:
 @app.command(
     help="Runs (name, status, backend, counts per state, duration, cost), or one run's"
     " experiments, or one experiment. JSON: a list of {run, status, backend, counts,"
-    " created_at, duration, cost, seed, strategy, description}; with RUN one object with those"
+    " created_at, duration, cost, seed, strategy, description, source: {git_url, ref, commit,"
+    " dirty}}; with RUN one object with those"
     " keys plus experiments: [{name, status, params, nodes, exit_code, resumes, started_at,"
     " finished_at, duration, instance, reason, attempts}]; with EXPERIMENT that experiment's"
     " object with its run. On AWS, an experiment whose node has not written its heartbeat"
@@ -342,7 +347,8 @@ def status(
     result = snapshot()
     if output is Output.json:
         if isinstance(result, ExperimentStatus):
-            views.print_json({"run": result.run, **views.experiment_json(result)})
+            source = views.source_json(result.source)
+            views.print_json({"run": result.run, **views.experiment_json(result), "source": source})
         elif name:
             views.print_json(views.run_json(result, with_experiments=True))
         else:

@@ -187,6 +187,12 @@ class RunSettings:
         backends=AWS,
     )
     localdir: Path | None = option(help="project root (default: current dir)")
+    git: str | None = option(
+        help="run SCRIPT (a path in the repository) from URL@REF: a branch, tag or commit,"
+        " default the remote's HEAD; fetched here with your git, never on the machines",
+        config="git",
+        check=checks.text,
+    )
     dashes_to_underscores: bool = option(False, "rewrite --a-b script flags to --a_b as Grid did")
 
 

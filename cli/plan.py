@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch
+from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch, Source
 from gridctl.cli import sweep
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import GridctlError
@@ -36,6 +36,7 @@ from gridctl.cli.options import (
     RunSettings,
     settle,
 )
+from gridctl.cli.source import Code, project_folder
 
 FRAMEWORKS = ("lightning", "torch", "tensorflow", "keras", "jax", "julia", "torchelastic")
 DEFAULT_INSTANCE_TYPE = "t2.medium"
@@ -88,6 +89,8 @@ class RunPlan:
     """GiB of each instance's root disk; None on a local run."""
     script_env: dict[str, str] = field(default_factory=dict)
     """Environment variables for the script (``compute.train.environment``)."""
+    source: Source | None = None
+    """The commit ``localdir`` holds, when known (SPEC section 10)."""
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -118,16 +121,8 @@ class RunPlan:
             scratch=scratch,
             nodes=self.nodes,
             framework=self.framework,
+            source=self.source,
         )
-
-
-def _script_path(script: str, root: Path) -> Path:
-    """The script as typed (from the current directory) or, failing that, from the root."""
-    candidates = [Path(script).absolute(), root / script]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise GridctlError(f"script not found: {script}")
 
 
 def _relative(script: Path, root: Path) -> str:
@@ -199,11 +194,13 @@ def plan_run(
     default_cloud: str,
     run_exists: Callable[[str], bool],
     confirm: Callable[[int], bool],
+    locate: Callable[[RunSettings, str], Code] = project_folder,
 ) -> RunPlan:
     """Validate everything and expand the sweep; raises GridctlError on any bad input.
 
     ``confirm(count)`` is asked when the sweep is large (above ``sweep.CONFIRM_ABOVE``)
-    and ``--ignore_warnings`` was not given; it returns False to refuse.
+    and ``--ignore_warnings`` was not given; it returns False to refuse. ``locate(settings,
+    script)`` finds the code (``source.locate`` fetches a commit for ``--git``).
     """
     config_path = options.flags.get("config")
     cfg = load_config(config_path) if config_path else RunConfig()
@@ -248,13 +245,6 @@ def plan_run(
         raise GridctlError("--datastore_version needs --datastore_name")
 
     seed = s.seed if s.seed is not None else secrets.randbits(31)
-    root = (s.localdir or Path.cwd()).absolute()
-    if not root.is_dir():
-        raise GridctlError(f"--localdir {root} is not a directory")
-    script = _script_path(options.script, root)
-    script_rel = _relative(script, root)
-    argv0 = _script_argv(script, script_rel)
-
     args = merge_params(list(options.script_args), cfg.params)
     parsed = sweep.parse_args(
         args, strategy=s.strategy, dashes_to_underscores=s.dashes_to_underscores
@@ -266,6 +256,10 @@ def plan_run(
             f"this sweep makes {count} experiments (more than {sweep.CONFIRM_ABOVE});"
             " pass --ignore_warnings to start them"
         )
+    # Last of the checks: finding the code may mean fetching a commit.
+    code = locate(s, options.script)
+    script_rel = _relative(code.script, code.root)
+    argv0 = _script_argv(code.script, script_rel)
     name = _validate_name(s.name, run_exists)
     expansion = sweep.expand(parsed, strategy=s.strategy, trials=s.trials, seed=seed)
     experiments = tuple(
@@ -278,7 +272,7 @@ def plan_run(
         name=name,
         cloud=cloud,
         description=s.description,
-        localdir=root,
+        localdir=code.root,
         script=script_rel,
         strategy=s.strategy,
         seed=seed,
@@ -300,6 +294,7 @@ def plan_run(
         if cloud == "aws"
         else None,
         script_env=dict(cfg.script_env),
-        warnings=_ignored_locally(cloud, s) + expansion.warnings,
+        source=code.source,
+        warnings=_ignored_locally(cloud, s) + code.warnings + expansion.warnings,
         notes=tuple(notes),
     )

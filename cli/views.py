@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from gridctl.agent.core.datastore import CreateResult, Version
+from gridctl.agent.core.spec import Source
 from gridctl.agent.core.state import State
 from gridctl.agent.core.units import count, format_bytes
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
@@ -65,10 +66,29 @@ def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def source_json(source: Source | None) -> dict:
+    """SPEC section 10's ``source``: every key present, null where unknown."""
+    found = source or Source()
+    return {
+        "git_url": found.git_url,
+        "ref": found.ref,
+        "commit": found.commit,
+        "dirty": found.dirty,
+    }
+
+
+def source_text(source: Source | None) -> str:
+    """The short commit, ``+`` when the tree held more than it; ``-`` when unknown."""
+    if source is None or source.short is None:
+        return "-"
+    return source.short + ("+" if source.dirty else "")
+
+
 def plan_json(plan: RunPlan) -> dict:
     return {
         "run": plan.name,
         "disk_size": plan.disk_size,
+        "source": source_json(plan.source),
         "experiments": [
             {"name": e.name, "params": e.params, "argv": list(e.argv), "nodes": plan.nodes}
             for e in plan.experiments
@@ -114,6 +134,7 @@ def run_json(run: RunStatus, with_experiments: bool) -> dict:
         "seed": run.seed,
         "strategy": run.strategy,
         "description": run.description,
+        "source": source_json(run.source),
     }
     if with_experiments:
         data["experiments"] = [experiment_json(e) for e in run.experiments]
@@ -134,7 +155,10 @@ def _table(title: str | None, columns: tuple[str, ...]):
 
 
 def runs_table(runs: list[RunStatus]):
-    table = _table(None, ("run", "status", "backend", "experiments", "duration", "cost", "created"))
+    table = _table(
+        None,
+        ("run", "status", "backend", "experiments", "duration", "cost", "commit", "created"),
+    )
     for run in runs:
         counts = ", ".join(f"{n} {state}" for state, n in run.counts.items()) or "-"
         table.add_row(
@@ -144,6 +168,7 @@ def runs_table(runs: list[RunStatus]):
             counts,
             human_duration(duration(run.started_at, run.finished_at)),
             "$0.00" if run.backend == "local" else "-",
+            source_text(run.source),
             iso(run.created_at),
         )
     return table
@@ -151,7 +176,8 @@ def runs_table(runs: list[RunStatus]):
 
 def run_table(run: RunStatus):
     table = _table(
-        f"{run.name} ({_state(run.status)}, {run.backend}, seed {run.seed})",
+        f"{run.name} ({_state(run.status)}, {run.backend}, seed {run.seed}"
+        f"{_commit_hint(run.source)})",
         ("experiment", "status", "params", "exit", "resumes", "duration", "instance"),
     )
     for e in run.experiments:
@@ -195,6 +221,12 @@ def experiment_table(e: ExperimentStatus):
     for field, value in rows:
         table.add_row(field, value)
     return table
+
+
+def _commit_hint(source: Source | None) -> str:
+    """``, commit abc1234`` in a run's title when the commit is known."""
+    text = source_text(source)
+    return "" if text == "-" else f", commit {_escape(text)}"
 
 
 def _nodes_hint(nodes: int) -> str:

@@ -18,6 +18,7 @@ GRID_FILE = """\
 # Main compute configuration.
 name: cifar-sweep
 description: ResNet on CIFAR-10, Adam vs SGD
+git: https://github.com/acme/cifar@v1.2   # code from this commit instead of the local folder
 compute:
   provider:
     credentials: research      # AWS profile
@@ -82,6 +83,7 @@ def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
         values=dict(
             name="cifar-sweep",
             description="ResNet on CIFAR-10, Adam vs SGD",
+            git="https://github.com/acme/cifar@v1.2",
             cloud="aws",
             credential="research",
             cpus=3,

@@ -29,6 +29,35 @@ class Scratch:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where a run's code came from (SPEC section 10), so a result can be traced to a commit.
+
+    ``git_url`` never holds a credential; None fields are unknown (a work tree without a
+    remote has no URL; a tree outside any repository has no Source at all)."""
+
+    git_url: str | None = None
+    ref: str | None = None
+    """The branch, tag or commit asked for (or the work tree's branch)."""
+    commit: str | None = None
+    dirty: bool | None = None
+    """The bundle held changes the commit does not (an uncommitted work tree)."""
+
+    @property
+    def short(self) -> str | None:
+        """The commit as people read it (git's own abbreviation)."""
+        return None if self.commit is None else self.commit[:7]
+
+    def environment(self) -> dict[str, str]:
+        """``GRIDCTL_GIT_*`` for the script, the known ones only."""
+        found = {
+            "GRIDCTL_GIT_URL": self.git_url,
+            "GRIDCTL_GIT_COMMIT": self.commit,
+            "GRIDCTL_GIT_DIRTY": None if self.dirty is None else str(int(self.dirty)),
+        }
+        return {name: value for name, value in found.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """Everything the agent needs to run one experiment, serialisable as JSON.
 
@@ -62,6 +91,9 @@ class ExperimentSpec:
     framework: str | None = None
     """How each node starts the script: ``torch`` through torchrun, anything else once per
     node (as Lightning expects)."""
+    source: Source | None = None
+    """The commit the bundle was made from, when known; the bundle, never a ref, is what
+    every attempt runs."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -74,6 +106,8 @@ class ExperimentSpec:
             data["datastore"] = DatastoreMount(**data["datastore"])
         if data.get("scratch"):
             data["scratch"] = Scratch(**data["scratch"])
+        if data.get("source"):
+            data["source"] = Source(**data["source"])
         return cls(**data)
 
 

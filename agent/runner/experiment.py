@@ -64,6 +64,9 @@ GRIDCTL_VARIABLES = (
     "GRIDCTL_SCRATCH_DIR",
     "GRIDCTL_NOTICE_FILE",
     "GRIDCTL_DATASTORE_DIR",
+    "GRIDCTL_GIT_URL",
+    "GRIDCTL_GIT_COMMIT",
+    "GRIDCTL_GIT_DIRTY",
     "CUDA_VISIBLE_DEVICES",
 )
 """Set by gridctl alone: a value of the same name in the submitter's environment (say a GPU
@@ -336,6 +339,8 @@ class ExperimentRunner:
         )
         if self._datastore_dir is not None:
             env["GRIDCTL_DATASTORE_DIR"] = str(self._datastore_dir)
+        if self.spec.source is not None:
+            env.update(self.spec.source.environment())
         if self._place is not None:
             env.update(self._place.environment())
         if self.spec.pin_cpus:

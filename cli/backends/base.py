@@ -11,7 +11,7 @@ from typing import Protocol
 
 from gridctl.agent.core.contract import ExperimentKeys
 from gridctl.agent.core.progress import Progress
-from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec
+from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Source
 from gridctl.agent.core.state import Attempt, History, State, run_state
 from gridctl.agent.core.store import Store
 from gridctl.cli.plan import RunPlan
@@ -34,6 +34,7 @@ class ExperimentStatus:
     datastore: DatastoreMount | None = None
     nodes: int = 1
     """Machines it spans; it has one status whatever their number."""
+    source: Source | None = None
 
 
 def experiment_status(
@@ -55,6 +56,7 @@ def experiment_status(
         attempts=record.attempts,
         datastore=spec.datastore,
         nodes=spec.nodes,
+        source=spec.source,
     )
 
 
@@ -71,6 +73,11 @@ class RunStatus:
     @property
     def status(self) -> State:
         return run_state(e.status for e in self.experiments)
+
+    @property
+    def source(self) -> Source | None:
+        """Where the run's code came from: the same for all its experiments."""
+        return self.experiments[0].source if self.experiments else None
 
     @property
     def counts(self) -> dict[str, int]:
