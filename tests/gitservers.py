@@ -164,8 +164,11 @@ class SmartHttp:
         assert self._server is not None, "the server runs only inside its with-block"
         return self._server.server_address[1]
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}.git"
+    def url(self, name: str, credentials: bool = False) -> str:
+        """``credentials``: the user and token inside the URL, the way users paste a token
+        into a clone URL, which gridctl must then keep out of everything it stores."""
+        userinfo = f"{self.user}:{self.token}@" if credentials else ""
+        return f"http://{userinfo}127.0.0.1:{self.port}/{name}.git"
 
     @property
     def requests(self) -> list[HttpRequest]:
