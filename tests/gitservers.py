@@ -82,7 +82,7 @@ class GitDaemon:
                 f"--base-path={self.base_path}",
                 "--listen=127.0.0.1",
                 f"--port={port}",
-            ],  # fmt: skip
+            ],
             env=hermetic_git_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
