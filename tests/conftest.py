@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("gitrepos",)
+"""Fixtures shared by test modules that need a git remote (``upstream``)."""
+
 ACTIVE = ("queued", "running")
 GRIDCTL = str(Path(sys.executable).with_name("gridctl"))
 USER_SETUP = ("GRIDCTL_", "AWS_", "TF_", "TERRAFORM_CONFIG", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
