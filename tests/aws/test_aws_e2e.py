@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Gridctl
+from gitrepos import Upstream
+from gitservers import SmartHttp
 
 from .cloud import client, default_ami, first_bucket, groups, keys_of, running_instances, user
 from .emulator import aws_environment
@@ -54,6 +56,21 @@ for i in range(3000):
     print("tick", i, flush=True)
     time.sleep(0.1)
 """
+
+
+HOLDS = """\
+import os, signal, sys, time
+from pathlib import Path
+resume = os.environ["GRIDCTL_RESUME_COUNT"]
+print("version", Path("version.txt").read_text().strip(), os.environ["GRIDCTL_GIT_COMMIT"], resume)
+if "--hold" in sys.argv and resume == "0":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        print("tick", flush=True)
+        time.sleep(0.5)
+"""
+"""Holds its first attempt until interrupted; says which commit's files each attempt ran."""
+TOKEN = "glpat-private-token-nobody-may-see"
 
 
 @dataclass
@@ -317,3 +334,53 @@ def test_down_leaves_no_instance_group_template_or_bucket_behind(cloud, account,
     templates = client(aws_env, "ec2").describe_launch_templates()["LaunchTemplates"]
     assert templates == []
     assert client(aws_env, "s3").list_buckets()["Buckets"] == []
+
+
+def test_a_commit_of_a_private_repository_resumes_as_itself_and_no_token_is_kept(
+    cloud,
+    aws_env,
+    upstream: Upstream,
+):
+    first = upstream.commit({"holds.py": HOLDS})
+    s3 = client(aws_env, "s3")
+    bucket = first_bucket(aws_env)
+    with SmartHttp(upstream.bare.parent, "ada", TOKEN) as private:
+        url = private.url(upstream.name)
+        secret = url.replace("http://", f"http://ada:{TOKEN}@")
+        run = cloud(
+            "run", "--name", "fromgit", "--use_spot", "--auto_resume", "--git", f"{secret}@main",
+            "holds.py", "--hold", timeout=600,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        cloud.wait_until(lambda: "tick" in cloud("logs", "fromgit").stdout, 300)
+        # The branch moves on; the interrupted experiment must still resume the commit it ran.
+        upstream.commit({"version.txt": "2\n"})
+        assert cloud("interrupt", "fromgit-exp0", "--window", "30").returncode == 0
+        cloud.wait_until(
+            lambda: cloud.status("fromgit")["status"] not in ("queued", "running"), 300
+        )
+        status = cloud.status("fromgit")
+        assert status["status"] == "succeeded"
+        assert status["experiments"][0]["resumes"] == 1
+        assert status["source"] == {"git_url": url, "ref": "main", "commit": first, "dirty": False}
+        assert f"version 1 {first} 1" in cloud("logs", "fromgit").stdout
+
+        # The same commit again (by id) ships the bundle already in the bucket.
+        (bundle,) = bundles(aws_env)
+        uploaded = s3.head_object(Bucket=bucket, Key=bundle)["LastModified"]
+        again = cloud("run", "--name", "again", "--wait", "--git", f"{secret}@{first[:10]}",
+                      "holds.py", timeout=600)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+    assert bundles(aws_env) == [bundle]
+    assert s3.head_object(Bucket=bucket, Key=bundle)["LastModified"] == uploaded
+    assert f"version 1 {first} 0" in cloud("logs", "again").stdout
+
+    # No credential anywhere: output, this machine's GRIDCTL_HOME, every object in the bucket
+    # (specs, logs, records, Terraform's state).
+    shown = run.stdout + run.stderr + again.stdout + again.stderr
+    assert TOKEN not in shown + cloud("status", "fromgit").stdout
+    for path in cloud.home.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    for key in keys_of(s3, bucket):
+        assert TOKEN.encode() not in s3.get_object(Bucket=bucket, Key=key)["Body"].read(), key
