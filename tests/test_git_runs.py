@@ -99,6 +99,9 @@ def test_a_branch_a_tag_and_a_commit_each_run_exactly_their_files(gridctl, remot
 
 def test_the_same_commit_twice_uploads_nothing_the_second_time(gridctl, remote):
     ran(gridctl, "--git", f"{remote.file_url}@v1", "show.py")
+    # Only that commit was fetched, not the history before it.
+    (cache,) = (gridctl.home / "cache" / "git" / "repos").glob("*/")
+    assert git("--git-dir", str(cache), "rev-list", "--all") == remote.sha("v1")
     (archive,) = gridctl.home.rglob("bundles/*.tar.gz")
     before = archive.stat().st_mtime_ns
     ran(gridctl, "--git", f"{remote.file_url}@{remote.sha('v1')}", "show.py")
@@ -230,6 +233,9 @@ def test_bad_input_is_one_line_and_starts_nothing(gridctl, remote, tmp_path, sil
         gridctl, "--git", plain.as_uri(), "show.py"
     )
     assert "Connection refused" in refused(gridctl, "--git", "git://127.0.0.1:1/x.git", "s.py")
+    # git itself echoes this URL's password ("unable to look up ada:PASSWORD@..."): scrubbed.
+    echoed = refused(gridctl, "--git", f"git://ada:{TOKEN}@127.0.0.1:1/x.git", "s.py")
+    assert "unable to look up" in echoed and TOKEN not in echoed
     assert refused(gridctl, "--git", url, "--localdir", ".", "show.py") == (
         "gridctl: error: --localdir and --git both say where the code is: give one of them"
     )
