@@ -245,7 +245,7 @@ def _commit(remote: Remote, ref: str, refs: Refs, cache: _Cache) -> str:
 
 
 def _known(refs: Refs, ref: str) -> str:
-    """`` (branches and tags include: ...)``, the closest names first."""
+    """`` (it has main, v1 and 3 more)``: the names closest to ``ref`` first."""
     import difflib
 
     names = refs.short_names()
