@@ -22,6 +22,7 @@ NOT_OPTIONS = (
     "compute.provider.region",
     "compute.train.environment",
     "compute.train.scratch[0].name",
+    "compute.train.dependency_file_info.package_manager",
     "hyper_params.params",
 )
 """Keys that set no `run` option (the options' keys come from ``RUN_OPTIONS``)."""
@@ -34,12 +35,15 @@ _UNSUPPORTED = {
     "compute.train.scale_down_seconds": "instances stop as soon as their experiment ends",
     "compute.train.distributed": "set compute.train.nodes for a multi-node experiment",
     "compute.train.dockerfile": "scripts run in the instance's Python environment",
-    "compute.train.dependency_file_info": "install dependencies from your script",
 }
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FLAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SCRATCH = "compute.train.scratch"
+_MANAGER = "compute.train.dependency_file_info.package_manager"
+PACKAGE_MANAGERS = ("pip", "uv")
+"""What Grid's ``package_manager`` may say: either installs the file the same way (conda
+environments are not supported)."""
 
 
 def _sections() -> dict[str, tuple[str, ...]]:
@@ -154,6 +158,7 @@ class _Reader:
         }
         values = {name: value for name, value in checked.items() if value is not None}
         self.check(checks.text, f"{_SCRATCH}[0].name", found.get(f"{_SCRATCH}[0].name"))
+        self.check(checks.choice(PACKAGE_MANAGERS), _MANAGER, found.get(_MANAGER))
         return RunConfig(
             values=values,
             region=self.check(

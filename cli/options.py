@@ -186,6 +186,20 @@ class RunSettings:
         check=checks.text,
         backends=AWS,
     )
+    dependency_file: str | None = option(
+        help="the file the script's Python environment is built from, in the project"
+        " (default: requirements.txt, else pyproject.toml, when there is one)",
+        config="compute.train.dependency_file_info.path",
+        check=checks.text,
+    )
+    no_env: bool = option(
+        False, "run with the Python as it is: build no environment from the dependency file"
+    )
+    image: str | None = option(
+        help="Docker image to run the script in (its environment: no dependency file is installed)",
+        config="compute.train.image",
+        check=checks.text,
+    )
     localdir: Path | None = option(help="project root (default: current dir)")
     git: str | None = option(
         help="run SCRIPT (a path in the repository) from URL@REF: a branch, tag or commit,"

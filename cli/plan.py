@@ -91,6 +91,9 @@ class RunPlan:
     """Environment variables for the script (``compute.train.environment``)."""
     source: Source | None = None
     """The commit ``localdir`` holds, when known (SPEC section 10)."""
+    dependency_file: str | None = None
+    venv: bool = True
+    image: str | None = None
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -122,6 +125,9 @@ class RunPlan:
             nodes=self.nodes,
             framework=self.framework,
             source=self.source,
+            dependency_file=self.dependency_file,
+            venv=self.venv,
+            image=self.image,
         )
 
 
@@ -295,6 +301,9 @@ def plan_run(
         else None,
         script_env=dict(cfg.script_env),
         source=code.source,
+        dependency_file=s.dependency_file,
+        venv=not s.no_env,
+        image=s.image,
         warnings=_ignored_locally(cloud, s) + code.warnings + expansion.warnings,
         notes=tuple(notes),
     )

@@ -44,6 +44,10 @@ compute:
       WANDB_PROJECT: "cifar"
       OMP_NUM_THREADS: 4
     disk_size: 200
+    dependency_file_info:
+      package_manager: pip
+      path: requirements-gpu.txt
+    image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/cifar:2.1   # instead of the file above
     actions: null
 hyper_params:
   settings:
@@ -84,6 +88,8 @@ def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
             name="cifar-sweep",
             description="ResNet on CIFAR-10, Adam vs SGD",
             git="https://github.com/acme/cifar@v1.2",
+            dependency_file="requirements-gpu.txt",
+            image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/cifar:2.1",
             cloud="aws",
             credential="research",
             cpus=3,
@@ -381,8 +387,8 @@ def test_wrong_types_elsewhere(tmp_path: Path, text: str, expected: str) -> None
         ("distributed: true", "compute.train.distributed is not supported yet"),
         ("dockerfile: Dockerfile", "compute.train.dockerfile is not supported yet"),
         (
-            "dependency_file_info: {package_manager: pip}",
-            "compute.train.dependency_file_info is not supported yet",
+            "dependency_file_info: {package_manager: conda}",
+            "compute.train.dependency_file_info.package_manager must be one of pip, uv",
         ),
     ],
 )

@@ -94,6 +94,13 @@ class ExperimentSpec:
     source: Source | None = None
     """The commit the bundle was made from, when known; the bundle, never a ref, is what
     every attempt runs."""
+    dependency_file: str | None = None
+    """The bundle's file the script's Python environment is built from (``--dependency_file``);
+    None: ``requirements.txt``, else ``pyproject.toml``, when the bundle has one."""
+    venv: bool = True
+    """Build that environment; False (``--no_env``): run with the base Python as it is."""
+    image: str | None = None
+    """A Docker image to run the script in (``--image``) instead of a Python environment."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
