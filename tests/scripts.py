@@ -5,6 +5,18 @@ import re
 from pathlib import Path
 
 RESUMABLE_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "resumable" / "train.py"
+SLOW_FIRST_ATTEMPT = """\
+import os
+import runpy
+import sys
+
+if os.environ["GRIDCTL_RESUME_COUNT"] == "0":
+    sys.argv += ["--step-seconds", "1"]
+runpy.run_path("example.py", run_name="__main__")
+"""
+"""Runs the resumable example (copied as example.py) at one step a second until its first
+resume: however slow a loaded machine makes the test, the experiment is still running when
+the test interrupts it."""
 RESUMED = re.compile(r"resumed from step (\d+) \(resume 1\)")
 """The example's line on its first resume, with the step it resumed from."""
 

@@ -72,7 +72,7 @@ def test_a_sweep_reads_the_mounted_version_which_it_cannot_change(
         "--mount",
         str(mount),
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stdout + run.stderr
     assert f"datastore imgs version 2 mounted read-only at {mount}" in run.stderr
     dest = tmp_path / "artifacts"
     assert gridctl("artifacts", "reader", "--dest", str(dest)).returncode == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from scripts import RESUMABLE_EXAMPLE, RESUMED
+from scripts import RESUMABLE_EXAMPLE, RESUMED, SLOW_FIRST_ATTEMPT
 
 ALL_REDUCE = """\
 import datetime, json, os
@@ -237,7 +237,8 @@ def test_a_failing_rank_stops_the_other_and_fails_the_gang_with_its_code(
 
 
 def test_an_interrupted_gang_resumes_every_rank_from_its_own_checkpoint(gridctl, project, tmp_path):
-    shutil.copy(RESUMABLE_EXAMPLE, project / "train.py")
+    shutil.copy(RESUMABLE_EXAMPLE, project / "example.py")
+    (project / "train.py").write_text(SLOW_FIRST_ATTEMPT)
     args = ("--steps", "80", "--step-seconds", "0.1", "--lr", "0.5")
     run_gang(gridctl, "res", "--auto_resume", "train.py", *args)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from scripts import RESUMABLE_EXAMPLE, RESUMED, steps_logged
+from scripts import RESUMABLE_EXAMPLE, RESUMED, SLOW_FIRST_ATTEMPT, steps_logged
 
 
 @pytest.fixture
@@ -24,6 +24,8 @@ def ended(gridctl, run: str) -> bool:
 
 
 def test_an_interrupted_experiment_resumes_from_its_checkpoint(gridctl, counter, tmp_path):
+    shutil.copy(counter, counter.with_name("example.py"))
+    counter.write_text(SLOW_FIRST_ATTEMPT)
     args = ("--steps", "40", "--step-seconds", "0.1", "--lr", "0.5")
     assert gridctl("run", "--name", "res", "--auto_resume", "train.py", *args).returncode == 0
     gridctl.wait_until(lambda: steps_logged(gridctl, "res-exp0") >= 12)

@@ -58,7 +58,9 @@ def test_a_multi_node_run_from_the_command_line(
     assert cloud.json("status") == []
 
     service_quotas.applied[STANDARD] = 64
-    run = cloud("run", "--name", "pair", "--nodes", "2", "--framework", "torch", "train.py")
+    run = cloud(
+        "run", "--name", "pair", "--nodes", "2", "--framework", "torch", "train.py", timeout=600
+    )
     assert run.returncode == 0, run.stderr
     s3, bucket = client(aws_env, "s3"), first_bucket(aws_env)
     keys = ExperimentKeys("pair", "pair-exp0")

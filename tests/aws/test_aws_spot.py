@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Gridctl
-from scripts import RESUMABLE_EXAMPLE, RESUMED, steps_logged
+from scripts import RESUMABLE_EXAMPLE, RESUMED, SLOW_FIRST_ATTEMPT, steps_logged
 
 from .cloud import groups, running_instances
 from .nodes import Node, NodeSimulator
@@ -21,17 +21,6 @@ from .nodes import Node, NodeSimulator
 pytestmark = pytest.mark.e2e
 
 STEPS = 300
-SLOW_FIRST_ATTEMPT = """\
-# The example, one step a second in its first attempt: every experiment must still be running
-# when the test interrupts it, however long a loaded machine takes to boot the other nodes.
-import os
-import runpy
-import sys
-
-if os.environ["GRIDCTL_RESUME_COUNT"] == "0":
-    sys.argv += ["--step-seconds", "1"]
-runpy.run_path("example.py", run_name="__main__")
-"""
 
 
 def first_node(nodes: NodeSimulator, experiment: str) -> Node:
