@@ -28,9 +28,9 @@ AWS publishes no "latest PyTorch" parameter: each parameter names one PyTorch mi
 release and one OS, and its ``latest`` is the newest build of that line. The minor release
 is pinned here on purpose (every node of a sweep, and every resume, imports the same torch;
 cached venvs stay valid) and moves forward when AWS stops patching it (the DLAMI support
-policy: a year after the PyTorch release). 2.12 is the newest line AWS builds on Ubuntu
-for x86_64 (the PyTorch 2.8 and later DLAMIs are on Ubuntu 24.04 and Amazon Linux 2023
-only); Ubuntu keeps the root device ``/dev/sda1`` and the OS the node script was written
+policy: a year after the PyTorch release). 2.12 is the newest x86_64 line on Ubuntu in
+AWS's release notes (recent lines are built on Ubuntu 24.04 and Amazon Linux 2023, not
+22.04); Ubuntu keeps the root device ``/dev/sda1`` and the OS the node script was written
 for. gridctl's catalogue has no Graviton GPU types, so only x86_64 images are named.
 
 The parameter names follow AWS's rule: the AMI's name without "Deep", "Learning" and "AMI".
