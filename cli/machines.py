@@ -175,7 +175,7 @@ def equivalent_types(itype: InstanceType, limit: int = 3) -> tuple[InstanceType,
     return tuple(sorted(same, key=lambda t: (t.vcpus, t.memory_gib, t.name))[:limit])
 
 
-# Current GPU families, which the default OSS-driver AMI supports (infra/amis.py). p2 (K80),
+# Current GPU families, which the default PyTorch AMI supports (infra/amis.py). p2 (K80),
 # g3 (M60) and p3 (V100) need an AMI of the user's own: they are left out of automatic
 # picks but can still be named.
 _PICKABLE_GPU_MODELS = frozenset({"T4", "A10G", "L4", "A100", "H100"})

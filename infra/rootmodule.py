@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridctl.agent.core.contract import ENVIRONMENT_TAG
-from gridctl.infra.amis import OSS_DRIVER, Image
+from gridctl.infra.amis import PYTORCH, Image
 
 # The S3 backend's use_lockfile (state locking without DynamoDB) needs Terraform 1.10.
 TERRAFORM_VERSION = ">= 1.10"
@@ -167,7 +167,7 @@ class RunInputs:
     max_lifetime_hours: int = 168
     """Hours after which a node fails what it still runs and scales its group to zero."""
     auto_resume: bool = False
-    image: Image = OSS_DRIVER
+    image: Image = PYTORCH
     placement_group: bool = True
     """A cluster placement group for each machine of several nodes; False where there are
     none (emulators)."""

@@ -222,7 +222,7 @@ class AwsBackend:
             scratch_size=run["scratch_size"] or 0,
             subnet_ids=tuple(run.get("subnet_ids", ())),
             disk_size=run.get("disk_size"),  # None for runs recorded before it was an option
-            image=image or amis.OSS_DRIVER,
+            image=image or amis.BASE_OSS_DRIVER,
             # Emulators such as moto have no placement groups; real AWS always does.
             placement_group=os.environ.get("GRIDCTL_PLACEMENT_GROUP", "on") != "off",
             groups=tuple(

@@ -91,7 +91,7 @@ variable "az_count" {
 }
 
 variable "ami_id" {
-  description = "AMI every node of this environment boots, for every instance type: an AMI ID (`ami-...`) or `resolve:ssm:<parameter>`. It needs bash, python3 (3.10 or newer) with venv and the AWS CLI. null (the default) lets each run pick the AWS Deep Learning Base AMI whose NVIDIA driver supports its instance type, resolved at launch. Only passed through to the `ami_id` output, so that every run uses the environment's AMI."
+  description = "AMI every node of this environment boots, for every instance type: an AMI ID (`ami-...`) or `resolve:ssm:<parameter>`. It needs bash, python3 (3.10 or newer) with venv and the AWS CLI; scripts' venvs layer over a framework Python at /opt/pytorch/bin/python when it has one. null (the default) lets each run pick AWS's PyTorch Deep Learning AMI (OSS NVIDIA driver, Ubuntu 24.04), resolved at launch, or refuse an instance type whose GPUs it does not drive. Only passed through to the `ami_id` output, so that every run uses the environment's AMI."
   type        = string
   default     = null
 

@@ -59,12 +59,12 @@ variable "region" {
 }
 
 variable "ami_id" {
-  description = "AMI the nodes boot: an AMI ID (`ami-...`), or `resolve:ssm:<parameter>` naming a public or own SSM parameter that holds one, which EC2 resolves at every launch (so nodes get the AMI current then, such as the latest AWS Deep Learning Base AMI). It needs bash, python3 (3.10 or newer) with venv and the AWS CLI, as the AWS Deep Learning Base AMIs have; set `root_device_name` to match it."
+  description = "AMI the nodes boot: an AMI ID (`ami-...`), or `resolve:ssm:<parameter>` naming a public or own SSM parameter that holds one, which EC2 resolves at every launch (so nodes get the AMI current then, such as the newest build of an AWS Deep Learning AMI). It needs bash, python3 (3.10 or newer) with venv and the AWS CLI, as the AWS Deep Learning AMIs on Ubuntu have; set `root_device_name` to match it."
   type        = string
 
   validation {
     condition     = can(regex("^(ami-[0-9a-f]{8,17}|resolve:ssm:/?[A-Za-z0-9_.:/-]+)$", var.ami_id))
-    error_message = "The ami_id must be an AMI ID such as \"ami-0123456789abcdef0\" or an SSM parameter reference such as \"resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id\"."
+    error_message = "The ami_id must be an AMI ID such as \"ami-0123456789abcdef0\" or an SSM parameter reference such as \"resolve:ssm:/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04/latest/ami-id\"."
   }
 }
 

@@ -1,5 +1,5 @@
 """What a run gets on AWS when the user names no AMI, through the real gridctl, Terraform and
-moto: the Deep Learning Base AMI for its GPUs, resolved by EC2 at launch; capacity
+moto: the PyTorch Deep Learning AMI, resolved by EC2 at launch; capacity
 rebalancing only with --auto_resume; groups named after their environment."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from .cloud import client, groups
 
 pytestmark = pytest.mark.e2e
 
-OSS_DRIVER_AMI = (
+PYTORCH_AMI = (
     "resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
-    "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+    "oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04/latest/ami-id"
 )
 
 
@@ -58,7 +58,7 @@ def test_runs_without_an_ami_of_their_own(cloud: Gridctl, aws_env, project: Path
     data = ec2.describe_launch_template_versions(
         LaunchTemplateName="gridctl-team-b-once-exp0", Versions=["$Latest"]
     )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
-    assert data["ImageId"] == OSS_DRIVER_AMI
+    assert data["ImageId"] == PYTORCH_AMI
     assert data["BlockDeviceMappings"][0]["DeviceName"] == "/dev/sda1"
     assert data["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is True  # gridctl's VPC
 

@@ -50,7 +50,7 @@ USER_DATA_INPUTS = {
 SERVICES = ("s3", "ec2", "iam", "sts", "autoscaling")
 RESOLVED_AMI = (
     "resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
-    "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+    "oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04/latest/ami-id"
 )
 TF_TIMEOUT = 600
 

@@ -99,9 +99,9 @@ def test_run_roots_plan_what_each_run_needs(aws_env, moto, tmp_path):
         ),
     ]
     (resuming, log), (once, _), (own, _) = plan(tmp_path, aws_env, moto, cases)
-    oss = (
+    pytorch = (
         "resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
-        "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+        "oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04/latest/ami-id"
     )
 
     group = resuming["aws_autoscaling_group"]
@@ -115,7 +115,7 @@ def test_run_roots_plan_what_each_run_needs(aws_env, moto, tmp_path):
     # The default AMI is resolved by EC2 at each launch, by GPU generation.
     template = resuming["aws_launch_template"]
     assert template["name"] == "gridctl-plan-resuming-exp0"
-    assert template["image_id"] == oss
+    assert template["image_id"] == pytorch
     assert template["block_device_mappings"][0]["device_name"] == "/dev/sda1"
     template = own["aws_launch_template"]
     assert template["image_id"] == OWN_AMI
