@@ -6,7 +6,8 @@ would for what gridctl asks of it.
 a signal to the CLI never reaches it, and the CLI dies of SIGTERM as the real one does
 with ``--sig-proxy=false`` (the container goes on); only ``docker kill NAME`` reaches it.
 The command sees only the variables named by ``-e NAME``, read from the CLI's environment,
-and runs in ``-w``'s directory. ``pull`` fails for an image whose name has ``missing``.
+and runs in ``-w``'s directory. ``pull`` fails for an image whose name has ``missing``; while
+a file ``hold`` is in the state folder, ``run`` creates no container (a slow daemon).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _SCRIPT = """#!{python}
-import json, os, shutil, signal, subprocess, sys
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 STATE = Path({state!r})
@@ -85,6 +86,8 @@ def main(argv):
         env["PATH"] = os.environ.get("PATH", os.defpath)
         if command[0] == "python" and shutil.which("python", path=env["PATH"]) is None:
             command[0] = "python3"
+        while (STATE / "hold").exists():  # a daemon slow to create the container
+            time.sleep(0.02)
         proc = subprocess.Popen(command, cwd=found["-w"], env=env, start_new_session=True)
         pid_file = containers / found["--name"]
         pid_file.write_text(str(proc.pid))

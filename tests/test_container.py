@@ -294,6 +294,25 @@ def test_a_stop_reaches_the_container_by_name(tmp_path: Path, docker: FakeDocker
     assert docker.running() == []
 
 
+def test_a_stop_before_the_container_exists_reaches_it_once_it_does(
+    tmp_path: Path, docker: FakeDocker
+):
+    runner, recorded = runner_for(tmp_path, WAITS_FOR_TERM)
+    (docker.state / "hold").touch()
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    assert recorded.started.wait(60)
+    runner.request_stop()
+    wait_for(lambda: docker.calls("kill"))  # too early: no such container yet
+    (docker.state / "hold").unlink()
+    thread.join(60)
+    assert recorded.outcome is not None, (tmp_path / "log").read_text()
+    # SIGTERM landed (the script's handler, or its default action if it came first), not
+    # the SIGKILL after the grace period.
+    assert recorded.outcome[:2] in (("stopped", 3), ("stopped", 128 + signal.SIGTERM))
+    assert docker.running() == []
+
+
 def test_a_stop_kills_a_container_that_ignores_sigterm(tmp_path: Path, docker: FakeDocker):
     runner, recorded = runner_for(tmp_path, IGNORES_TERM)
     thread = started(runner, tmp_path)
