@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,8 @@ while True:
     time.sleep(0.1)
 """
 
+REAL_IMAGE = "python:3.12-slim"
+"""An image with ``python`` for the test that needs a real daemon (and Docker Hub)."""
 CONFIG = """\
 compute:
   train:
@@ -119,3 +123,33 @@ def test_without_docker_a_run_with_an_image_is_refused(gridctl, project, tmp_pat
         "gridctl: error: --image busybox: docker is not on your PATH (install Docker)"
     ]
     assert json.loads(gridctl("status", "--output", "json").stdout) == []
+
+
+REAL = """\
+import os
+open("out.txt", "w").write("written")
+print("uid", os.getuid(), "token", os.environ["TOKEN"], "cwd", os.getcwd(), flush=True)
+"""
+
+
+def test_a_real_container_runs_the_script_as_the_user(gridctl, project):
+    """Only where a docker daemon answers (none on the machines this was written on)."""
+    docker = shutil.which("docker")
+    daemon = (
+        docker is not None
+        and subprocess.run(
+            [docker, "info"], capture_output=True, timeout=60, check=False
+        ).returncode
+        == 0
+    )
+    if not daemon:
+        print("skipped: no docker daemon answers `docker info` on this machine")
+        pytest.skip("no docker daemon on this machine")
+    (project / "train.py").write_text(REAL)
+    (project / "grid.yml").write_text(CONFIG.replace("busybox:1.36", REAL_IMAGE))
+    result = gridctl("run", "--name", "real", "--config", "grid.yml", "train.py")
+    assert result.returncode == 0, result.stderr
+    experiment = ended(gridctl, "real")
+    log = gridctl("logs", "real-exp0").stdout
+    assert experiment["status"] == "succeeded", log
+    assert f"uid {os.getuid()} token s3cret-value cwd " in log
