@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from fakedocker import FakeDocker, install
 
-from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.core import datastore
+from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch
 from gridctl.agent.core.store import LocalStore
 from gridctl.agent.node.ecr import ecr_registry
 from gridctl.agent.runner import container
@@ -246,6 +247,30 @@ def test_the_runner_starts_the_container_with_values_only_in_the_clis_environmen
     assert seen["TOKEN"] == "s3cret-value"
     assert "NODE_ONLY" not in seen
     assert recorded.outcome == ("succeeded", 0, None)
+
+
+def test_the_datastore_and_scratch_are_mounted_where_the_script_is_told(
+    tmp_path: Path, docker: FakeDocker
+):
+    runner, recorded = runner_for(tmp_path, SHOWS_ENV)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    datastore.create(runner.store, "corpus", data)
+    runner.spec = dataclasses.replace(
+        runner.spec,
+        datastore=DatastoreMount("corpus", 1, "/datastores/corpus"),
+        scratch=Scratch(1, "/scratch"),
+    )
+    assert runner.run().status == "succeeded", (tmp_path / "log").read_text()
+    (call,) = docker.calls("run")
+    mounts = flag_values(call["argv"], "-v")
+    (tree,) = [m.split(":")[0] for m in mounts if m.endswith(":/datastores/corpus:ro")]
+    assert Path(tree).is_relative_to(tmp_path / "mounts")
+    assert call["env"]["GRIDCTL_DATASTORE_DIR"] == "/datastores/corpus"
+    scratch = str(tmp_path / "root" / "scratch" / "r-exp0")
+    assert f"{scratch}:{scratch}" in mounts
+    assert call["env"]["GRIDCTL_SCRATCH_DIR"] == scratch
 
 
 WAITS_FOR_TERM = """\

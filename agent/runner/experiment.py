@@ -12,7 +12,9 @@ ends ``interrupted``.
 
 The script sees exactly the spec's environment (locally its submitter's) over the base the
 backend passes (on a node, the node's), plus gridctl's own variables: nothing of whoever
-started the agent.
+started the agent. With an image (``--image``) it runs in a container instead
+(``runner/container.py``), which sees the spec's and gridctl's variables only and is
+signalled by name.
 """
 
 from __future__ import annotations
@@ -571,7 +573,8 @@ class ExperimentRunner:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._signal_container = container.signaller(self._docker, run.name, env, self._exited)
+        client = self.images.environment
+        self._signal_container = container.signaller(self._docker, run.name, client, self._exited)
         self.recorder.running(proc.pid, _process_start(proc.pid))
         return proc
 
