@@ -37,11 +37,13 @@ from gridctl.agent.core.scheduler import Allocation, Request, request_for, sched
 from gridctl.agent.core.spec import ExperimentSpec, MachineSpec, Scratch
 from gridctl.agent.core.state import ACTIVE_STATES, LOST_REASON, State
 from gridctl.agent.node.controls import Broadcast, watch_controls
+from gridctl.agent.node.ecr import EcrLogin
 from gridctl.agent.node.imds import Identity, IMDSClient, IMDSError
 from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
 from gridctl.agent.node.requirements import Requirements
 from gridctl.agent.node.settings import NodeError, NodeSettings
 from gridctl.agent.node.spot import SpotWatcher
+from gridctl.agent.runner.container import Images
 from gridctl.agent.runner.experiment import KILL_MARGIN, ExperimentRunner
 from gridctl.agent.runner.notice import interruption
 from gridctl.agent.runner.scratch import Disks, mount_instance_store, mount_volume
@@ -105,6 +107,7 @@ class Node:
     requirements: Requirements = field(default_factory=Requirements)
     broadcast: Broadcast = field(default_factory=Broadcast)
     disks: Disks = field(default_factory=Disks)
+    images: Images = field(default_factory=Images)
 
     def serve(self) -> int:
         """Run the machine's experiments, then hand the instance back: 0 once every one has
@@ -333,8 +336,9 @@ class Node:
             cpu_ids=allocation.cpu_ids,
             base_env=os.environ,
             settings=self.settings.runner,
-            before_launch=self.requirements,
+            before_launch=self.requirements if job.spec.image is None else None,  # the image's own
             resume_count=recorder.record.resumes,
+            images=self.images,
         )
         self.broadcast.join(runner)
         done = threading.Event()
@@ -444,7 +448,9 @@ def serve_node(settings: NodeSettings) -> int:
     )
     try:
         imds = IMDSClient()
-        node = Node(imds.identity(), read_tags(imds, settings.tags_timeout), settings, imds)
+        identity, tags = imds.identity(), read_tags(imds, settings.tags_timeout)
+        images = Images(config_dir=settings.docker_config, login=EcrLogin(settings.endpoint_url))
+        node = Node(identity, tags, settings, imds, images=images)
     except IMDSError as exc:
         say(f"cannot read the instance metadata: {exc}")
         return 1

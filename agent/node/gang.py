@@ -352,9 +352,10 @@ class GangNode:
             cpu_ids=allocation.cpu_ids,
             base_env=os.environ,
             settings=settings.runner,
-            before_launch=node.requirements,
+            before_launch=node.requirements if spec.image is None else None,  # the image's own
             resume_count=attempt,
             gang=member,
+            images=node.images,
         )
         recorder.exited_at = lambda: runner.exited_at
         node.broadcast.join(RankOfMachine(runner, member))

@@ -73,6 +73,11 @@ class NodeSettings:
         )
 
     @property
+    def docker_config(self) -> Path:
+        """The node's docker logins (ECR tokens), the agent's alone."""
+        return self.root / "opt" / "gridctl" / "docker"
+
+    @property
     def instance_store(self) -> Path:
         """Where the instance store is mounted when the instance has one."""
         return self.root / "opt" / "gridctl" / "instance-store"

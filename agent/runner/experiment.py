@@ -12,7 +12,9 @@ ends ``interrupted``.
 
 The script sees exactly the spec's environment (locally its submitter's) over the base the
 backend passes (on a node, the node's), plus gridctl's own variables: nothing of whoever
-started the agent.
+started the agent. With an image (``--image``) it runs in a container instead
+(``runner/container.py``), which sees the spec's and gridctl's variables only and is
+signalled by name.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -46,6 +48,7 @@ from gridctl.agent.core.spec import ExperimentSpec
 from gridctl.agent.core.state import STOPPED_BY_USER, State
 from gridctl.agent.core.store import Store
 from gridctl.agent.core.units import format_bytes
+from gridctl.agent.runner import container
 from gridctl.agent.runner.archive import extract
 from gridctl.agent.runner.artifacts import ArtifactSync
 from gridctl.agent.runner.notice import INTERRUPTION, Notice
@@ -206,6 +209,7 @@ class ExperimentRunner:
         before_launch: Callable[[Path, BinaryIO], None] | None = None,
         resume_count: int = 0,
         gang: GangSide | None = None,
+        images: container.Images | None = None,
     ) -> None:
         """``cpu_ids`` are the scheduler's cores, used when the spec pins its CPUs;
         ``base_env`` lies under the spec's environment (none locally, where the spec holds
@@ -213,7 +217,8 @@ class ExperimentRunner:
         bundle is unpacked (a node installs the bundle's requirements there); if it raises,
         the experiment fails. ``resume_count`` > 0 restores the previous attempts' artifacts
         before the start. ``gang`` makes this one rank of a multi-node experiment: its own
-        artifacts, and a start only once every node is ready."""
+        artifacts, and a start only once every node is ready. ``images`` makes a spec's
+        image ready (``--image``): the machine's, which pulls each image once."""
         self.spec = spec
         self.store = store
         self.workspace = workspace
@@ -225,6 +230,10 @@ class ExperimentRunner:
         self.before_launch = before_launch
         self.resume_count = resume_count
         self.gang = gang
+        self.images = images or container.Images()
+        self._docker: str | None = None
+        """The docker CLI, once the spec's image is ready."""
+        self._signal_container: Callable[[signal.Signals], None] | None = None
         self.exited_at: float | None = None
         """When the script ended: a gang's first failure is told by it."""
         self._place: Place | None = None
@@ -260,9 +269,9 @@ class ExperimentRunner:
             self._stop.set()
             proc = self._proc
         if proc is not None and proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            self._signal(proc.pid, signal.SIGTERM)
             timer = threading.Timer(
-                self.settings.grace_period, _signal_group, (proc.pid, signal.SIGKILL)
+                self.settings.grace_period, self._signal, (proc.pid, signal.SIGKILL)
             )
             timer.daemon = True
             timer.start()
@@ -279,7 +288,7 @@ class ExperimentRunner:
             proc = self._proc
         self._write_notice(notice)
         if notice.kind == INTERRUPTION and proc is not None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            self._signal(proc.pid, signal.SIGTERM)
             threading.Thread(
                 target=self._enforce_deadline, args=(proc.pid, notice), daemon=True
             ).start()
@@ -311,10 +320,17 @@ class ExperimentRunner:
                     " notice to save, and the final sync may not finish in time"
                 )
             if time.time() >= max(notice.deadline - needed, earliest):
-                _signal_group(pgid, signal.SIGKILL)
+                self._signal(pgid, signal.SIGKILL)
                 return
             if self._exited.wait(DEADLINE_TICK):
                 return
+
+    def _signal(self, pgid: int, sig: signal.Signals) -> None:
+        """The script's process group; a container by name, which its CLI never passes on."""
+        if self._signal_container is not None:
+            self._signal_container(sig)
+        else:
+            _signal_group(pgid, sig)
 
     def _log(self, message: str) -> None:
         """A line of gridctl's own in the experiment's log, from any thread."""
@@ -322,9 +338,10 @@ class ExperimentRunner:
         with contextlib.suppress(OSError), self.workspace.log_path.open("ab") as log:
             note(log, message)
 
-    def environment(self) -> dict[str, str]:
-        """The spec's environment over the backend's base, with gridctl's variables."""
-        env = {**self.base_env, **self.spec.env}
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The spec's environment over a base (the backend's unless given), with gridctl's
+        variables."""
+        env = {**(self.base_env if base is None else base), **self.spec.env}
         for name in GRIDCTL_VARIABLES + (LAUNCHER_VARIABLES if self.gang is not None else ()):
             env.pop(name, None)
         env.update(
@@ -383,6 +400,8 @@ class ExperimentRunner:
 
     def _prepare(self, log: BinaryIO) -> ArtifactSync:
         ws = self.workspace
+        if self.spec.image is not None:  # first: a failed pull costs no download
+            self._docker = self.images.ready(self.spec.image, log)
         archive = fetch_bundle(self.store, self.spec.bundle_key, ws.bundle_cache)
         if ws.exec_dir.exists():
             shutil.rmtree(ws.exec_dir)
@@ -486,6 +505,8 @@ class ExperimentRunner:
     def _launch(self, log: BinaryIO) -> subprocess.Popen[bytes]:
         env = self.environment()
         argv = self._place.argv(self.spec.argv) if self._place is not None else self.spec.argv
+        if self._docker is not None:
+            return self._launch_container(argv, log)
         argv0 = argv[0]
         executable = resolve_interpreter(argv0, env.get("PATH"))
         if executable is None:
@@ -507,6 +528,53 @@ class ExperimentRunner:
             note(log, f"--memory {format_bytes(self.spec.memory)} enforced {self._memory.kind}")
         if self.spec.pin_cpus and (cores := pin(proc.pid, self.cpu_ids)):
             note(log, f"--cpus {self.spec.cpus:g}: cores {','.join(map(str, cores))}")
+        self.recorder.running(proc.pid, _process_start(proc.pid))
+        return proc
+
+    def _launch_container(self, argv: Sequence[str], log: BinaryIO) -> subprocess.Popen[bytes]:
+        """The docker CLI, attached to the container that runs ``argv`` (a script executed
+        itself by its path in the exec dir, which is mounted at the same path)."""
+        assert self._docker is not None and self.spec.image is not None
+        ws = self.workspace
+        variables, dropped = container.script_variables(self.environment({}), len(self.gpu_ids))
+        if dropped:
+            note(log, f"not passed to the container (docker's own): {', '.join(dropped)}")
+        mounts = [container.Mount(ws.exec_dir, str(ws.exec_dir))]
+        if self._datastore_dir is not None and self.spec.datastore is not None:
+            target = self.spec.datastore.mount_dir
+            mounts.append(container.Mount(self._datastore_dir, target, read_only=True))
+            variables["GRIDCTL_DATASTORE_DIR"] = target
+        mounts.append(container.Mount(self.scratch_dir, str(self.scratch_dir)))
+        notices = ws.notice_file.parent
+        notices.mkdir(parents=True, exist_ok=True)
+        mounts.append(container.Mount(notices, str(notices), read_only=True))
+        if argv[0] not in INTERPRETERS:
+            argv = (str(ws.exec_dir / argv[0]), *argv[1:])
+        run = container.Container(
+            image=self.spec.image,
+            name=container.container_name(self.own_name, self.resume_count, ws.exec_dir),
+            argv=tuple(argv),
+            workdir=ws.exec_dir,
+            mounts=tuple(mounts),
+            variables=tuple(variables),
+            user=(os.getuid(), os.getgid()),
+            gpu_ids=self.gpu_ids,
+            cpus=self.spec.cpus if self.spec.pin_cpus else None,
+            cpu_ids=self.cpu_ids if self.spec.pin_cpus else (),
+            memory=self.spec.memory,
+        )
+        env = {**variables, **self.images.environment}
+        note(log, f"container {run.name} from {run.image}")
+        proc = subprocess.Popen(
+            container.run_argv(run, self._docker),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        client = self.images.environment
+        self._signal_container = container.signaller(self._docker, run.name, client, self._exited)
         self.recorder.running(proc.pid, _process_start(proc.pid))
         return proc
 

@@ -78,6 +78,8 @@ class LocalBackend:
                 f"{asked if k > 1 else f'--memory {size}'}: this machine has"
                 f" {format_bytes(capacity.memory)}"
             )
+        if plan.image is not None and shutil.which("docker") is None:
+            raise GridctlError(f"--image {plan.image}: docker is not on your PATH (install Docker)")
         # Here the paths are this machine's own: refuse what could never be set up.
         if plan.datastore_name is not None:
             mount_dir = Path(plan.datastore_mount_dir)
@@ -98,9 +100,11 @@ class LocalBackend:
         self, plan: RunPlan, *, bundle_key: str, bundle_id: str, progress: Progress | None = None
     ) -> None:
         """Queue the experiments for the local scheduler (nothing to provision here)."""
-        env = {**os.environ, **plan.script_env}
+        # In an image the script sees its variables alone, as on a node, not this shell's.
+        env = dict(plan.script_env) if plan.image else {**os.environ, **plan.script_env}
         argv0 = plan.experiments[0].argv[0]
-        if argv0 in INTERPRETERS and resolve_interpreter(argv0, env.get("PATH")) is None:
+        interpreter = argv0 in INTERPRETERS and not plan.image
+        if interpreter and resolve_interpreter(argv0, env.get("PATH")) is None:
             raise GridctlError(f"{argv0} is not on your PATH")
         specs = [plan.spec(e, bundle_key, env) for e in plan.experiments]
         record = RunRecord(

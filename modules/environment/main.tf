@@ -365,6 +365,29 @@ data "aws_iam_policy_document" "node" {
       values   = [var.name]
     }
   }
+
+  # `--image` from Amazon ECR: the agent gets a registry token for `docker login`, and ECR
+  # checks docker's pull with that token against this role. A token is for a registry, not
+  # a repository: GetAuthorizationToken supports no resource-level permissions, so "*" is
+  # its only valid resource (a token alone reads nothing without the grant below).
+  statement {
+    sid       = "LogInToEcr"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"]
+  }
+
+  # Pulling, and nothing else (no push, no listing or describing), from this account's
+  # repositories in any region. An image of another account also needs that repository's
+  # own policy to allow this role; widen this resource deliberately if you pull one.
+  statement {
+    sid = "PullImagesOfThisAccount"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:GetDownloadUrlForLayer",
+    ]
+    resources = ["${local.arn_prefix}:ecr:*:${local.account_id}:repository/*"]
+  }
 }
 
 resource "aws_iam_role_policy" "this" {

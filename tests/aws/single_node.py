@@ -65,6 +65,7 @@ class Cloud:
         machine: MachineSpec = MACHINE,
         gpus: int = 0,
         auto_resume: bool = False,
+        image: str | None = None,
     ) -> None:
         """What ``gridctl run --cloud aws`` leaves in the bucket: a bundle, the machine's
         spec and one spec per experiment (each with ``argv`` and its own ``--index``)."""
@@ -84,6 +85,7 @@ class Cloud:
                 {"lr": 0.1},
                 gpus=gpus,
                 auto_resume=auto_resume,
+                image=image,
             )
             self.store.put_bytes(f"runs/{RUN}/{name}/spec.json", spec.to_json().encode())
 

@@ -573,8 +573,17 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         actions = [a for s in statements for a in as_list(s["Action"])]
         assert actions and not [a for a in actions if "*" in a], actions
         unscoped = [s for s in statements if "*" in as_list(s["Resource"])]
+        # Both support no resource-level permissions.
         assert {a for s in unscoped for a in as_list(s["Action"])} == {
             "autoscaling:DescribeAutoScalingInstances",
+            "ecr:GetAuthorizationToken",
+        }
+        # Images: pulled from this account's repositories only, never pushed.
+        ecr = {a: as_list(s["Resource"]) for s in statements for a in as_list(s["Action"])}
+        ecr = {a: r for a, r in ecr.items() if a.startswith("ecr:") and "*" not in r}
+        assert ecr == {
+            f"ecr:{action}": ["arn:aws:ecr:*:123456789012:repository/*"]
+            for action in ("BatchCheckLayerAvailability", "BatchGetImage", "GetDownloadUrlForLayer")
         }
         for statement in statements:  # scaling and terminating: this environment's only
             if {

@@ -28,6 +28,16 @@ BOOT_SCRIPT_ONLY = {
     "agent runs, and simulated nodes start the agent directly",
 }
 """Grants no agent request uses, and why this test cannot see them used."""
+IMAGE_PULL_ONLY = {
+    "ecr:GetAuthorizationToken *": "only a run with an ECR --image logs in; the agent's "
+    "login is tested in test_node_images.py",
+    **{
+        f"ecr:{action} arn:aws:ecr:*:123456789012:repository/*": "docker's pull of an ECR "
+        "image, with the agent's token: no docker daemon here"
+        for action in ("BatchCheckLayerAvailability", "BatchGetImage", "GetDownloadUrlForLayer")
+    },
+}
+"""Grants only a run with an ECR ``--image`` uses, which this test's run is not."""
 
 
 def node_policy(aws_env) -> dict:
@@ -60,6 +70,17 @@ def boot_script_calls(bucket_arn: str, run: str, machine: str, group: Group) -> 
         Authorization("s3:PutObject", f"{bucket_arn}/runs/{run}/{machine}/log"),
         Authorization("autoscaling:DescribeAutoScalingInstances", "*"),
         Authorization("autoscaling:SetDesiredCapacity", group.arn, group.context),
+    ]
+
+
+def image_pull_calls(account: str) -> list[Authorization]:
+    """What an ECR ``--image`` needs: the agent's token, and docker's pull with it."""
+    repository = f"arn:aws:ecr:eu-west-1:{account}:repository/team/train"
+    return [
+        Authorization("ecr:GetAuthorizationToken", "*"),
+        Authorization("ecr:BatchCheckLayerAvailability", repository),
+        Authorization("ecr:BatchGetImage", repository),
+        Authorization("ecr:GetDownloadUrlForLayer", repository),
     ]
 
 
@@ -103,6 +124,13 @@ def forbidden(bucket_arn: str, group: Group) -> list[Authorization]:
         ),
         Authorization("ec2:DescribeInstances", "*"),
         Authorization("ec2:DescribeTags", "*"),
+        # Images: never a push, a listing, nor another account's repository.
+        *(
+            Authorization(f"ecr:{action}", "arn:aws:ecr:us-east-1:123456789012:repository/r")
+            for action in ("PutImage", "InitiateLayerUpload", "DeleteRepository", "ListImages")
+        ),
+        Authorization("ecr:DescribeRepositories", "*"),
+        Authorization("ecr:BatchGetImage", "arn:aws:ecr:us-east-1:999999999999:repository/r"),
     ]
 
 
@@ -191,10 +219,14 @@ def test_node_role_grants_what_nodes_call_and_nothing_else(
         for grant, statement in grants(policy)
         if not any(allowed(grant.policy(statement), call) for call in calls)
     }
-    assert set(unused) == set(BOOT_SCRIPT_ONLY), sorted(unused)
+    assert set(unused) == set(BOOT_SCRIPT_ONLY) | set(IMAGE_PULL_ONLY), sorted(unused)
+    pulls = image_pull_calls(group.arn.split(":")[4])
     for grant, statement in grants(policy):
         if label(grant) in BOOT_SCRIPT_ONLY:
             assert any(allowed(grant.policy(statement), call) for call in boot), label(grant)
+        if label(grant) in IMAGE_PULL_ONLY:
+            assert any(allowed(grant.policy(statement), call) for call in pulls), label(grant)
+    assert all(allowed(policy, call) for call in pulls), [str(c) for c in pulls]
 
     # And what no node may do is denied.
     permitted = [str(auth) for auth in forbidden(bucket_arn, group) if allowed(policy, auth)]
