@@ -273,6 +273,7 @@ class Venvs:
         self._lock = threading.Lock()
         self._keys: dict[str, threading.Lock] = {}
         self._bases: dict[str, BasePython] = {}
+        self._failures: dict[str, VenvFailure] = {}
 
     def base(self, python: str | Path) -> BasePython:
         """``python`` probed once per machine."""
@@ -311,26 +312,41 @@ class Venvs:
         contents = [(f.as_posix(), (exec_dir / f).read_bytes()) for f in files]
         key = venv_key(contents, base)
         started = time.monotonic()
-        prepared = self._prepare(key, base, exec_dir, files, log)
+        prepared = self._prepare(key, base, exec_dir, files, log, time.time())
         took = time.monotonic() - started
         note(log, f"Python environment {key[:12]} {prepared.how} in {took:.1f} s: {prepared.path}")
         log.flush()
         return activation(prepared.path)
 
     def _prepare(
-        self, key: str, base: BasePython, exec_dir: Path, files: tuple[Path, ...], log: BinaryIO
+        self,
+        key: str,
+        base: BasePython,
+        exec_dir: Path,
+        files: tuple[Path, ...],
+        log: BinaryIO,
+        arrived: float,
     ) -> Prepared:
+        """Under the key's lock. A failure that came while this caller waited for the lock
+        is its failure too (the same files fail the same way); a later caller tries again."""
         venv = self.root / key
         with self._held(key):
+            failed = self._failures.get(key)
+            if failed is not None and failed.at >= arrived:
+                raise VenvError(failed.reason)
             if (venv / READY).is_file():
                 return Prepared(venv, "reused")
             if venv.exists():  # a preparation that did not finish
                 shutil.rmtree(venv)
-            if self.store is None:
+            try:
+                if self.store is not None:
+                    return self._shared(VenvKeys(key), venv, base, exec_dir, files, log)
                 self._build(venv, base, exec_dir, files, log)
-                (venv / READY).write_text("{}")
-                return Prepared(venv, "built")
-            return self._shared(VenvKeys(key), venv, base, exec_dir, files, log)
+            except VenvError as exc:
+                self._failures[key] = VenvFailure(str(exc), time.time())
+                raise
+            (venv / READY).write_text("{}")
+            return Prepared(venv, "built")
 
     @contextlib.contextmanager
     def _held(self, key: str) -> Iterator[None]:
