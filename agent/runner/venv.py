@@ -384,28 +384,30 @@ class Venvs:
         the key or finds its builder failed, or when the builder is too slow to wait for."""
         store = self.store
         assert store is not None
-        if store.exists(keys.manifest):
+        present = _present(store, keys)
+        if keys.manifest in present:
             return self._restore(keys, venv, base, log)
         since = time.time()
-        failed_before = _failure(store, keys)
         deadline = time.monotonic() + self.wait
-        claimed = failed_before is not None or store.put_if_absent(
+        claimed = keys.failed in present or store.put_if_absent(
             keys.claim, VenvClaim(self.builder, since).encode()
         )
         if not claimed:
             note(log, "another machine is building this Python environment: waiting for it")
             log.flush()
         while not claimed:
-            if store.exists(keys.manifest):
+            present = _present(store, keys)
+            if keys.manifest in present:
                 return self._restore(keys, venv, base, log)
-            failure = _failure(store, keys)
-            if failure is not None and failure.at >= since:
-                raise VenvError(failure.reason)
+            if keys.failed in present:
+                failure = VenvFailure.decode(store.get_bytes(keys.failed))
+                if failure.at >= since:
+                    raise VenvError(failure.reason)
             if time.monotonic() >= deadline:
                 note(log, f"it did not come within {self.wait:.0f} s: building it here")
                 break
             time.sleep(POLL)
-        if store.exists(keys.manifest):
+        if keys.manifest in _present(store, keys):
             return self._restore(keys, venv, base, log)
         try:
             self._build(venv, base, exec_dir, files, log)
@@ -424,7 +426,7 @@ class Venvs:
         archive = self.root / f".{keys.key}.tar"
         try:
             sha256, size, names = pack(venv, archive)
-            if store.exists(keys.manifest):
+            if keys.manifest in _present(store, keys):
                 return
             store.put_file(keys.archive, archive)
             manifest = VenvManifest(sha256, size, base.version, time.time(), names, str(venv))
@@ -458,8 +460,7 @@ class Venvs:
         return Prepared(venv, "restored")
 
 
-def _failure(store: Store, keys: VenvKeys) -> VenvFailure | None:
-    try:
-        return VenvFailure.decode(store.get_bytes(keys.failed))
-    except FileNotFoundError:
-        return None
+def _present(store: Store, keys: VenvKeys) -> set[str]:
+    """Which of the key's objects exist, in one listing: a look at a missing object
+    could not tell it from a denied one where the node may not list (S3 answers 403)."""
+    return set(store.list(keys.base))
