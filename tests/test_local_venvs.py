@@ -114,3 +114,22 @@ def test_no_env_runs_on_the_interpreter_as_it_is(gridctl, project):
     assert "pip install" not in log and "building" not in log
     assert not (gridctl.home / "venvs").exists() or not any((gridctl.home / "venvs").iterdir())
     assert "prefix" in log and str(prefix.parent.parent) in log
+
+
+def test_a_dependency_file_outside_the_project_is_refused(gridctl, project):
+    (project / "train.py").write_text(PLAIN)
+    for named in ("missing.txt", "../requirements.txt"):
+        result = gridctl("run", "--dependency_file", named, "train.py")
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"gridctl: error: --dependency_file {named} is not")
+
+
+def test_a_named_dependency_file_builds_the_venv(gridctl, project):
+    _project(project)
+    (project / "requirements.txt").rename(project / "env.txt")
+    final = _run(gridctl, "named", "--dependency_file", "env.txt")
+    assert final["status"] == "succeeded", final
+    log = gridctl("logs", "named-exp0").stdout
+    assert "gridctl: pip install -r env.txt" in log and "value 7" in log
