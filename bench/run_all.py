@@ -14,6 +14,7 @@ import bench_dispatch
 import bench_gang
 import bench_help
 import bench_spot
+import bench_venv
 
 
 def main() -> int:
@@ -25,6 +26,7 @@ def main() -> int:
         bench_spot,
         bench_gang,
         bench_datastore,
+        bench_venv,
         bench_aws,
     )
     for bench in benches:
