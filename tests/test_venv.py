@@ -252,3 +252,30 @@ def _prepare_fails(store: LocalStore, exec_dir: Path, tmp_path: Path) -> tuple[s
     with pytest.raises(VenvError) as caught:
         _prepare(Venvs(store, tmp_path / "later", builder="l"), exec_dir, tmp_path / "l.log")
     return (tmp_path / "l.log").read_text(), str(caught.value)
+
+
+def test_a_pyproject_installs_its_dependencies_not_the_project(tmp_path):
+    """The project's code runs from the bundle: only what it depends on goes in the venv,
+    and a uv.lock beside it is part of the key."""
+    exec_dir = tmp_path / "exec"
+    wheel = make_wheel(tmp_path / "wheels", "gridctl_dep", "VALUE = 'dep'\n")
+    (exec_dir / "src").mkdir(parents=True)
+    dependency = f"gridctl_dep @ {wheel.as_uri()}"
+    (exec_dir / "pyproject.toml").write_text(
+        f'[project]\nname = "mine"\nversion = "1"\ndependencies = ["{dependency}"]\n'
+    )
+    venvs = Venvs(None, tmp_path / "venvs")
+    plain, phases = _prepare(venvs, exec_dir, tmp_path / "log")
+    assert phases == [BUILDING]
+    python = Path(plain["PATH"]) / "python"
+    assert _run(python, "import gridctl_dep; print(gridctl_dep.VALUE)") == "dep"
+    assert "mine" not in _run(
+        python, "import importlib.metadata as m; print(m.version('gridctl_dep'))"
+    )
+    missing = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; m.version('mine')"]
+    )
+    assert missing.returncode != 0
+    (exec_dir / "uv.lock").write_text("version = 1\n")
+    locked, _ = _prepare(venvs, exec_dir, tmp_path / "log")
+    assert locked["VIRTUAL_ENV"] != plain["VIRTUAL_ENV"]

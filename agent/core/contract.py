@@ -131,7 +131,7 @@ class ExperimentKeys:
         return f"{self.gang(attempt)}/members/{rank}.json"
 
     def ready(self, attempt: int, rank: int) -> str:
-        """Rank R's bundle is unpacked and its requirements installed: the barrier counts
+        """Rank R's bundle is unpacked and its Python environment ready: the barrier counts
         these, so the scripts start together however long each node took to prepare."""
         return f"{self.gang(attempt)}/ready/{rank}"
 
