@@ -80,7 +80,14 @@ class VenvError(PreparationError):
     """The venv could not be made; the message is the experiment's reason, one line."""
 
 
-def probe(python: str | Path, *, image: str = "local", root: Path = Path("/")) -> BasePython:
+def probe(
+    python: str | Path,
+    *,
+    image: str = "local",
+    root: Path = Path("/"),
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> BasePython:
     """What ``python`` (a path, a venv's interpreter or a shim) is, asked of itself.
     ``root``: where the machine's own ``/`` lies (a node's root), for the identity."""
     try:
@@ -90,6 +97,8 @@ def probe(python: str | Path, *, image: str = "local", root: Path = Path("/")) -
             check=True,
             timeout=60,
             stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
         )
         found = json.loads(done.stdout)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
@@ -272,19 +281,7 @@ class Venvs:
         self.builder = builder
         self._lock = threading.Lock()
         self._keys: dict[str, threading.Lock] = {}
-        self._bases: dict[str, BasePython] = {}
         self._failures: dict[str, VenvFailure] = {}
-
-    def base(self, python: str | Path) -> BasePython:
-        """``python`` probed once per machine."""
-        name = str(python)
-        with self._lock:
-            found = self._bases.get(name)
-        if found is None:
-            found = probe(python, image=self.image, root=self.machine_root)
-            with self._lock:
-                self._bases[name] = found
-        return found
 
     def prepare(
         self,
@@ -308,7 +305,10 @@ class Venvs:
         if python is None:
             raise VenvError(f"no python on the script's PATH to build {files[0]} for")
         phase(BUILDING)
-        base = self.base(python)
+        # Asked each time, as the script would start it: a shim (pyenv) may pick another
+        # interpreter for another project or environment.
+        env = {**os.environ, **spec.env}
+        base = probe(python, image=self.image, root=self.machine_root, cwd=exec_dir, env=env)
         contents = [(f.as_posix(), (exec_dir / f).read_bytes()) for f in files]
         key = venv_key(contents, base)
         started = time.monotonic()
