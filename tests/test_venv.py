@@ -279,3 +279,27 @@ def test_a_pyproject_installs_its_dependencies_not_the_project(tmp_path):
     (exec_dir / "uv.lock").write_text("version = 1\n")
     locked, _ = _prepare(venvs, exec_dir, tmp_path / "log")
     assert locked["VIRTUAL_ENV"] != plain["VIRTUAL_ENV"]
+
+
+def test_a_requirement_the_base_has_is_not_installed_again(tmp_path):
+    """Why pip and not uv: through the layering pip sees the base's packages (a framework
+    AMI's torch) and skips what they satisfy."""
+    framework = tmp_path / "pytorch"
+    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(framework)], check=True)
+    python = framework / "bin" / "python"
+    wheel = make_wheel(tmp_path / "wheels", "gridctl_torch", "VALUE = 'framework'\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(wheel)],
+        check=True,
+    )
+    exec_dir = tmp_path / "exec"
+    exec_dir.mkdir()
+    (exec_dir / "requirements.txt").write_text("gridctl_torch\n")
+    with (tmp_path / "log").open("ab") as log:
+        additions = Venvs(None, tmp_path / "venvs").prepare(
+            exec_dir, _spec(), python, log, lambda _: None
+        )
+    assert "Requirement already satisfied: gridctl_torch" in (tmp_path / "log").read_text()
+    venv_python = Path(additions["PATH"]) / "python"
+    assert not list(_site(venv_python).glob("gridctl_torch*"))
+    assert _run(venv_python, "import gridctl_torch; print(gridctl_torch.VALUE)") == "framework"
