@@ -13,9 +13,7 @@ sides read the same package index. Medians over repeated runs, both in this proc
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -69,25 +67,15 @@ def megabytes(directory: Path) -> float:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 1e6
 
 
-def bare_base(work: Path):
-    """A BasePython over an interpreter with no packages of its own (a venv with only pip),
-    as a plain AMI's system Python is: the venv then holds all three packages."""
-    from gridctl.agent.runner.venv import BasePython
-
+def bare_python(work: Path) -> Path:
+    """An interpreter with no packages of its own (a venv without pip), as a plain AMI's system
+    Python is: the venv layered over it then holds all three packages."""
     bare = work / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    python = bare / "bin" / "python"
-    probe = (
-        "import json, platform, site, sys; print(json.dumps(["
-        "f'{sys.implementation.name}-{platform.python_version()}', site.getsitepackages()]))"
-    )
-    version, site_packages = json.loads(
-        subprocess.run([str(python), "-c", probe], capture_output=True, check=True).stdout
-    )
-    return BasePython(python, version, tuple(site_packages), "bench", platform.machine())
+    return bare / "bin" / "python"
 
 
-def warm_prepare(store, root: Path, base, exec_dir: Path) -> dict[str, str]:
+def warm_prepare(store, root: Path, python: Path, exec_dir: Path) -> dict[str, str]:
     """One node's preparation through the venv module: the environment additions for the
     script (PATH with the venv's bin first, VIRTUAL_ENV)."""
     from gridctl.agent.core.spec import ExperimentSpec
@@ -96,13 +84,8 @@ def warm_prepare(store, root: Path, base, exec_dir: Path) -> dict[str, str]:
     spec = ExperimentSpec("bench", "bench-exp0", 0, ("python", "train.py"), "bundles/b.tar.gz")
     root.mkdir(parents=True)
     with (root.parent / f"{root.name}.log").open("wb") as log:
-        return Venvs(store, root, base).prepare(exec_dir, spec, log, lambda phase: None)
-
-
-def venv_module_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("gridctl.agent.runner.venv") is None
+        venvs = Venvs(store, root, image="bench")
+        return dict(venvs.prepare(exec_dir, spec, python, log, lambda phase: None))
 
 
 def main() -> int:
@@ -120,30 +103,23 @@ def main() -> int:
         pip_s = median_time(baseline)
         imports(work / "fresh0" / "bin" / "python")
         size = megabytes(work / "fresh0" / "lib")
-        if venv_module_missing():
-            print(
-                f"venv warm cache: not available yet (no gridctl.agent.runner.venv);"
-                f" pip into a fresh venv {pip_s:.1f} s, {size:.0f} MB installed"
-            )
-            return 0
-
         from gridctl.agent.core.s3store import S3Store
 
         with moto_bucket(work, BUCKET):
             store = S3Store(BUCKET, REGION)
-            base = bare_base(work)
+            python = bare_python(work)
             start = time.perf_counter()
-            warm_prepare(store, work / "builder", base, exec_dir)
+            warm_prepare(store, work / "builder", python, exec_dir)
             cold_s = time.perf_counter() - start
 
             def warm(i: int) -> None:
-                warm_prepare(store, work / f"node{i}", base, exec_dir)
+                warm_prepare(store, work / f"node{i}", python, exec_dir)
 
             warm_s = median_time(warm)
-            added = warm_prepare(store, work / "node-check", base, exec_dir)
-            python = shutil.which("python", path=added["PATH"])
-            assert python is not None, added
-            imports(python, {**os.environ, **added})
+            added = warm_prepare(store, work / "node-check", python, exec_dir)
+            prepared = shutil.which("python", path=added["PATH"])
+            assert prepared is not None, added
+            imports(prepared, {**os.environ, **added})
         ratio = warm_s / pip_s
         print(
             f"venv warm cache: {warm_s:.2f} s / pip into a fresh venv {pip_s:.1f} s"

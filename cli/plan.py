@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch, Source
+from gridctl.agent.core.venvkey import DependencyFileError, dependency_files
 from gridctl.cli import sweep
 from gridctl.cli.config import RunConfig, load_config, merge_params
 from gridctl.cli.errors import GridctlError
@@ -264,6 +265,11 @@ def plan_run(
         )
     # Last of the checks: finding the code may mean fetching a commit.
     code = locate(s, options.script)
+    if s.dependency_file is not None:
+        try:
+            dependency_files(code.root, s.dependency_file)
+        except DependencyFileError as exc:
+            raise GridctlError(str(exc)) from None
     script_rel = _relative(code.script, code.root)
     argv0 = _script_argv(code.script, script_rel)
     name = _validate_name(s.name, run_exists)

@@ -183,7 +183,7 @@ def run_table(run: RunStatus):
     for e in run.experiments:
         why = (
             _escape(f" ({e.reason})")
-            if e.status in (State.FAILED, State.QUEUED) and e.reason
+            if e.status in (State.FAILED, State.QUEUED, State.STARTING) and e.reason
             else ""
         )
         table.add_row(

@@ -22,6 +22,10 @@ the same layout in its directory store. Nothing else spells a key or a tag::
     datastores/<name>/objects/<sha256>        content shared by a name's versions
     datastores/<name>/versions/<v>/manifest.json   every file's path, size and hash
     datastores/<name>/versions/<v>/complete.json   written last: the version is usable
+    venvs/<key>/claim                         the one node building the venv (VenvClaim)
+    venvs/<key>/venv.tar                      the venv, archived by its builder
+    venvs/<key>/manifest.json                 written last: the archive is usable (VenvManifest)
+    venvs/<key>/failed.json                   its install failed (VenvFailure): waiters stop
 
 Standard library only: the failsafe reads these on a bare interpreter.
 """
@@ -37,6 +41,7 @@ RUNS = "runs"
 BUNDLES = "bundles"
 WHEELS = "wheels"
 DATASTORES = "datastores"
+VENVS = "venvs"
 
 ENVIRONMENT_TAG = "gridctl:environment"
 """On everything an environment makes; the node role's rights are scoped by it."""
@@ -126,7 +131,7 @@ class ExperimentKeys:
         return f"{self.gang(attempt)}/members/{rank}.json"
 
     def ready(self, attempt: int, rank: int) -> str:
-        """Rank R's bundle is unpacked and its requirements installed: the barrier counts
+        """Rank R's bundle is unpacked and its Python environment ready: the barrier counts
         these, so the scripts start together however long each node took to prepare."""
         return f"{self.gang(attempt)}/ready/{rank}"
 
@@ -171,6 +176,91 @@ def datastore_version_key(name: str, version: int, file: str = "") -> str:
     """A version's folder, or the key of ``file`` in it."""
     folder = f"{datastore_versions(name)}/{version}"
     return f"{folder}/{file}" if file else folder
+
+
+@dataclass(frozen=True)
+class VenvKeys:
+    """One cached venv's objects (``agent.core.venvkey`` makes the key)."""
+
+    key: str
+
+    @property
+    def base(self) -> str:
+        return f"{VENVS}/{self.key}"
+
+    @property
+    def claim(self) -> str:
+        """Written only if absent: whoever writes it builds, the others wait for it."""
+        return f"{self.base}/claim"
+
+    @property
+    def archive(self) -> str:
+        return f"{self.base}/venv.tar"
+
+    @property
+    def manifest(self) -> str:
+        """Written after the archive: its presence says the archive is whole."""
+        return f"{self.base}/manifest.json"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.base}/failed.json"
+
+
+@dataclass(frozen=True)
+class VenvClaim:
+    """``venvs/<key>/claim``: who builds the venv, and since when."""
+
+    builder: str
+    claimed_at: float
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+
+@dataclass(frozen=True)
+class VenvManifest:
+    """``venvs/<key>/manifest.json``: what a restore checks the archive against.
+    ``root`` is where the builder had the venv: scripts' ``#!`` lines name it."""
+
+    sha256: str
+    size: int
+    python: str
+    built_at: float
+    files: tuple[str, ...]
+    root: str
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> VenvManifest:
+        raw = json.loads(data)
+        return cls(
+            str(raw["sha256"]),
+            int(raw["size"]),
+            str(raw["python"]),
+            float(raw["built_at"]),
+            tuple(str(f) for f in raw["files"]),
+            str(raw["root"]),
+        )
+
+
+@dataclass(frozen=True)
+class VenvFailure:
+    """``venvs/<key>/failed.json``: the builder's install failed; the same files would
+    fail the same way, so waiters fail at once with its reason."""
+
+    reason: str
+    at: float
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> VenvFailure:
+        raw = json.loads(data)
+        return cls(str(raw["reason"]), float(raw["at"]))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -179,13 +179,25 @@ def start(record: H, instance: str, now: float) -> H:
     )
 
 
+def phase(record: H, reason: str | None) -> H:
+    """What a starting experiment is doing (``building environment``): no move, only its
+    reason and its latest attempt's; ``running`` clears both."""
+    if record.status != State.STARTING:
+        raise IllegalTransition(f"a {record.status} experiment has no starting phase")
+    attempts = record.attempts
+    if attempts:
+        attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], reason=reason))
+    return dataclasses.replace(record, reason=reason, attempts=attempts)
+
+
 def running(record: H) -> H:
     """The script has been launched."""
     check(Move.RUNNING, record.status, State.RUNNING)
     attempts = record.attempts
     if attempts:
-        attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], status=State.RUNNING))
-    return dataclasses.replace(record, status=State.RUNNING, attempts=attempts)
+        last = dataclasses.replace(attempts[-1], status=State.RUNNING, reason=None)
+        attempts = (*attempts[:-1], last)
+    return dataclasses.replace(record, status=State.RUNNING, reason=None, attempts=attempts)
 
 
 def finish(record: H, status: str, exit_code: int | None, reason: str | None, now: float) -> H:

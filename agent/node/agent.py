@@ -15,7 +15,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -39,12 +38,13 @@ from gridctl.agent.core.state import ACTIVE_STATES, LOST_REASON, State
 from gridctl.agent.node.controls import Broadcast, watch_controls
 from gridctl.agent.node.ecr import EcrLogin
 from gridctl.agent.node.imds import Identity, IMDSClient, IMDSError
+from gridctl.agent.node.python import base_python
 from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
-from gridctl.agent.node.requirements import Requirements
 from gridctl.agent.node.settings import NodeError, NodeSettings
 from gridctl.agent.node.spot import SpotWatcher
+from gridctl.agent.node.venvs import NodeVenvs
 from gridctl.agent.runner.container import Images
-from gridctl.agent.runner.experiment import KILL_MARGIN, ExperimentRunner
+from gridctl.agent.runner.experiment import KILL_MARGIN, BeforeLaunch, ExperimentRunner
 from gridctl.agent.runner.notice import interruption
 from gridctl.agent.runner.scratch import Disks, mount_instance_store, mount_volume
 
@@ -104,7 +104,8 @@ class Node:
     tags: dict[str, str]
     settings: NodeSettings
     imds: IMDSClient | None = None
-    requirements: Requirements = field(default_factory=Requirements)
+    venvs: NodeVenvs | None = None
+    """The scripts' Python environments; None: scripts run on the node's PATH as it is."""
     broadcast: Broadcast = field(default_factory=Broadcast)
     disks: Disks = field(default_factory=Disks)
     images: Images = field(default_factory=Images)
@@ -275,6 +276,12 @@ class Node:
         say(f"{keys.experiment}: resume {record.resumes}")
         return record
 
+    def preparing(self, store: S3Store, spec: ExperimentSpec) -> BeforeLaunch | None:
+        """The script's venv, unless it runs in an image (its own environment)."""
+        if self.venvs is None or spec.image is not None:
+            return None
+        return self.venvs.hook(store, spec)
+
     def run_all(self, jobs: list[Job], machine: MachineSpec) -> list[str | None]:
         """Each job once the scheduler gives it room (the CLI packed them to fit at once);
         the recorded outcome of each, None where it could not be recorded."""
@@ -336,7 +343,7 @@ class Node:
             cpu_ids=allocation.cpu_ids,
             base_env=os.environ,
             settings=self.settings.runner,
-            before_launch=self.requirements if job.spec.image is None else None,  # the image's own
+            before_launch=self.preparing(recorder.store, job.spec),
             resume_count=recorder.record.resumes,
             images=self.images,
         )
@@ -442,15 +449,16 @@ def serve_node(settings: NodeSettings) -> int:
     """Run this instance's experiments: 0 once they have ended, whatever their outcome."""
     terminated = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: terminated.set())
-    # ``python`` in the script is the interpreter requirements.txt was installed for.
-    os.environ["PATH"] = os.pathsep.join(
-        [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
-    )
+    # A script's ``python`` is its venv's, else the node's base: never the agent's own.
+    base = base_python(settings.root)
+    os.environ["PATH"] = os.pathsep.join([str(base.parent), os.environ.get("PATH", os.defpath)])
+    say(f"scripts run on {base}")
     try:
         imds = IMDSClient()
         identity, tags = imds.identity(), read_tags(imds, settings.tags_timeout)
         images = Images(config_dir=settings.docker_config, login=EcrLogin(settings.endpoint_url))
-        node = Node(identity, tags, settings, imds, images=images)
+        venvs = NodeVenvs(settings.root, base, identity.image or "unknown", identity.instance_id)
+        node = Node(identity, tags, settings, imds, venvs, images=images)
     except IMDSError as exc:
         say(f"cannot read the instance metadata: {exc}")
         return 1

@@ -352,7 +352,7 @@ class GangNode:
             cpu_ids=allocation.cpu_ids,
             base_env=os.environ,
             settings=settings.runner,
-            before_launch=node.requirements if spec.image is None else None,  # the image's own
+            before_launch=node.preparing(self.store, spec),
             resume_count=attempt,
             gang=member,
             images=node.images,

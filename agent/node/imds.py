@@ -33,6 +33,8 @@ class Identity:
     region: str
     availability_zone: str | None
     instance_type: str | None
+    image: str | None = None
+    """The AMI id: part of a venv's key, since the AMI's own Python is the venv's base."""
 
 
 class IMDSClient:
@@ -78,7 +80,13 @@ class IMDSClient:
         region = self.get("/latest/meta-data/placement/region") or (zone and zone[:-1])
         if not instance_id or not region:
             raise IMDSError("the metadata service does not give an instance id and a region")
-        return Identity(instance_id, region, zone, self.get("/latest/meta-data/instance-type"))
+        return Identity(
+            instance_id,
+            region,
+            zone,
+            self.get("/latest/meta-data/instance-type"),
+            self.get("/latest/meta-data/ami-id"),
+        )
 
     def local_ipv4(self) -> str:
         """The instance's private address, where a gang's peers reach it (SPEC section 9)."""

@@ -77,6 +77,12 @@ class BucketRecorder:
         with self._lock:
             self._write()
 
+    def phase(self, reason: str) -> None:
+        with self._lock:
+            if self.record.status == State.STARTING:
+                self.record = state.phase(self.record, reason).beat(time.time())
+                self._write()
+
     def running(self, pid: int, pid_started: float) -> None:
         with self._lock:
             now = time.time()

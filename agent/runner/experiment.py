@@ -92,9 +92,29 @@ class GangSide(Protocol):
 class Recorder(Protocol):
     """Where the runner reports progress: the local registry, or the bucket on a node."""
 
+    def phase(self, reason: str) -> None:
+        """What a starting experiment is doing (``building environment``)."""
+        ...
+
     def running(self, pid: int, pid_started: float) -> None: ...
 
     def finished(self, status: State, exit_code: int | None, reason: str | None) -> None: ...
+
+
+class BeforeLaunch(Protocol):
+    """The backend's part once the bundle is unpacked: the script's Python environment (a
+    gang's rank also joins its gang there). Returns what the script's environment gains;
+    its ``PATH`` goes in front of the script's own. ``phase`` tells the experiment's record
+    what it is doing. If it raises, the experiment fails with the message as its reason."""
+
+    def __call__(
+        self, exec_dir: Path, log: BinaryIO, phase: Callable[[str], None]
+    ) -> Mapping[str, str]: ...
+
+
+class PreparationError(Exception):
+    """A ``BeforeLaunch`` failure whose message is the experiment's whole reason (a failed
+    install), rather than one to prefix with ``could not prepare the experiment``."""
 
 
 @dataclass(frozen=True)
@@ -206,16 +226,15 @@ class ExperimentRunner:
         cpu_ids: tuple[int, ...] = (),
         base_env: Mapping[str, str] | None = None,
         settings: RunnerSettings | None = None,
-        before_launch: Callable[[Path, BinaryIO], None] | None = None,
+        before_launch: BeforeLaunch | None = None,
         resume_count: int = 0,
         gang: GangSide | None = None,
         images: container.Images | None = None,
     ) -> None:
         """``cpu_ids`` are the scheduler's cores, used when the spec pins its CPUs;
         ``base_env`` lies under the spec's environment (none locally, where the spec holds
-        the submitter's whole environment). ``before_launch(exec_dir, log)`` runs once the
-        bundle is unpacked (a node installs the bundle's requirements there); if it raises,
-        the experiment fails. ``resume_count`` > 0 restores the previous attempts' artifacts
+        the submitter's whole environment). ``before_launch`` runs once the bundle is
+        unpacked (see BeforeLaunch). ``resume_count`` > 0 restores the previous attempts' artifacts
         before the start. ``gang`` makes this one rank of a multi-node experiment: its own
         artifacts, and a start only once every node is ready. ``images`` makes a spec's
         image ready (``--image``): the machine's, which pulls each image once."""
@@ -245,6 +264,7 @@ class ExperimentRunner:
         self._sync: ArtifactSync | None = None
         self._datastore_dir: Path | None = None
         self._memory: MemoryLimit | None = None
+        self._additions: dict[str, str] = {}
         # A new attempt starts with no notice: the last attempt's is not for it.
         workspace.notice_file.unlink(missing_ok=True)
 
@@ -362,6 +382,9 @@ class ExperimentRunner:
             env.update(self._place.environment())
         if self.spec.pin_cpus:
             env.update(thread_variables(self.spec.cpus, self.spec.env))
+        for name, value in self._additions.items():
+            behind = env.get(name) if name == "PATH" else None
+            env[name] = f"{value}{os.pathsep}{behind}" if behind else value
         return env
 
     @property
@@ -413,7 +436,7 @@ class ExperimentRunner:
         if self.spec.datastore is not None:
             self._mount_datastore(log)
         if self.before_launch is not None:
-            self.before_launch(ws.exec_dir, log)
+            self._additions = dict(self.before_launch(ws.exec_dir, log, self.recorder.phase))
         # The baseline is taken after the restore: restored files are not sent again.
         self._sync = ArtifactSync(ws.exec_dir, self.store, self.artifact_prefix)
         return self._sync
@@ -468,6 +491,9 @@ class ExperimentRunner:
             except Exception as exc:  # any failure to prepare fails the experiment
                 if self._interrupt is not None:  # e.g. pip killed as the instance goes
                     return Outcome(State.INTERRUPTED, None, self._interrupt.reason)
+                if isinstance(exc, PreparationError):
+                    note(log, str(exc))
+                    return Outcome(State.FAILED, None, str(exc))
                 return Outcome(State.FAILED, None, f"could not prepare the experiment: {exc}")
             if self.gang is not None:
                 try:

@@ -34,10 +34,17 @@ from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest
 from gridctl.agent.core.gang import Rendezvous, node_name
 from gridctl.agent.core.resources import Capacity, machine_capacity
 from gridctl.agent.core.scheduler import Allocation, request_for, schedule, waiting
+from gridctl.agent.core.spec import ExperimentSpec
 from gridctl.agent.core.state import ORPHAN_REASON, STARTED_STATES, State
-from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings
+from gridctl.agent.runner.experiment import (
+    BeforeLaunch,
+    ExperimentRunner,
+    RunnerSettings,
+    resolve_interpreter,
+)
 from gridctl.agent.runner.gang import GangMember, GangSettings
 from gridctl.agent.runner.notice import REQUESTED_REASON, interruption
+from gridctl.agent.runner.venv import Venvs
 from gridctl.agent.service.home import Home
 from gridctl.agent.service.registry import ExperimentRecord, Registry
 
@@ -142,6 +149,13 @@ class _RegistryRecorder:
         self.name = name
         self.auto_resume = auto_resume
 
+    def phase(self, reason: str) -> None:
+        registry = Registry(self.home.registry)
+        try:
+            registry.phase(self.name, reason)
+        finally:
+            registry.close()
+
     def running(self, pid: int, pid_started: float) -> None:
         registry = Registry(self.home.registry)
         try:
@@ -171,6 +185,9 @@ class _RankRecorder:
         self.runner: ExperimentRunner | None = None
         """Set once made: the rank's end is dated by its script's exit."""
 
+    def phase(self, reason: str) -> None:
+        self.experiment.phase(reason)
+
     def running(self, pid: int, pid_started: float) -> None:
         if self.member.rank == 0:
             self.experiment.running(pid, pid_started)
@@ -196,17 +213,22 @@ def free_port() -> int:
         return port
 
 
-def _joining(member: GangMember) -> Callable[[Path, BinaryIO], None]:
-    """The rank's registration, once its exec dir is ready: the gang's barrier then stands
-    for every rank's preparation, and rank 0's port is picked just before it is used."""
+def _preparing(venvs: Venvs, spec: ExperimentSpec, member: GangMember | None) -> BeforeLaunch:
+    """The script's venv (over the ``python`` its submitter's PATH finds), then a rank's
+    registration: the gang's barrier then stands for every rank's preparation, and rank
+    0's port is picked just before it is used. A gang's ranks share one venv per key."""
 
-    def register(_exec_dir: Path, _log: BinaryIO) -> None:
-        rank = member.rank
-        port = free_port() if rank == 0 else None
-        if member.rendezvous.register(want=rank, port=port) != rank:
-            raise RuntimeError(f"rank {rank} of this attempt is held by another node")
+    def prepare(exec_dir: Path, log: BinaryIO, phase: Callable[[str], None]) -> dict[str, str]:
+        python = resolve_interpreter("python", spec.env.get("PATH"))
+        additions = venvs.prepare(exec_dir, spec, python, log, phase)
+        if member is not None:
+            rank = member.rank
+            port = free_port() if rank == 0 else None
+            if member.rendezvous.register(want=rank, port=port) != rank:
+                raise RuntimeError(f"rank {rank} of this attempt is held by another node")
+        return additions
 
-    return register
+    return prepare
 
 
 @dataclass
@@ -248,6 +270,7 @@ class Dispatcher:
         self.registry = Registry(home.registry)
         self.wake = threading.Event()
         self.active: dict[str, _Job] = {}
+        self.venvs = Venvs(None, home.venvs)
 
     def tick(self) -> bool:
         """One round of reaping, stopping and starting; False once there is nothing to do."""
@@ -304,7 +327,7 @@ class Dispatcher:
                 gpu_ids=alloc.gpu_ids,
                 cpu_ids=alloc.cpu_ids,
                 settings=self.settings,
-                before_launch=_joining(member) if member is not None else None,
+                before_launch=_preparing(self.venvs, record.spec, member),
                 resume_count=record.resumes,
                 gang=member,
             )

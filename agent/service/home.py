@@ -27,6 +27,11 @@ class Home:
         return LocalStore(self.root / "store")
 
     @property
+    def venvs(self) -> Path:
+        """The scripts' Python environments, one folder per key (``runner.venv``)."""
+        return self.root / "venvs"
+
+    @property
     def lock(self) -> Path:
         return self.root / "agent.lock"
 

@@ -266,6 +266,22 @@ class Registry:
                 [(reason, name, State.QUEUED) for name, reason in reasons.items()],
             )
 
+    def phase(self, name: str, reason: str) -> None:
+        """What a starting experiment is doing; nothing once it is past starting."""
+        with self._write() as db:
+            record = self._read(db, name)
+            if record is not None and record.status == State.STARTING:
+                after = state.phase(record, reason)
+                db.execute(
+                    "UPDATE experiments SET reason = ?, attempts = ? WHERE name = ? AND status = ?",
+                    (
+                        after.reason,
+                        json.dumps([asdict(a) for a in after.attempts]),
+                        name,
+                        State.STARTING,
+                    ),
+                )
+
     def mark_running(self, name: str, pid: int, pid_started: float) -> None:
         """An experiment deleted meanwhile is left deleted."""
         with self._write() as db:

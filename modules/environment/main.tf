@@ -306,8 +306,9 @@ resource "aws_iam_role" "this" {
 # request simulated nodes make and checks it against this document, both ways.
 data "aws_iam_policy_document" "node" {
   # Code bundles and datastores in, a run's records, logs and artifacts in and out, the
-  # agent wheel for the boot script. Never the environment's record or any Terraform state
-  # (gridctl/*, env:/*), and never a write outside runs/.
+  # agent wheel for the boot script, the scripts' Python environments (venvs/) in and out.
+  # Never the environment's record or any Terraform state (gridctl/*, env:/*), and never a
+  # write outside runs/ and venvs/.
   statement {
     sid     = "ReadNodeInputs"
     actions = ["s3:GetObject"]
@@ -316,7 +317,16 @@ data "aws_iam_policy_document" "node" {
       "${aws_s3_bucket.this.arn}/bundles/*",
       "${aws_s3_bucket.this.arn}/datastores/*",
       "${aws_s3_bucket.this.arn}/wheels/*",
+      "${aws_s3_bucket.this.arn}/venvs/*",
     ]
+  }
+
+  # The first node that needs a venv claims its key, builds it and uploads it there for the
+  # environment's other nodes (agent/runner/venv.py); nothing there is ever deleted by a node.
+  statement {
+    sid       = "ShareVenvs"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/venvs/*"]
   }
 
   statement {
@@ -325,7 +335,8 @@ data "aws_iam_policy_document" "node" {
     resources = ["${aws_s3_bucket.this.arn}/runs/*"]
   }
 
-  # Listing a control folder or artifacts to restore (runs/), a datastore's versions.
+  # Listing a control folder or artifacts to restore (runs/), a datastore's versions, a
+  # venv key's objects (venvs/).
   statement {
     sid       = "ListRunsAndDatastores"
     actions   = ["s3:ListBucket"]
@@ -334,7 +345,7 @@ data "aws_iam_policy_document" "node" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["runs/*", "datastores/*"]
+      values   = ["runs/*", "datastores/*", "venvs/*"]
     }
   }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import site
 import subprocess
 import sys
 import time
@@ -134,6 +135,7 @@ class Gang:
         imds = MetadataService(instance_id, tags=tags, local_ipv4=loopback(len(self.nodes)))
         root = self.base / f"node-{len(self.nodes)}"
         root.mkdir(parents=True)
+        framework_python(root)
         node = SimNode(instance_id, imds.start(), root)
         self.nodes.append(node)
         return node
@@ -195,6 +197,17 @@ class Gang:
             if node.agent is not None:
                 vanish(node.agent)  # type: ignore[arg-type]
             node.imds.stop()
+
+
+def framework_python(root: Path) -> None:
+    """The Deep Learning AMI's ``/opt/pytorch`` under the node's root, which the node's
+    scripts run on: a venv that sees the test interpreter's packages, torch among them."""
+    framework = root / "opt" / "pytorch"
+    python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([python, "-m", "venv", "--without-pip", str(framework)], check=True)
+    (packages,) = framework.glob("lib/python3.*/site-packages")
+    lines = [f"import site; site.addsitedir({path!r})\n" for path in site.getsitepackages()]
+    (packages / "_test_framework.pth").write_text("".join(lines))
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Gridctl
 from scripts import RESUMABLE_EXAMPLE, steps_logged
+from wheels import make_wheel
 
 from gridctl.agent.core.contract import GROUP_TAG, machine_key
 from gridctl.agent.core.state import ACTIVE_STATES
@@ -107,6 +108,7 @@ def forbidden(bucket_arn: str, group: Group) -> list[Authorization]:
             )
             for a in ("s3:PutObject", "s3:DeleteObject")
         ),
+        Authorization("s3:DeleteObject", f"{bucket_arn}/venvs/k/manifest.json"),
         Authorization("s3:ListBucket", bucket_arn),
         *(
             Authorization("s3:ListBucket", bucket_arn, {"s3:prefix": p})
@@ -156,6 +158,9 @@ def test_node_role_grants_what_nodes_call_and_nothing_else(
     (data / "shard.txt").write_text("shard\n")
     assert cloud.json("datastore", "create", "corpus", str(data))["version"] == 1
     shutil.copy(RESUMABLE_EXAMPLE, project / "train.py")
+    # A venv for its script: one node builds and shares it (venvs/), the others restore it.
+    wheel = make_wheel(project / "wheels", "gridctl_role", "NAME = 'role'\n")
+    (project / "requirements.txt").write_text(f"./wheels/{wheel.name}\n")
 
     # From here on, every request the agents make is recorded.
     moto_server.record()
