@@ -133,3 +133,44 @@ def test_a_named_dependency_file_builds_the_venv(gridctl, project):
     assert final["status"] == "succeeded", final
     log = gridctl("logs", "named-exp0").stdout
     assert "gridctl: pip install -r env.txt" in log and "value 7" in log
+
+
+LOCKED = """\
+version = 1
+requires-python = ">=3.10"
+
+[[package]]
+name = "gridctl-tiny"
+version = "1.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "demo"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [{ name = "gridctl-tiny" }]
+"""
+
+
+def test_a_uv_lock_holds_the_projects_dependencies_to_its_versions(gridctl, project):
+    """pyproject.toml's dependencies, resolved to the versions uv.lock names: 1.0 here,
+    though the index (a folder of wheels) also has 2.0."""
+    wheels = project.parent / "index"
+    make_wheel(wheels, "gridctl_tiny", "VALUE = 1\n", version="1.0")
+    make_wheel(wheels, "gridctl_tiny", "VALUE = 2\n", version="2.0")
+    gridctl.env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1.0"\ndependencies = ["gridctl-tiny"]\n'
+    )
+    (project / "uv.lock").write_text(LOCKED)
+    (project / "train.py").write_text(SCRIPT)
+    final = _run(gridctl, "locked")
+    assert final["status"] == "succeeded", final
+    log = gridctl("logs", "locked-exp0").stdout
+    assert "versions held to uv.lock" in log and "value 1 " in log
+
+    # Without the lock, the newest version.
+    (project / "uv.lock").unlink()
+    final = _run(gridctl, "unlocked")
+    assert final["status"] == "succeeded", final
+    assert "value 2 " in gridctl("logs", "unlocked-exp0").stdout

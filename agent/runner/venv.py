@@ -27,9 +27,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from gridctl.agent.core.store import Store
 from gridctl.agent.core.units import format_bytes
 from gridctl.agent.core.venvkey import (
     PYPROJECT,
+    UV_LOCK,
     BasePython,
     DependencyFileError,
     dependency_files,
@@ -174,8 +176,20 @@ def install(venv: Path, exec_dir: Path, files: tuple[Path, ...], log: BinaryIO) 
         command = [sys.executable, "-m", "pip", *target, *requirements]
     else:
         command = [sys.executable, "-m", "pip", *target, "-r", str(main)]
-    note(log, f"pip install -r {main}" if main.name != PYPROJECT else f"pip install ({main})")
-    log.flush()
+    with tempfile.TemporaryDirectory(prefix="gridctl-pins-") as pins:
+        lock = next((exec_dir / f for f in files[1:] if f.name == UV_LOCK), None)
+        if lock is not None:
+            constraints = Path(pins) / "constraints.txt"
+            constraints.write_text("".join(f"{pin}\n" for pin in _locked_versions(lock)))
+            command += ["-c", str(constraints)]
+            note(log, f"versions held to {lock.relative_to(exec_dir)}")
+        note(log, f"pip install -r {main}" if main.name != PYPROJECT else f"pip install ({main})")
+        log.flush()
+        _pip(command, exec_dir, main, log)
+
+
+def _pip(command: list[str], exec_dir: Path, main: Path, log: BinaryIO) -> None:
+    """Runs ``command``, every line of it into the log; the last ones are the reason it failed."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     proc = subprocess.Popen(
         command,
@@ -201,16 +215,35 @@ def install(venv: Path, exec_dir: Path, files: tuple[Path, ...], log: BinaryIO) 
 def _project_requirements(pyproject: Path) -> list[str]:
     """``[project] dependencies``: the project's own code runs from the bundle, so only
     what it depends on goes into the venv."""
+    deps = _toml(pyproject).get("project", {}).get("dependencies", [])
+    return [str(d) for d in deps]
+
+
+def _locked_versions(lock: Path) -> list[str]:
+    """``name==version`` for each package ``uv.lock`` takes from an index, as pip constraints:
+    pip then resolves the project's dependencies to exactly the locked versions. A package
+    the lock holds in several versions (one per platform or Python) is left to pip, and so is
+    anything not from an index (the project itself, paths, git)."""
+    packages = [p for p in _toml(lock).get("package", []) if isinstance(p, dict)]
+    names = Counter(str(p.get("name")) for p in packages)
+    return sorted(
+        f"{p['name']}=={p['version']}"
+        for p in packages
+        if names[str(p.get("name"))] == 1
+        and "version" in p
+        and "registry" in (p.get("source") or {})
+    )
+
+
+def _toml(path: Path) -> dict:
     try:
         import tomllib
     except ImportError:  # Python 3.10: pip's own copy of tomli
         from pip._vendor import tomli as tomllib
     try:
-        data = tomllib.loads(pyproject.read_text())
+        return tomllib.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise VenvError(f"cannot read {pyproject.name}: {exc}") from None
-    deps = data.get("project", {}).get("dependencies", [])
-    return [str(d) for d in deps]
+        raise VenvError(f"cannot read {path.name}: {exc}") from None
 
 
 def _one_line(lines: list[str]) -> str:
