@@ -239,7 +239,8 @@ def test_runs_and_environments_from_before_gangs_keep_their_resources(aws_env, m
     this gridctl plans exactly what the old one plans for the same runs (moto's state draws
     the same small in-place updates from both; no placement group, nothing created, replaced
     or destroyed), and ``gridctl up`` adds the members-only rule to the same security group
-    in place, leaving the runs' groups and instances as they were."""
+    and the newer rights to the node role's policy, in place, leaving the runs' groups and
+    instances as they were."""
     site = old_gridctl(tmp_path / "old", BEFORE_GANGS)
     record, ami = environment(aws_env)
     home = tmp_path / "home"
@@ -326,7 +327,16 @@ def test_runs_and_environments_from_before_gangs_keep_their_resources(aws_env, m
         for address, change in planned(env_plan(env_root)).items()
         if change[0] != ["no-op"]
     }
-    assert list(changed) == ["module.environment.aws_security_group.this"], changed
+    # The node role's policy gains the rights added since (Python environments in the bucket,
+    # image pulls from the account's ECR), in place.
+    assert sorted(changed) == [
+        "module.environment.aws_iam_role_policy.this",
+        "module.environment.aws_security_group.this",
+    ], changed
+    actions, policy, _ = changed["module.environment.aws_iam_role_policy.this"]
+    assert actions == ["update"]
+    sids = {s.get("Sid") for s in json.loads(policy["policy"])["Statement"]}
+    assert {"ShareVenvs", "LogInToEcr", "PullImagesOfThisAccount"} <= sids, sids
     actions, after, _ = changed["module.environment.aws_security_group.this"]
     assert actions == ["update"]
     (rule,) = after["ingress"]
