@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fakedocker import FakeDocker, install
+from recorders import Recorded
 
 from gridctl.agent.core import datastore
 from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch
@@ -153,18 +154,6 @@ def test_the_real_docker_cli_accepts_the_vector():
     )
     assert result.returncode != 0
     assert "Cannot connect to the Docker daemon" in result.stderr, result.stderr
-
-
-class Recorded:
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.outcome: tuple[str, int | None, str | None] | None = None
-
-    def running(self, pid: int, pid_started: float) -> None:
-        self.started.set()
-
-    def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
-        self.outcome = (status, exit_code, reason)
 
 
 @pytest.fixture

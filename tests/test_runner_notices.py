@@ -11,26 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from recorders import Recorded
 
 from gridctl.agent.core.spec import ExperimentSpec
 from gridctl.agent.core.store import LocalStore
 from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings, Workspace
 from gridctl.agent.runner.notice import REBALANCE, Notice, interruption
 from gridctl.cli.bundle import scan, upload
-
-
-class Recorded:
-    """The runner's Recorder: what it reported, and when the script started."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.outcome: tuple[str, int | None, str | None] | None = None
-
-    def running(self, pid: int, pid_started: float) -> None:
-        self.started.set()
-
-    def finished(self, status: str, exit_code: int | None, reason: str | None) -> None:
-        self.outcome = (status, exit_code, reason)
 
 
 class SlowFinalSync(LocalStore):

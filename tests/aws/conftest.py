@@ -84,6 +84,20 @@ def single_node(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch):
 
 
 @pytest.fixture
+def gang(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch):
+    """A group of two instances in moto for real node agents started as a gang's ranks (see
+    gang_nodes.py), with boto3's credentials and endpoint in this process's environment."""
+    from .gang_nodes import gang_group
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_tls))
+    with gang_group(moto, moto_tls, tmp_path / "nodes") as group:
+        yield group
+
+
+@pytest.fixture
 def ami(aws_env) -> str:
     from .cloud import default_ami
 

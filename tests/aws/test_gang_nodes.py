@@ -9,14 +9,13 @@ import json
 import re
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from gridctl.agent.core.contract import InterruptRequest, Member, RankEnd
 
 from .emulator import free_port
-from .gang_nodes import KEYS, Gang, SimNode, gang_group, wait_for
+from .gang_nodes import KEYS, Gang, SimNode, wait_for
 from .single_node import vanish
 
 ALLREDUCE = """\
@@ -96,16 +95,6 @@ with open("out/done.txt", "w") as f:
     f.write(rank + " " + str(step))
 print("rank", rank, "done at step", step, flush=True)
 """
-
-
-@pytest.fixture
-def gang(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Gang:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
-    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_tls))
-    with gang_group(moto, moto_tls, tmp_path / "nodes") as group:
-        yield group
 
 
 def boot_all(gang: Gang, **extra: str) -> list[SimNode]:

@@ -15,7 +15,6 @@ import pytest
 from gridctl.agent.core.contract import VENVS, VenvClaim, VenvFailure, VenvKeys, VenvManifest
 
 from .emulator import free_port
-from .gang_nodes import Gang, gang_group
 from .single_node import BASE, Cloud, log_of, started, status_is, wait_for
 
 REQUIREMENTS = "toolz\ntext-unidecode\n"
@@ -32,16 +31,6 @@ WAITING = b"another machine is building this Python environment: waiting for it"
 @pytest.fixture
 def cloud(single_node: Cloud) -> Cloud:
     return single_node
-
-
-@pytest.fixture
-def gang(moto: str, moto_tls: Path, tmp_path: Path, monkeypatch) -> Gang:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
-    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_tls))
-    with gang_group(moto, moto_tls, tmp_path / "nodes") as group:
-        yield group
 
 
 def keys(cloud: Cloud) -> set[str]:
