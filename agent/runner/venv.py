@@ -34,7 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from gridctl.agent.core.contract import VenvClaim, VenvFailure, VenvKeys, VenvManifest
 from gridctl.agent.core.logs import note, stamp
@@ -235,13 +235,14 @@ def _locked_versions(lock: Path) -> list[str]:
     )
 
 
-def _toml(path: Path) -> dict:
+def _toml(path: Path) -> dict[str, Any]:
     try:
         import tomllib
     except ImportError:  # Python 3.10: pip's own copy of tomli
         from pip._vendor import tomli as tomllib
     try:
-        return tomllib.loads(path.read_text())
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+        return data
     except (OSError, ValueError) as exc:
         raise VenvError(f"cannot read {path.name}: {exc}") from None
 
