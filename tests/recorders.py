@@ -1,9 +1,12 @@
-"""A stand-in for the runner's Recorder (the registry or the bucket), for tests that drive
-an ExperimentRunner directly."""
+"""What tests that drive an ExperimentRunner directly give it: a stand-in for its Recorder
+(the registry or the bucket) and a workspace below the test's folder."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+
+from gridctl.agent.runner.experiment import Workspace
 
 
 class Recorded:
@@ -21,3 +24,16 @@ class Recorded:
 
     def phase(self, reason: str | None) -> None:
         """What a starting experiment is doing: no record to keep it in."""
+
+
+def workspace_in(tmp_path: Path) -> Workspace:
+    """Experiment ``r-exp0``'s folders, all below ``tmp_path``."""
+    return Workspace(
+        exec_dir=tmp_path / "work",
+        scratch_dir=tmp_path / "scratch",
+        log_path=tmp_path / "log",
+        bundle_cache=tmp_path / "cache",
+        notice_file=tmp_path / "notices" / "r-exp0.json",
+        mount_root=tmp_path / "root",
+        datastore_cache=tmp_path / "mounts",
+    )

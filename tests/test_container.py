@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fakedocker import FakeDocker, install
-from recorders import Recorded
+from recorders import Recorded, workspace_in
 
 from gridctl.agent.core import datastore
 from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch
@@ -23,7 +23,7 @@ from gridctl.agent.core.store import LocalStore
 from gridctl.agent.node.ecr import ecr_registry
 from gridctl.agent.runner import container
 from gridctl.agent.runner.container import Container, ContainerError, Mount
-from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings, Workspace
+from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings
 from gridctl.agent.runner.notice import interruption
 from gridctl.cli.bundle import scan, upload
 
@@ -173,15 +173,7 @@ def runner_for(tmp_path: Path, script: str, **spec_fields) -> tuple[ExperimentRu
     spec = ExperimentSpec(
         "r", "r-exp0", 0, ("python", "train.py"), bundle.key, image="busybox", **spec_fields
     )
-    workspace = Workspace(
-        exec_dir=tmp_path / "work",
-        scratch_dir=tmp_path / "scratch",
-        log_path=tmp_path / "log",
-        bundle_cache=tmp_path / "cache",
-        notice_file=tmp_path / "notices" / "r-exp0.json",
-        mount_root=tmp_path / "root",
-        datastore_cache=tmp_path / "mounts",
-    )
+    workspace = workspace_in(tmp_path)
     recorded = Recorded()
     runner = ExperimentRunner(
         spec,

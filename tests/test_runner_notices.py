@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from recorders import Recorded
+from recorders import Recorded, workspace_in
 
 from gridctl.agent.core.spec import ExperimentSpec
 from gridctl.agent.core.store import LocalStore
-from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings, Workspace
+from gridctl.agent.runner.experiment import ExperimentRunner, RunnerSettings
 from gridctl.agent.runner.notice import REBALANCE, Notice, interruption
 from gridctl.cli.bundle import scan, upload
 
@@ -44,15 +44,7 @@ def runner_for(tmp_path: Path, script: str, store: LocalStore | None = None):
     bundle = scan(project)
     upload(bundle, store)
     spec = ExperimentSpec("r", "r-exp0", 0, ("python", "train.py"), bundle.key)
-    workspace = Workspace(
-        exec_dir=tmp_path / "work",
-        scratch_dir=tmp_path / "scratch",
-        log_path=tmp_path / "log",
-        bundle_cache=tmp_path / "cache",
-        notice_file=tmp_path / "notices" / "r-exp0.json",
-        mount_root=tmp_path / "root",
-        datastore_cache=tmp_path / "mounts",
-    )
+    workspace = workspace_in(tmp_path)
     recorded = Recorded()
     settings = RunnerSettings(grace_period=5, sync_interval=3600)
     return ExperimentRunner(spec, store, workspace, recorded, settings=settings), recorded
