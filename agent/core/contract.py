@@ -17,6 +17,7 @@ the same layout in its directory store. Nothing else spells a key or a tag::
     runs/<run>/<experiment>/gang/<a>/beats/<R>          rank R's last sign of life
     runs/<run>/<experiment>/gang/<a>/ended/<R>.json     how rank R's attempt ended (RankEnd)
     runs/<run>/<experiment>/gang/<a>/alarm              interrupts the attempt (InterruptRequest)
+    runs/<run>/ledger/<experiment>/<a>.<R>.json   what rank R's instance cost in attempt a (Charge)
     bundles/<id>.tar.gz                       the project's code, shared by runs
     wheels/<file>.whl                         the agent a node installs
     datastores/<name>/objects/<sha256>        content shared by a name's versions
@@ -42,6 +43,7 @@ BUNDLES = "bundles"
 WHEELS = "wheels"
 DATASTORES = "datastores"
 VENVS = "venvs"
+LEDGER = "ledger"
 
 ENVIRONMENT_TAG = "gridctl:environment"
 """On everything an environment makes; the node role's rights are scoped by it."""
@@ -72,6 +74,17 @@ def run_of(key: str) -> str | None:
 def machine_key(run: str, name: str) -> str:
     """Where a machine's spec lives in the bucket; the node knows only its tags."""
     return f"{run_prefix(run)}/machines/{name}.json"
+
+
+def ledger_prefix(run: str, experiment: str | None = None) -> str:
+    """A run's charges (one listing sums a run, as its budget needs), or one experiment's.
+    Beside the experiments' folders, as ``machines/`` is: no experiment is named ``ledger``."""
+    base = f"{run_prefix(run)}/{LEDGER}/"
+    return base if experiment is None else f"{base}{experiment}/"
+
+
+def charge_key(run: str, experiment: str, attempt: int, rank: int) -> str:
+    return f"{ledger_prefix(run, experiment)}{attempt}.{rank}.json"
 
 
 @dataclass(frozen=True)
@@ -295,6 +308,55 @@ class StatusRecord(History):
         values["status"] = State(raw.get("status") or State.QUEUED)
         values["attempts"] = tuple(Attempt(**a) for a in raw.get("attempts") or ())
         return cls(**values)
+
+
+SPOT = "spot"
+ON_DEMAND = "on-demand"
+"""The markets an instance is bought on (IMDS's ``instance-life-cycle`` words)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Charge:
+    """``ledger/<experiment>/<a>.<R>.json``: what one instance ran for one attempt of an
+    experiment (rank R of a gang), at what price. The node writes it when the attempt starts,
+    moves ``seen_at`` while it lives and sets ``ended_at`` at its end, so a teammate's CLI
+    and the run's budget see the same figures (``agent.core.cost`` turns them into USD)."""
+
+    experiment: str
+    attempt: int
+    rank: int
+    instance: str
+    instance_type: str
+    zone: str | None
+    market: str
+    """``spot`` or ``on-demand``."""
+    price_per_hour: float | None
+    """USD per hour for the whole instance; None: no price could be found."""
+    price_source: str
+    """Where the price came from (``spot price history``, ``pricing api``, ``price table``),
+    so a figure can be questioned."""
+    share: float = 1.0
+    """The part of the instance the experiment holds: a machine shared by experiments is
+    split between them, so a run's sum is what AWS bills."""
+    gpus: int = 0
+    """GPUs the experiment holds on this instance (for GPU-hours)."""
+    started_at: float
+    seen_at: float
+    """The node's last word: a node that went silent is billed until then."""
+    ended_at: float | None = None
+    beat_interval: float = 30.0
+    """Seconds between the node's rewrites of ``seen_at``: how stale an open charge may get
+    before it counts as a lost node's."""
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Charge:
+        """Lenient about keys it does not know, so a newer writer does not break it."""
+        raw = json.loads(data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,12 @@ class ExperimentSpec:
     """Build that environment; False (``--no_env``): run with the base Python as it is."""
     image: str | None = None
     """A Docker image to run the script in (``--image``) instead of a Python environment."""
+    max_runtime: float | None = None
+    """Seconds the experiment may run, over all its attempts (``--max_runtime``); then it is
+    stopped as ``gridctl stop`` would. None: no limit."""
+    max_cost: float | None = None
+    """USD the whole run may cost (``--max_cost``): once its ledger reaches it, the run's
+    active experiments are stopped. The same in every spec of the run; None: no budget."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -135,6 +141,14 @@ class MachineSpec:
     memory: int
     nodes: int = 1
     """Instances of its group: a gang's K, each running one rank of its one experiment."""
+    spot: bool = False
+    """The group buys spot instances only (``--use_spot``); else on-demand."""
+    prices: dict[str, float] = field(default_factory=dict)
+    """On-demand USD per hour of each type the group may launch, found by the CLI (Pricing
+    API, its cache, or the price table): what an on-demand node is charged, and a spot
+    node's price when the spot price history does not answer (spot never costs more)."""
+    price_source: str | None = None
+    """Where ``prices`` came from (``pricing api`` or ``price table``)."""
 
     @property
     def key(self) -> str:

@@ -35,6 +35,9 @@ class ExperimentStatus:
     nodes: int = 1
     """Machines it spans; it has one status whatever their number."""
     source: Source | None = None
+    cost: float | None = None
+    """USD so far (an estimate while it runs); 0 locally, None where a price is unknown."""
+    gpu_hours: float = 0.0
 
 
 def experiment_status(
