@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -231,6 +232,26 @@ def runs(home: Path) -> list[RunStatus]:
 
 def run_status(home: Path, name: str) -> RunStatus:
     return _find(home, name).run(name)
+
+
+def since(text: str) -> float:
+    """``--since``: an ISO date or date and time, in UTC unless it names its zone."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise GridctlError(
+            f"--since {text!r}: not an ISO date (e.g. 2026-12-01 or 2026-12-01T09:30)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def costs(home: Path, name: str | None, after: float | None) -> list[RunStatus]:
+    """The runs to account for: ``name``, or every run; only those created at or after
+    ``after`` when given."""
+    found = [run_status(home, name)] if name else runs(home)
+    return [r for r in found if after is None or r.created_at >= after]
 
 
 def status(home: Path, name: str) -> RunStatus | ExperimentStatus:

@@ -315,9 +315,10 @@ def _follow_run(home: Path, run_name: str) -> None:
     help="Runs (name, status, backend, counts per state, duration, cost), or one run's"
     " experiments, or one experiment. JSON: a list of {run, status, backend, counts,"
     " created_at, duration, cost, seed, strategy, description, source: {git_url, ref, commit,"
-    " dirty}}; with RUN one object with those"
-    " keys plus experiments: [{name, status, params, nodes, exit_code, resumes, started_at,"
-    " finished_at, duration, instance, reason, attempts}]; with EXPERIMENT that experiment's"
+    " dirty}}; with RUN one object with those keys plus experiments: [{name, status, params,"
+    " nodes, exit_code, resumes, started_at, finished_at, duration, instance, reason, cost,"
+    " attempts}]; with EXPERIMENT that experiment's object with its run. cost: USD so far (an"
+    " estimate while active), null where a price is unknown (see gridctl cost)."
     " object with its run. On AWS, an experiment whose node has not written its heartbeat"
     " for GRIDCTL_LOST_AFTER seconds (default 600) is recorded failed and its machine's"
     " group scaled to zero (with --auto_resume and the instance gone, its replacement takes"
@@ -370,6 +371,35 @@ def status(
             time.sleep(1)
             result = snapshot()
             live.update(table(result), refresh=True)
+
+
+@app.command(
+    help="What runs cost on AWS and how many GPU-hours they used, per experiment and run, with"
+    " a total: per-second billing with a minute's minimum per instance, at the price each node"
+    " recorded (spot price history, Pricing API or gridctl's price table), summed over every"
+    " attempt and node; an estimate that grows while a run is active. Local runs cost 0."
+    " JSON: {since, runs: [{run, backend, status, created_at, cost, gpu_hours, estimate,"
+    " experiments: [{name, status, cost, gpu_hours, estimate}]}], total: {cost, gpu_hours,"
+    " estimate}}; cost in USD, null where a price is unknown (and in every sum that includes"
+    " it); since: the --since time in UTC, null without it."
+)
+def cost(
+    name: str | None = typer.Argument(None, metavar="[RUN]"),
+    since: str | None = typer.Option(
+        None, help="only runs created at or after this ISO date (UTC), e.g. 2026-12-01"
+    ),
+    output: Output = OUTPUT,
+) -> None:
+    from gridctl.cli import commands, views
+
+    after = None if since is None else commands.since(since)
+    home = _home()
+    _notices(home)
+    found = commands.costs(home, name, after)
+    if output is Output.json:
+        views.print_json(views.cost_json(found, after))
+    else:
+        _console().print(views.cost_table(found))
 
 
 @app.command(

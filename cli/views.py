@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from gridctl.agent.core.datastore import CreateResult, Version
 from gridctl.agent.core.spec import Source
-from gridctl.agent.core.state import State
+from gridctl.agent.core.state import ACTIVE_STATES, State
 from gridctl.agent.core.units import count, format_bytes
-from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+from gridctl.cli.backends.base import ExperimentStatus, RunStatus, total_of
 from gridctl.cli.plan import RunPlan
 from gridctl.cli.sweep import format_value
 
@@ -56,6 +56,21 @@ def human_duration(seconds: float | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def money(cost: float | None, active: bool = False) -> str:
+    """USD as people read it: cents, or tenths of a cent below a dollar (a short run on a
+    small instance costs less than one); "est." while it still grows; "?" when a price is
+    unknown."""
+    if cost is None:
+        return "?"
+    text = f"${cost:,.2f}" if cost >= 1 else f"${cost:.4f}"
+    return f"{text} est." if active else text
+
+
+def rounded(cost: float | None) -> float | None:
+    """USD in JSON: to a millionth, so sums read as sums."""
+    return None if cost is None else round(cost, 6)
 
 
 def params_text(params: dict[str, object]) -> str:
@@ -109,6 +124,7 @@ def experiment_json(e: ExperimentStatus) -> dict:
         "duration": duration(e.started_at, e.finished_at),
         "instance": e.instance,
         "reason": e.reason,
+        "cost": rounded(e.cost),
         "attempts": [
             {
                 "instance": a.instance,
@@ -130,7 +146,7 @@ def run_json(run: RunStatus, with_experiments: bool) -> dict:
         "counts": run.counts,
         "created_at": iso(run.created_at),
         "duration": duration(run.started_at, run.finished_at),
-        "cost": 0.0,
+        "cost": rounded(run.cost),
         "seed": run.seed,
         "strategy": run.strategy,
         "description": run.description,
@@ -139,6 +155,63 @@ def run_json(run: RunStatus, with_experiments: bool) -> dict:
     if with_experiments:
         data["experiments"] = [experiment_json(e) for e in run.experiments]
     return data
+
+
+def cost_json(runs: list[RunStatus], since: float | None) -> dict:
+    """``gridctl cost``'s JSON (its help describes it)."""
+    return {
+        "since": iso(since),
+        "runs": [
+            {
+                "run": r.name,
+                "backend": r.backend,
+                "status": r.status,
+                "created_at": iso(r.created_at),
+                "cost": rounded(r.cost),
+                "gpu_hours": round(r.gpu_hours, 6),
+                "estimate": r.status in ACTIVE_STATES,
+                "experiments": [
+                    {
+                        "name": e.name,
+                        "status": e.status,
+                        "cost": rounded(e.cost),
+                        "gpu_hours": round(e.gpu_hours, 6),
+                        "estimate": e.status in ACTIVE_STATES,
+                    }
+                    for e in r.experiments
+                ],
+            }
+            for r in runs
+        ],
+        "total": {
+            "cost": rounded(total_of(r.cost for r in runs)),
+            "gpu_hours": round(sum(r.gpu_hours for r in runs), 6),
+            "estimate": any(r.status in ACTIVE_STATES for r in runs),
+        },
+    }
+
+
+def cost_table(runs: list[RunStatus]):
+    """A row per experiment, a row per run with its sum, and the total."""
+    table = _table(None, ("run", "experiment", "status", "GPU-hours", "cost"))
+    for r in runs:
+        for e in r.experiments:
+            active = e.status in ACTIVE_STATES
+            table.add_row(
+                r.name, e.name, _state(e.status), f"{e.gpu_hours:.2f}", money(e.cost, active)
+            )
+        active = r.status in ACTIVE_STATES
+        table.add_row(
+            r.name, "[bold]all[/]", _state(r.status), f"{r.gpu_hours:.2f}", money(r.cost, active)
+        )
+    table.add_row(
+        "[bold]total[/]",
+        "",
+        "",
+        f"{sum(r.gpu_hours for r in runs):.2f}",
+        money(total_of(r.cost for r in runs), any(r.status in ACTIVE_STATES for r in runs)),
+    )
+    return table
 
 
 def _state(state: str) -> str:
@@ -167,7 +240,7 @@ def runs_table(runs: list[RunStatus]):
             run.backend,
             counts,
             human_duration(duration(run.started_at, run.finished_at)),
-            "$0.00" if run.backend == "local" else "-",
+            money(run.cost, run.status in ACTIVE_STATES),
             source_text(run.source),
             iso(run.created_at),
         )
@@ -178,7 +251,7 @@ def run_table(run: RunStatus):
     table = _table(
         f"{run.name} ({_state(run.status)}, {run.backend}, seed {run.seed}"
         f"{_commit_hint(run.source)})",
-        ("experiment", "status", "params", "exit", "resumes", "duration", "instance"),
+        ("experiment", "status", "params", "exit", "resumes", "duration", "cost", "instance"),
     )
     for e in run.experiments:
         why = (
@@ -193,6 +266,7 @@ def run_table(run: RunStatus):
             "-" if e.exit_code is None else str(e.exit_code),
             str(e.resumes),
             human_duration(duration(e.started_at, e.finished_at)),
+            money(e.cost, e.status in ACTIVE_STATES),
             e.instance or "-",
         )
     return table
@@ -212,6 +286,8 @@ def experiment_table(e: ExperimentStatus):
         ("started", iso(e.started_at) or "-"),
         ("finished", iso(e.finished_at) or "-"),
         ("duration", human_duration(duration(e.started_at, e.finished_at))),
+        ("cost", money(e.cost, e.status in ACTIVE_STATES)),
+        ("GPU-hours", f"{e.gpu_hours:.2f}"),
         ("instance", e.instance or "-"),
     ]
     for i, a in enumerate(e.attempts):

@@ -38,6 +38,7 @@ from gridctl.agent.core.state import ACTIVE_STATES, LOST_REASON, State
 from gridctl.agent.node.controls import Broadcast, watch_controls
 from gridctl.agent.node.ecr import EcrLogin
 from gridctl.agent.node.imds import Identity, IMDSClient, IMDSError
+from gridctl.agent.node.ledger import Meter, Price, price_of, share_of
 from gridctl.agent.node.python import base_python
 from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
 from gridctl.agent.node.settings import NodeError, NodeSettings
@@ -286,6 +287,7 @@ class Node:
         """Each job once the scheduler gives it room (the CLI packed them to fit at once);
         the recorded outcome of each, None where it could not be recorded."""
         capacity = Capacity(machine.cpus, machine.gpus, machine.memory)
+        price = self.price(machine)
         queued = {job.spec.name: job for job in jobs}
         running: dict[str, Allocation] = {}
         ended: queue.Queue[tuple[str, str | None]] = queue.Queue()
@@ -309,7 +311,7 @@ class Node:
                 job = queued.pop(allocation.name)
                 work = threading.Thread(
                     target=self._work,
-                    args=(job, allocation, ended),
+                    args=(job, allocation, ended, self.meter(job, allocation, machine, price)),
                     name=job.spec.name,
                     daemon=True,
                 )
@@ -321,17 +323,43 @@ class Node:
                     outcomes.append(outcome)
         return outcomes
 
+    def price(self, machine: MachineSpec) -> Price:
+        """This instance's price, looked up once for all its experiments."""
+        return price_of(self.identity, machine, self.settings.endpoint_url)
+
+    def meter(self, job: Job, allocation: Allocation, machine: MachineSpec, price: Price) -> Meter:
+        """The job's charge, from the moment it has the instance's room."""
+        gpus = len(allocation.gpu_ids)
+        return Meter.start(
+            job.recorder.store,
+            machine.run,
+            experiment=job.spec.name,
+            attempt=job.recorder.record.resumes,
+            rank=0,
+            identity=self.identity,
+            price=price,
+            share=share_of(machine, gpus),
+            gpus=gpus,
+            beat_interval=self.settings.heartbeat_interval,
+        )
+
     def _work(
-        self, job: Job, allocation: Allocation, ended: queue.Queue[tuple[str, str | None]]
+        self,
+        job: Job,
+        allocation: Allocation,
+        ended: queue.Queue[tuple[str, str | None]],
+        meter: Meter,
     ) -> None:
-        """A job's thread: whatever happens, ``run_all`` hears that it ended."""
+        """A job's thread: whatever happens, its charge ends and ``run_all`` hears that it
+        ended."""
         outcome = None
         try:
-            outcome = self.run_one(job, allocation)
+            outcome = self.run_one(job, allocation, meter)
         finally:
+            meter.end()
             ended.put((job.spec.name, outcome))
 
-    def run_one(self, job: Job, allocation: Allocation) -> str | None:
+    def run_one(self, job: Job, allocation: Allocation, meter: Meter) -> str | None:
         recorder = job.recorder
         # The node's own environment (the agent's service) is the script's base here.
         runner = ExperimentRunner(
@@ -361,6 +389,9 @@ class Node:
                 args=(recorder, self.settings.heartbeat_interval, done),
                 name=f"heartbeat-{job.spec.name}",
                 daemon=True,
+            ),
+            threading.Thread(
+                target=meter.watch, args=(done,), name=f"meter-{job.spec.name}", daemon=True
             ),
         ]
         for helper in helpers:

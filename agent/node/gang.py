@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from gridctl.agent.core import state
 from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest, StatusRecord
@@ -35,6 +36,7 @@ from gridctl.agent.core.spec import ExperimentSpec, MachineSpec
 from gridctl.agent.core.state import ENDED_STATES, STARTED_STATES, State
 from gridctl.agent.node.agent import STALE_BEATS, Node
 from gridctl.agent.node.controls import read_interrupt, watch_controls
+from gridctl.agent.node.ledger import Meter, Price, price_of, share_of
 from gridctl.agent.node.report import BucketRecorder, LogShipper, heartbeat, say
 from gridctl.agent.runner.experiment import ExperimentRunner
 from gridctl.agent.runner.gang import GangMember, GangSettings, Outcome
@@ -207,6 +209,11 @@ class GangNode:
                 return 0 if self.node.scale_to_zero() else 1
             self.end_lost(attempt)
 
+    @cached_property
+    def price(self) -> Price:
+        """This instance's price, for each attempt it runs a rank of."""
+        return price_of(self.node.identity, self.machine, self.node.settings.endpoint_url)
+
     def rendezvous(self, attempt: int) -> Rendezvous:
         return Rendezvous(
             self.store, self.keys, self.machine.nodes, attempt, self.instance, self.address
@@ -343,6 +350,19 @@ class GangNode:
             recorder.finished(State.FAILED, None, f"it does not fit this machine ({capacity})")
             return Part(recorder.outcome, member.leaving)
         (allocation,) = allocations
+        gpus = len(allocation.gpu_ids)
+        meter = Meter.start(
+            self.store,
+            spec.run,
+            experiment=spec.name,
+            attempt=attempt,
+            rank=rank,
+            identity=node.identity,
+            price=self.price,
+            share=share_of(self.machine, gpus),
+            gpus=gpus,
+            beat_interval=self.gang_settings.beat_interval,
+        )
         runner = ExperimentRunner(
             spec,
             self.store,
@@ -370,6 +390,7 @@ class GangNode:
                 daemon=True,
             ),
             threading.Thread(target=member.watch, args=(runner, done), name="gang", daemon=True),
+            threading.Thread(target=meter.watch, args=(done,), name="meter", daemon=True),
         ]
         if rank == 0:
             helpers.append(
@@ -387,6 +408,8 @@ class GangNode:
             runner.run()
         except Exception as exc:  # the runner could not write the status
             say(f"cannot record the end of node {rank}: {exc}")
+        finally:
+            meter.end()
         done.set()
         for helper in helpers:
             helper.join()

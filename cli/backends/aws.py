@@ -18,13 +18,16 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
+from gridctl.agent.core import cost as costs
 from gridctl.agent.core import datastore as datastores
 from gridctl.agent.core import state
 from gridctl.agent.core.contract import (
     RUNS,
+    Charge,
     ExperimentKeys,
     InterruptRequest,
     StatusRecord,
+    ledger_prefix,
     machine_key,
     run_key,
     run_of,
@@ -77,6 +80,11 @@ def instance_types(plan: RunPlan) -> list[str]:
     return types
 
 
+STAND_IN_PRICES = {"t3.medium": 0.0416}
+"""On-demand USD/h in us-east-1 (AWS's public price list) until infra/prices.py fills
+``MachineSpec.prices`` from the Pricing API and the shipped table."""
+
+
 def machines_for(plan: RunPlan) -> list[MachineSpec]:
     """Which experiments share an instance: several when each asks for fewer GPUs than the
     type has, packed by the node's own scheduler; otherwise one each. A machine of one
@@ -100,6 +108,9 @@ def machines_for(plan: RunPlan) -> list[MachineSpec]:
             gpus=capacity.gpus,
             memory=capacity.memory,
             nodes=plan.nodes,
+            spot=plan.use_spot,
+            prices={t: STAND_IN_PRICES[t] for t in instance_types(plan) if t in STAND_IN_PRICES},
+            price_source="price table",
         )
         for index, members in enumerate(groups)
     ]
@@ -374,7 +385,33 @@ class AwsBackend:
         states = [i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]]
         return states[0] if states else None
 
+    def _charges(self, run: str) -> dict[str, list[Charge]]:
+        """The run's ledger, by experiment: one listing, whatever its size."""
+        found: dict[str, list[Charge]] = {}
+        for key in self.store.list(ledger_prefix(run)):
+            try:
+                charge = Charge.decode(self.store.get_bytes(key))
+            except FileNotFoundError:  # its experiment was deleted meanwhile
+                continue
+            found.setdefault(charge.experiment, []).append(charge)
+        return found
+
+    def _priced(self, run: str, experiments: Sequence[ExperimentStatus]) -> list[ExperimentStatus]:
+        """The experiments with what their charges add up to so far (an estimate while they
+        run): nothing yet before a node has charged them."""
+        charges = self._charges(run)
+        now = time.time()
+        return [
+            dataclasses.replace(
+                e,
+                cost=costs.total_cost(charges.get(e.name, []), now),
+                gpu_hours=costs.gpu_hours(charges.get(e.name, []), now),
+            )
+            for e in experiments
+        ]
+
     def _run_status(self, run: dict) -> RunStatus:
+        experiments = [self._experiment(run["name"], e) for e in run["experiments"]]
         return RunStatus(
             name=run["name"],
             backend=self.name,
@@ -382,7 +419,7 @@ class AwsBackend:
             description=run.get("description"),
             seed=run["seed"],
             strategy=run["strategy"],
-            experiments=tuple(self._experiment(run["name"], e) for e in run["experiments"]),
+            experiments=tuple(self._priced(run["name"], experiments)),
         )
 
     def _run_records(self) -> list[dict]:
@@ -400,6 +437,16 @@ class AwsBackend:
         return self._run_status(record)
 
     def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
+        found = self._experiments(names)
+        by_run: dict[str, list[ExperimentStatus]] = {}
+        for e in found:
+            by_run.setdefault(e.run, []).append(e)
+        priced = {e.name: e for run, group in by_run.items() for e in self._priced(run, group)}
+        return [priced[e.name] for e in found]
+
+    def _experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
+        """What ``experiments`` shows, but their costs (which read the ledger): for the
+        loops that only need their states."""
         found: dict[str, ExperimentStatus] = {}
         for name in names:
             record = self._run_record(name)
@@ -432,7 +479,7 @@ class AwsBackend:
             return
         seen = len(lines)
         while True:
-            (status,) = self.experiments([experiment])
+            (status,) = self._experiments([experiment])
             ended = status.status not in ACTIVE_STATES
             lines = text().splitlines(keepends=True)
             yield from lines[seen:]
@@ -471,7 +518,7 @@ class AwsBackend:
             for machine, members in record["machines"].items():
                 others = [m for m in members if m not in names]
                 if len(others) < len(members) and not any(
-                    e.status in ACTIVE_STATES for e in self.experiments(others)
+                    e.status in ACTIVE_STATES for e in self._experiments(others)
                 ):
                     idle.append(groups[machine])
         return idle
@@ -486,7 +533,7 @@ class AwsBackend:
         pending = [e for e in targets if e.status != State.QUEUED]
         while pending and time.monotonic() < deadline:
             time.sleep(POLL)
-            pending = [e for e in self.experiments([e.name for e in pending])]
+            pending = [e for e in self._experiments([e.name for e in pending])]
             pending = [e for e in pending if e.status in ACTIVE_STATES]
         self._scale_to_zero(self._idle_groups(targets))
         for e in self.experiments([e.name for e in targets]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -88,6 +88,15 @@ class RunStatus:
         return {state: found[state] for state in State if found[state]}
 
     @property
+    def cost(self) -> float | None:
+        """USD of all its experiments; None when any is unknown (a part is not the whole)."""
+        return total_of(e.cost for e in self.experiments)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(e.gpu_hours for e in self.experiments)
+
+    @property
     def started_at(self) -> float | None:
         return min((e.started_at for e in self.experiments if e.started_at), default=None)
 
@@ -96,6 +105,16 @@ class RunStatus:
         if any(e.finished_at is None for e in self.experiments):
             return None
         return max((e.finished_at for e in self.experiments if e.finished_at), default=None)
+
+
+def total_of(costs: Iterable[float | None]) -> float | None:
+    """The sum of costs, None when any is unknown."""
+    total = 0.0
+    for cost in costs:
+        if cost is None:
+            return None
+        total += cost
+    return total
 
 
 def download_artifacts(

@@ -357,6 +357,15 @@ data "aws_iam_policy_document" "node" {
     resources = ["*"]
   }
 
+  # A spot node records the price it pays (the ledger, SPEC section 11): the spot price
+  # history of its type in its zone. A Describe call: "*" is its only valid resource, and
+  # it reads public prices, nothing of the account.
+  statement {
+    sid       = "ReadSpotPrices"
+    actions   = ["ec2:DescribeSpotPriceHistory"]
+    resources = ["*"]
+  }
+
   # Scaling its group to zero when its experiments end; after `gridctl interrupt`, ending
   # its own instance while keeping the capacity (as a reclaim does). IAM cannot tie a group
   # to the calling instance, nor pin the desired capacity to zero (SetDesiredCapacity has

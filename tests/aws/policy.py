@@ -213,6 +213,16 @@ def _autoscaling(
     return [Authorization(f"autoscaling:{action}", group.arn, group.context, where)]
 
 
+def _ec2(entry: Mapping) -> list[Authorization]:
+    """EC2's query API: only the Describe call a spot node makes for its price."""
+    params = dict(parse_qsl(_body(entry).decode()))
+    action = params["Action"]
+    where = f"ec2 {action}"
+    if action == "DescribeSpotPriceHistory":
+        return [Authorization(f"ec2:{action}", "*", {}, where)]
+    raise ValueError(f"the evaluator does not know this EC2 request: {where}")
+
+
 def authorizations(
     entry: Mapping, groups: Mapping[str, Group], instance_groups: Mapping[str, str]
 ) -> list[Authorization]:
@@ -222,6 +232,8 @@ def authorizations(
         return _s3(entry)
     if service == "autoscaling":
         return _autoscaling(entry, groups, instance_groups)
+    if service == "ec2":
+        return _ec2(entry)
     raise ValueError(f"the evaluator does not know the service of {entry['method']} {entry['url']}")
 
 

@@ -39,6 +39,11 @@ IMAGE_PULL_ONLY = {
     },
 }
 """Grants only a run with an ECR ``--image`` uses, which this test's run is not."""
+SPOT_ONLY = {
+    "ec2:DescribeSpotPriceHistory *": "only a spot node reads its price, and this test's run "
+    "is on-demand; test_aws_spot.py checks a spot node's calls against the role",
+}
+"""Grants only a ``--use_spot`` run uses."""
 
 
 def node_policy(aws_env) -> dict:
@@ -224,7 +229,9 @@ def test_node_role_grants_what_nodes_call_and_nothing_else(
         for grant, statement in grants(policy)
         if not any(allowed(grant.policy(statement), call) for call in calls)
     }
-    assert set(unused) == set(BOOT_SCRIPT_ONLY) | set(IMAGE_PULL_ONLY), sorted(unused)
+    assert set(unused) == set(BOOT_SCRIPT_ONLY) | set(IMAGE_PULL_ONLY) | set(SPOT_ONLY), sorted(
+        unused
+    )
     pulls = image_pull_calls(group.arn.split(":")[4])
     for grant, statement in grants(policy):
         if label(grant) in BOOT_SCRIPT_ONLY:
