@@ -64,7 +64,7 @@ def money(cost: float | None, active: bool = False) -> str:
     unknown."""
     if cost is None:
         return "?"
-    text = f"${cost:,.2f}" if cost >= 1 else f"${cost:.4f}"
+    text = f"${cost:,.2f}" if cost >= 1 or cost == 0 else f"${cost:.4f}"
     return f"{text} est." if active else text
 
 
