@@ -108,6 +108,13 @@ class NodeSimulator:
             aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
+        self._autoscaling = boto3.client(
+            "autoscaling",
+            endpoint_url=moto_url,
+            region_name=REGION,
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
         self._nodes: dict[str, Node] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -231,7 +238,7 @@ class NodeSimulator:
         encoded = attribute.get("UserData", {}).get("Value")
         imds = MetadataService(
             instance_id,
-            instance_type=description["InstanceType"],
+            instance_type=self._launched_type(description, tags),
             region=REGION,
             availability_zone=description["Placement"]["AvailabilityZone"],
             ami_id=description["ImageId"],
@@ -270,6 +277,24 @@ class NodeSimulator:
             self._nodes[instance_id] = Node(
                 instance_id, tags, imds, root, process, log, started_at=time.time()
             )
+
+    def _launched_type(self, description: dict, tags: dict[str, str]) -> str:
+        """The type AWS launches for the instance's group: a spot group's launch template
+        names none, and its mixed instances policy the types, of which AWS launches one;
+        moto launches its default type there instead."""
+        group = tags.get("aws:autoscaling:groupName")
+        if group is None:
+            return description["InstanceType"]
+        found = self._autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+        policies = [g.get("MixedInstancesPolicy") for g in found["AutoScalingGroups"]]
+        overrides = [
+            o["InstanceType"]
+            for policy in policies
+            if policy
+            for o in policy["LaunchTemplate"].get("Overrides", [])
+            if "InstanceType" in o
+        ]
+        return overrides[0] if overrides else description["InstanceType"]
 
     # Ending agents without leaving anything behind.
 

@@ -15,8 +15,14 @@ import pytest
 from conftest import Gridctl
 from scripts import RESUMABLE_EXAMPLE, RESUMED, SLOW_FIRST_ATTEMPT, steps_logged
 
-from .cloud import groups, running_instances
-from .nodes import Node, NodeSimulator
+from gridctl.agent.core.contract import SPOT, run_key
+from gridctl.agent.core.cost import charge_cost
+
+from .cloud import client, first_bucket, groups, running_instances
+from .nodes import NODE_ACCESS_KEY, Node, NodeSimulator
+from .policy import allowed, authorizations, signed_by, signer
+from .test_aws_cost import charges_of
+from .test_node_role import node_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +44,7 @@ def kill_with_no_notice(node: Node) -> None:
 
 
 def test_interrupted_experiments_resume_on_a_replacement_instance(
-    cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes: NodeSimulator
+    cloud: Gridctl, aws_env, ami, project: Path, tmp_path: Path, nodes: NodeSimulator, moto_server
 ):
     nodes.env.update(
         GRIDCTL_SYNC_INTERVAL="1",
@@ -49,6 +55,7 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
     assert cloud("up", "--ami", ami, timeout=600).returncode == 0
     shutil.copy(RESUMABLE_EXAMPLE, project / "example.py")
     (project / "train.py").write_text(SLOW_FIRST_ATTEMPT)
+    moto_server.record()
     run = cloud(
         "run",
         "--name",
@@ -111,6 +118,35 @@ def test_interrupted_experiments_resume_on_a_replacement_instance(
         assert result["loss"] == pytest.approx((1 + lr) ** -STEPS)  # each step counted once
     # The notice reached the script as a file too.
     assert "SIGTERM: saved step" in cloud("logs", "spot-exp0").stdout
+
+    # Each attempt was charged on its own instance at the spot price of its zone (moto's
+    # placeholder), the one killed with no word until its last beat; the cost sums both.
+    ledger = charges_of(aws_env, "spot")
+    s3, bucket = client(aws_env, "s3"), first_bucket(aws_env)
+    types = json.loads(s3.get_object(Bucket=bucket, Key=run_key("spot"))["Body"].read())[
+        "instance_types"
+    ]
+    for name, experiment in experiments.items():
+        charges = sorted(ledger[name], key=lambda c: c.attempt)
+        assert [c.attempt for c in charges] == [0, 1], name
+        assert [c.instance for c in charges] == [a["instance"] for a in experiment["attempts"]]
+        for charge in charges:
+            assert charge.instance_type in types, charge
+            assert (charge.market, charge.price_source) == (SPOT, "spot price history"), charge
+            assert charge.price_per_hour == pytest.approx(0.00001), charge
+        assert (charges[0].ended_at is None) == (name == "spot-exp1"), name
+        assert charges[1].ended_at is not None, name
+        parts = [charge_cost(c, charges[1].ended_at) for c in charges]
+        assert experiment["cost"] == pytest.approx(sum(parts), abs=1e-6), name
+    # The spot price lookups are the node role's to make.
+    policy = node_policy(aws_env)
+    lookups = [
+        call
+        for entry in signed_by(moto_server.recorded(), NODE_ACCESS_KEY)
+        if (signer(entry) or ("", ""))[1] == "ec2"
+        for call in authorizations(entry, {}, {})
+    ]
+    assert len(lookups) >= 6 and all(allowed(policy, call) for call in lookups), lookups
 
     # Every group ends at zero and no instance is left running.
     nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=60)
