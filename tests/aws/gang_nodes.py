@@ -39,6 +39,10 @@ EXPERIMENT = "two-owls-exp0"
 GROUP = "gridctl-two-owls-exp0"
 KEYS = ExperimentKeys(RUN, EXPERIMENT)
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+TYPE = "t3.micro"
+"""What the nodes' metadata services say they are."""
+PRICE = 0.0104
+"""The on-demand price the CLI gave the machine for it (USD/h)."""
 AGENT_TIMEOUT = 180
 """Seconds an agent gets to end by itself before a test gives up on it (torch imports
 are slow on a loaded 2-core machine)."""
@@ -101,7 +105,9 @@ class Gang:
             (project / name).write_text(text)
         bundle = scan(project)
         upload(bundle, self.store)
-        machine = MachineSpec(RUN, EXPERIMENT, (EXPERIMENT,), 2, 0, 4 << 30, nodes=nodes)
+        machine = MachineSpec(
+            RUN, EXPERIMENT, (EXPERIMENT,), 2, 0, 4 << 30, nodes=nodes, prices={TYPE: PRICE}
+        )
         self.store.put_bytes(machine.key, machine.to_json().encode())
         spec = ExperimentSpec(
             RUN,
@@ -132,7 +138,9 @@ class Gang:
         """A new instance's metadata service and disk, with the next loopback address."""
         (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         tags = {t["Key"]: t["Value"] for t in reservation["Instances"][0]["Tags"]}
-        imds = MetadataService(instance_id, tags=tags, local_ipv4=loopback(len(self.nodes)))
+        imds = MetadataService(
+            instance_id, instance_type=TYPE, tags=tags, local_ipv4=loopback(len(self.nodes))
+        )
         root = self.base / f"node-{len(self.nodes)}"
         root.mkdir(parents=True)
         framework_python(root)

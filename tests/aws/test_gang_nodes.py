@@ -12,10 +12,19 @@ import time
 
 import pytest
 
-from gridctl.agent.core.contract import InterruptRequest, Member, RankEnd
+from gridctl.agent.core.contract import (
+    ON_DEMAND,
+    Charge,
+    InterruptRequest,
+    Member,
+    RankEnd,
+    charge_key,
+    ledger_prefix,
+)
+from gridctl.agent.core.cost import billed_seconds, total_cost
 
 from .emulator import free_port
-from .gang_nodes import KEYS, Gang, SimNode, wait_for
+from .gang_nodes import KEYS, PRICE, RUN, TYPE, Gang, SimNode, wait_for
 from .single_node import vanish
 
 ALLREDUCE = """\
@@ -145,6 +154,18 @@ def test_a_torch_all_reduce_spans_two_nodes(gang, project, framework):
         assert f"node {rank} of 2: all 2 nodes are here".encode() in gang.log(rank)
     assert gang.store.exists(f"{KEYS.artifacts}/node-1/allreduce.json")
     assert gang.desired_capacity() == 0
+    # Two instances ran it: each rank's is charged, and the experiment costs both.
+    keys = sorted(gang.store.list(ledger_prefix(RUN)))
+    assert keys == [charge_key(RUN, KEYS.experiment, 0, rank) for rank in (0, 1)]
+    charges = [Charge.decode(gang.store.get_bytes(key)) for key in keys]
+    assert {c.instance for c in charges} == {n.instance_id for n in nodes}
+    for rank, charge in enumerate(charges):
+        assert (charge.rank, charge.attempt, charge.instance_type) == (rank, 0, TYPE)
+        assert (charge.market, charge.price_per_hour, charge.share) == (ON_DEMAND, PRICE, 1.0)
+        assert charge.ended_at is not None
+    now = time.time()
+    both = sum(PRICE * billed_seconds(c, now) / 3600 for c in charges)
+    assert total_cost(charges, now) == pytest.approx(both)
 
 
 def test_a_failing_rank_fails_the_gang_with_its_exit_code(gang, project):
