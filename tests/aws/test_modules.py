@@ -573,9 +573,10 @@ def test_modules_apply_and_destroy_against_moto(aws_env, moto, tmp_path):
         actions = [a for s in statements for a in as_list(s["Action"])]
         assert actions and not [a for a in actions if "*" in a], actions
         unscoped = [s for s in statements if "*" in as_list(s["Resource"])]
-        # Both support no resource-level permissions.
+        # These support no resource-level permissions.
         assert {a for s in unscoped for a in as_list(s["Action"])} == {
             "autoscaling:DescribeAutoScalingInstances",
+            "ec2:DescribeSpotPriceHistory",
             "ecr:GetAuthorizationToken",
         }
         # Images: pulled from this account's repositories only, never pushed.
