@@ -48,3 +48,26 @@ def test_a_bad_since_is_one_line_and_exit_2(gridctl, since: str):
     assert bad.stderr.splitlines() == [
         f"gridctl: error: --since {since!r}: not an ISO date (e.g. 2026-12-01 or 2026-12-01T09:30)"
     ]
+
+
+def test_an_unknown_price_makes_every_sum_that_includes_it_unknown():
+    from gridctl.agent.core.state import State
+    from gridctl.cli import views
+    from gridctl.cli.backends.base import ExperimentStatus, RunStatus
+
+    def run(name: str, *costs: float | None) -> RunStatus:
+        experiments = tuple(
+            ExperimentStatus(f"{name}-exp{i}", name, State.SUCCEEDED, {}, (), cost=cost)
+            for i, cost in enumerate(costs)
+        )
+        return RunStatus(name, "aws", 0.0, None, 1, "grid_search", experiments)
+
+    known, unknown = run("known", 0.25, 0.5), run("unknown", 0.25, None)
+    assert (known.cost, unknown.cost) == (0.75, None)
+    report = views.cost_json([known, unknown], None)
+    assert [r["cost"] for r in report["runs"]] == [0.75, None]
+    assert [e["cost"] for e in report["runs"][1]["experiments"]] == [0.25, None]
+    assert report["total"]["cost"] is None
+    assert views.cost_json([known], None)["total"]["cost"] == 0.75
+    assert views.run_json(unknown, with_experiments=False)["cost"] is None
+    assert views.money(None) == "?"
