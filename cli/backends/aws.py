@@ -49,6 +49,8 @@ from gridctl.cli.plan import RunPlan
 from gridctl.infra import amis, environment, quotas, rootmodule, runs, zones
 from gridctl.infra.aws import endpoint_url
 from gridctl.infra.errors import InfraError
+from gridctl.infra.prices import Prices
+from gridctl.infra.prices import sources as price_sources
 from gridctl.infra.wheel import build_agent_wheel
 
 STOP_WAIT = 60.0
@@ -100,6 +102,7 @@ def machines_for(plan: RunPlan) -> list[MachineSpec]:
             gpus=capacity.gpus,
             memory=capacity.memory,
             nodes=plan.nodes,
+            spot=plan.use_spot,
         )
         for index, members in enumerate(groups)
     ]
@@ -250,7 +253,15 @@ class AwsBackend:
         types = instance_types(plan)
         every = list(self.record.outputs["subnet_ids"])
         subnets = list(self._launch_subnets(types))
-        machines = machines_for(plan)
+        prices = Prices(self.account, self.record.region, self.home).on_demand(types)
+        machines = [
+            dataclasses.replace(
+                m,
+                prices={t: p.usd_per_hour for t, p in prices.items()},
+                price_source=price_sources(prices.values()),
+            )
+            for m in machines_for(plan)
+        ]
         run = {
             "name": plan.name,
             "backend": self.name,
