@@ -243,9 +243,10 @@ def _nodes_hint(nodes: int) -> str:
 
 
 def plan_table(plan: RunPlan, estimate: Estimate):
+    """One row per experiment with its price per hour, then the sweep's (and where prices
+    came from)."""
     table = _table(
-        f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud},"
-        f" {_hourly(estimate.total)} in all" + (f" ({estimate.source})" if estimate.source else ""),
+        f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
         ("experiment", "price", "command"),
     )
     for e in plan.experiments:
@@ -254,6 +255,8 @@ def plan_table(plan: RunPlan, estimate: Estimate):
             _hourly(estimate.per_experiment[e.name]),
             _escape(shlex.join(e.argv)),
         )
+    source = f"({estimate.source})" if estimate.source else ""
+    table.add_row("all", _hourly(estimate.total), source)
     return table
 
 

@@ -35,8 +35,13 @@ PRICING_REGION = "us-east-1"
 """The Pricing API answers for every region from this one endpoint."""
 CACHE_SECONDS = 24 * 3600.0
 TIMEOUTS = {"connect_timeout": 3, "read_timeout": 5, "retries": {"max_attempts": 1}}
-_FILTERS = {"operatingSystem": "Linux", "tenancy": "Shared", "preInstalledSw": "NA"}
-_FILTERS["capacitystatus"] = "Used"
+_FILTERS = {
+    "operatingSystem": "Linux",
+    "tenancy": "Shared",
+    "preInstalledSw": "NA",
+    "capacitystatus": "Used",
+}
+"""The product AWS bills a plain Linux instance as (Pricing API attribute -> value)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ class Prices:
         return found
 
     def _ask_spot_history(self, types: list[str]) -> dict[str, float]:
-        latest: dict[tuple[str, str], tuple[object, float]] = {}
+        entries: list[dict] = []
         with _quietly():
             ec2 = self._client("ec2", self.region)
             pages = ec2.get_paginator("describe_spot_price_history").paginate(
@@ -154,16 +159,8 @@ class Prices:
                 PaginationConfig={"MaxItems": 1000},
             )
             for page in pages:
-                for entry in page.get("SpotPriceHistory", []):
-                    key = (entry["InstanceType"], entry.get("AvailabilityZone", ""))
-                    stamp = entry.get("Timestamp")
-                    if key not in latest or stamp > latest[key][0]:  # type: ignore[operator]
-                        latest[key] = (stamp, float(entry["SpotPrice"]))
-        highest: dict[str, float] = {}
-        for (instance_type, _zone), (_stamp, usd) in latest.items():
-            if instance_type in types and usd > 0:
-                highest[instance_type] = max(usd, highest.get(instance_type, 0.0))
-        return highest
+                entries += page.get("SpotPriceHistory", [])
+        return highest_latest(entries, types)
 
     def _cache_file(self, market: str) -> Path:
         return self.cache_dir / f"{self.region}.{market}.json"
@@ -194,6 +191,26 @@ class Prices:
             except OSError:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+
+
+def highest_latest(entries: Iterable[dict], types: Iterable[str]) -> dict[str, float]:
+    """Each type's highest price among its zones' newest spot price history entries: a run
+    may land in any zone, so the estimate does not bet on the cheapest."""
+    wanted = set(types)
+    latest: dict[tuple[str, str], dict] = {}
+    for entry in entries:
+        key = (entry.get("InstanceType", ""), entry.get("AvailabilityZone", ""))
+        if key[0] not in wanted:
+            continue
+        if key not in latest or entry["Timestamp"] > latest[key]["Timestamp"]:
+            latest[key] = entry
+    highest: dict[str, float] = {}
+    for (instance_type, _zone), entry in latest.items():
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            usd = float(entry["SpotPrice"])
+            if usd > 0:
+                highest[instance_type] = max(usd, highest.get(instance_type, 0.0))
+    return highest
 
 
 def on_demand_usd(price_list: Iterable[str]) -> float | None:
