@@ -63,12 +63,12 @@ def sources(prices: Iterable[Price]) -> str | None:
 
 
 class Prices:
-    """Prices in one region, asked of AWS as ``account`` when there is one (None: the
-    table only), cached under ``home`` (GRIDCTL_HOME)."""
+    """Prices in one region, asked of AWS as ``account`` (without credentials nobody answers
+    and the table does), cached under ``home`` (GRIDCTL_HOME)."""
 
     def __init__(
         self,
-        account: Account | None,
+        account: Account,
         region: str,
         home: Path,
         clock: Callable[[], float] = time.time,
@@ -100,7 +100,7 @@ class Prices:
             if t in wanted and 0 <= now - entry["at"] < CACHE_SECONDS
         }
         missing = [t for t in wanted if t not in fresh]
-        answered = ask(missing) if missing and self._can_ask() else {}
+        answered = ask(missing) if missing else {}
         if answered:
             source = PRICING_API if market == ON_DEMAND else SPOT_HISTORY
             for t, usd in answered.items():
@@ -112,23 +112,10 @@ class Prices:
                 fresh[t] = table
         return {t: fresh[t] for t in wanted if t in fresh}
 
-    def _can_ask(self) -> bool:
-        """Without credentials there is nobody to ask (an endpoint still needs them signed)."""
-        if self.account is None:
-            return False
-        import botocore.exceptions
-
-        try:
-            return self.account.session.get_credentials() is not None
-        except (InfraError, botocore.exceptions.BotoCoreError):  # no such profile, say
-            return False
-
     def _client(self, service: str, region: str):
         from botocore.config import Config
 
-        return self.account.session.client(  # type: ignore[union-attr]
-            service, region_name=region, config=Config(**TIMEOUTS)
-        )
+        return self.account.session.client(service, region_name=region, config=Config(**TIMEOUTS))
 
     def _ask_pricing(self, types: list[str]) -> dict[str, float]:
         found: dict[str, float] = {}
@@ -235,12 +222,13 @@ def on_demand_usd(price_list: Iterable[str]) -> float | None:
 
 @contextlib.contextmanager
 def _quietly():
-    """AWS not answering, or answering nonsense, leaves the table to answer."""
+    """AWS not answering (no credentials, no such profile, no network, no such API) or
+    answering nonsense leaves the table to answer."""
     import botocore.exceptions
 
     try:
         yield
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, InfraError):
         pass
     except (KeyError, TypeError, ValueError):
         pass

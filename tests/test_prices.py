@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gridctl.cli.machines import INSTANCE_TYPES
+from gridctl.infra.aws import Account
 from gridctl.infra.price_table import ON_DEMAND_USD_PER_HOUR, REGIONS, UNLISTED
 from gridctl.infra.prices import PRICE_TABLE, Price, Prices, highest_latest, on_demand_usd
 
@@ -29,8 +30,8 @@ def test_every_price_is_positive_and_of_a_known_type_and_region():
     assert not [(r, t) for r, t, _ in entries if t not in INSTANCE_TYPES]
 
 
-def test_without_an_account_the_table_answers_and_nothing_is_cached(tmp_path: Path):
-    prices = Prices(None, "eu-west-1", tmp_path)
+def test_without_credentials_the_table_answers_and_nothing_is_cached(tmp_path: Path):
+    prices = Prices(Account(None, "eu-west-1"), "eu-west-1", tmp_path)
     assert prices.on_demand(["g4dn.xlarge", "t3.medium"]) == {
         "g4dn.xlarge": Price(TABLE["eu-west-1"]["g4dn.xlarge"], PRICE_TABLE),
         "t3.medium": Price(TABLE["eu-west-1"]["t3.medium"], PRICE_TABLE),
@@ -40,7 +41,9 @@ def test_without_an_account_the_table_answers_and_nothing_is_cached(tmp_path: Pa
         "g4dn.xlarge": Price(TABLE["eu-west-1"]["g4dn.xlarge"], PRICE_TABLE)
     }
     # A region or a type the table lacks has no price at all.
-    assert Prices(None, "ap-south-2", tmp_path).on_demand(["g4dn.xlarge"]) == {}
+    assert (
+        Prices(Account(None, "ap-south-2"), "ap-south-2", tmp_path).on_demand(["g4dn.xlarge"]) == {}
+    )
     assert prices.on_demand(["p2.xlarge"]) == {}
     assert not (tmp_path / "cache").exists()
 
@@ -68,19 +71,19 @@ def test_a_spot_estimate_is_the_highest_of_each_zones_latest_price():
         {
             "InstanceType": "g4dn.xlarge",
             "AvailabilityZone": "a",
+            "SpotPrice": "0.3",
+            "Timestamp": 2,
+        },
+        {
+            "InstanceType": "g4dn.xlarge",
+            "AvailabilityZone": "a",
             "SpotPrice": "0.9",
             "Timestamp": 1,
         },
         {
             "InstanceType": "g4dn.xlarge",
-            "AvailabilityZone": "a",
-            "SpotPrice": "0.2",
-            "Timestamp": 2,
-        },
-        {
-            "InstanceType": "g4dn.xlarge",
             "AvailabilityZone": "b",
-            "SpotPrice": "0.3",
+            "SpotPrice": "0.1",
             "Timestamp": 1,
         },
         {"InstanceType": "g5.xlarge", "AvailabilityZone": "a", "SpotPrice": "0.4", "Timestamp": 1},

@@ -101,6 +101,9 @@ def test_without_credentials_nobody_is_asked(pricing: Pricing, tmp_path: Path, m
     assert prices("us-east-1", tmp_path).on_demand(["t3.medium"]) == {
         "t3.medium": Price(ON_DEMAND_USD_PER_HOUR["us-east-1"]["t3.medium"], PRICE_TABLE)
     }
+    # Nor with a profile that does not exist.
+    nosuch = Prices(Account("nosuch", "us-east-1"), "us-east-1", tmp_path)
+    assert nosuch.on_demand(["t3.medium"]) == prices("us-east-1", tmp_path).on_demand(["t3.medium"])
     assert pricing.calls == []
 
 
