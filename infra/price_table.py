@@ -306,6 +306,7 @@ ON_DEMAND_USD_PER_HOUR: Mapping[str, Mapping[str, float]] = MappingProxyType(
                 "t3.medium": 0.0456,
                 "t3.micro": 0.0114,
                 "t3.nano": 0.0057,
+                "t3.small": 0.0228,
                 "t3.xlarge": 0.1824,
             }
         ),
@@ -362,6 +363,7 @@ ON_DEMAND_USD_PER_HOUR: Mapping[str, Mapping[str, float]] = MappingProxyType(
                 "t3.medium": 0.0472,
                 "t3.micro": 0.0118,
                 "t3.nano": 0.0059,
+                "t3.small": 0.0236,
                 "t3.xlarge": 0.1888,
             }
         ),
@@ -428,6 +430,7 @@ ON_DEMAND_USD_PER_HOUR: Mapping[str, Mapping[str, float]] = MappingProxyType(
                 "t3.medium": 0.048,
                 "t3.micro": 0.012,
                 "t3.nano": 0.006,
+                "t3.small": 0.024,
                 "t3.xlarge": 0.192,
             }
         ),
