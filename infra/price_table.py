@@ -6,8 +6,9 @@ The figures are the ``Price`` column (on-demand, Linux, shared tenancy) of SkyPi
 AWS catalogue, ``catalogs/v7/aws/vms.csv`` of github.com/skypilot-org/skypilot-catalog at
 commit 001367d22a0033fac286a8c71aeac7109e431bcb, which mirrors AWS's public price list;
 copied on 2026-12-01. A type that catalogue does not list in a region has no entry (its price
-there is unknown, and only AWS's own answer gives one). AWS changes prices rarely and mostly
-downwards; refresh the figures from that catalogue, keeping ``REGIONS`` and the tables in step.
+there is unknown, and only AWS's own answer gives one); two listed figures were not copied
+(g5.4xlarge and g6.2xlarge in eu-central-1). AWS changes prices rarely and mostly downwards;
+refresh the figures from that catalogue, keeping ``REGIONS`` and the tables in step.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ ON_DEMAND_USD_PER_HOUR: Mapping[str, Mapping[str, float]] = MappingProxyType(
                 "r5.4xlarge": 1.008,
                 "r5.8xlarge": 2.016,
                 "r5.large": 0.126,
+                "r5.xlarge": 0.252,
                 "t2.2xlarge": 0.3712,
                 "t2.large": 0.0928,
                 "t2.medium": 0.0464,
@@ -232,6 +234,7 @@ ON_DEMAND_USD_PER_HOUR: Mapping[str, Mapping[str, float]] = MappingProxyType(
                 "r5.4xlarge": 1.008,
                 "r5.8xlarge": 2.016,
                 "r5.large": 0.126,
+                "r5.xlarge": 0.252,
                 "t2.2xlarge": 0.3712,
                 "t2.large": 0.0928,
                 "t2.medium": 0.0464,
