@@ -14,6 +14,7 @@ A lookup that fails shows nothing rather than failing or holding up ``gridctl st
 from __future__ import annotations
 
 from gridctl.infra.aws import Account
+from gridctl.infra.errors import InfraError
 
 ATTEMPTS = 2
 """Few retries: this only decorates ``status``."""
@@ -39,7 +40,7 @@ def launch_trouble(account: Account, group: str) -> str | None:
     try:
         client = account.client("autoscaling", attempts=ATTEMPTS)
         found = client.describe_scaling_activities(AutoScalingGroupName=group, MaxRecords=1)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+    except (InfraError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
         return None
     activities = found.get("Activities") or []
     return reason_from(activities[0]) if activities else None
