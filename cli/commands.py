@@ -257,8 +257,9 @@ def status(home: Path, name: str) -> RunStatus | ExperimentStatus:
     """A run's status, or one experiment's when ``name`` is an experiment."""
     backend = _find(home, name)
     if backend.run_exists(name):
-        return backend.run(name)
-    (experiment,) = backend.experiments([name])
+        run = backend.run(name)
+        return dataclasses.replace(run, experiments=tuple(backend.explain_waits(run.experiments)))
+    (experiment,) = backend.explain_waits(backend.experiments([name]))
     return experiment
 
 

@@ -325,6 +325,9 @@ def _follow_run(home: Path, run_name: str) -> None:
     " for GRIDCTL_LOST_AFTER seconds (default 600) is recorded failed and its machine's"
     " group scaled to zero (with --auto_resume and the instance gone, its replacement takes"
     " it over instead)."
+    " A queued experiment's reason says why it waits: locally which resource is short; on"
+    " AWS, while its group cannot launch, AWS's message from the group's latest scaling"
+    " activity (e.g. no capacity, a vCPU or spot limit)."
 )
 def status(
     name: str | None = typer.Argument(None, metavar="[RUN_OR_EXPERIMENT]"),

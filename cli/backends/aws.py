@@ -46,7 +46,7 @@ from gridctl.cli.backends.base import (
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import InstanceType, equivalent_types
 from gridctl.cli.plan import RunPlan
-from gridctl.infra import amis, environment, quotas, rootmodule, runs, zones
+from gridctl.infra import activities, amis, environment, quotas, rootmodule, runs, zones
 from gridctl.infra.aws import endpoint_url
 from gridctl.infra.errors import InfraError
 from gridctl.infra.prices import Prices
@@ -55,6 +55,8 @@ from gridctl.infra.wheel import build_agent_wheel
 
 STOP_WAIT = 60.0
 POLL = 2.0
+WAITING_STATES = (State.QUEUED, State.STARTING)
+"""Their group may be failing to launch: status says why."""
 
 
 def group_name(environment: str, machine: str) -> str:
@@ -423,6 +425,31 @@ class AwsBackend:
                 raise GridctlError(f"no run or experiment named {name!r} (see gridctl status)")
             found[name] = self._experiment(run, name)
         return list(found.values())
+
+    def explain_waits(self, experiments: Sequence[ExperimentStatus]) -> list[ExperimentStatus]:
+        """Queued or starting experiments whose group fails to launch get its latest scaling
+        activity as their reason: one call per such group, none for the others."""
+        waiting = [e for e in experiments if e.status in WAITING_STATES]
+        troubles: dict[tuple[str, str], str] = {}
+        for run in sorted({e.run for e in waiting}):
+            record = self._run_record(run)
+            if record is None:
+                continue
+            groups = _groups(record)
+            names = {e.name for e in waiting if e.run == run}
+            for machine, members in record["machines"].items():
+                if names.isdisjoint(members):
+                    continue
+                trouble = activities.launch_trouble(self.account, groups[machine])
+                if trouble is not None:
+                    troubles.update(((run, m), trouble) for m in members)
+        explained = []
+        for e in experiments:
+            trouble = troubles.get((e.run, e.name)) if e.status in WAITING_STATES else None
+            if trouble is not None:
+                e = dataclasses.replace(e, reason="; ".join(filter(None, (e.reason, trouble))))
+            explained.append(e)
+        return explained
 
     def logs(
         self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
