@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 
 from gridctl.agent.core.contract import Charge, ledger_prefix
 from gridctl.agent.core.guards import budget_reason, spent
-from gridctl.agent.core.s3store import S3Store
+from gridctl.agent.core.store import Store
 from gridctl.agent.core.spec import ExperimentSpec
 from gridctl.agent.node.controls import Halt
 from gridctl.agent.node.report import say
@@ -23,7 +23,7 @@ class Ledger:
     """A run's charges as the bucket holds them: one listing a look, and a read of each
     charge still open (an ended charge never changes, so it is read once)."""
 
-    def __init__(self, store: S3Store, run: str) -> None:
+    def __init__(self, store: Store, run: str) -> None:
         self.store = store
         self.prefix = ledger_prefix(run)
         self._ended: dict[str, Charge] = {}
@@ -56,7 +56,7 @@ class Budget:
         return budget_reason(self.cap, total) if total >= self.cap else None
 
 
-def budget_of(store: S3Store, specs: Iterable[ExperimentSpec]) -> Budget | None:
+def budget_of(store: Store, specs: Iterable[ExperimentSpec]) -> Budget | None:
     """The run's budget, as its specs carry it (the same in each); None without one."""
     for spec in specs:
         if spec.max_cost is not None:
