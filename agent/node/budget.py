@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 
 from gridctl.agent.core.contract import Charge, ledger_prefix
 from gridctl.agent.core.guards import budget_reason, spent
-from gridctl.agent.core.store import Store
 from gridctl.agent.core.spec import ExperimentSpec
+from gridctl.agent.core.store import Store
 from gridctl.agent.node.controls import Halt
 from gridctl.agent.node.report import say
 
