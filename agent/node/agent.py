@@ -309,11 +309,6 @@ class Node:
                     job.recorder.finished(State.INTERRUPTED, None, notice.reason)
                     outcomes.append(State.INTERRUPTED)
                 queued.clear()
-            if self.halt.reason is not None:
-                for job in queued.values():
-                    job.recorder.finished(State.STOPPED, None, self.halt.reason)
-                    outcomes.append(State.STOPPED)
-                queued.clear()
             requests = [job.request for job in queued.values()]
             for allocation in schedule(requests, list(running.values()), capacity):
                 running[allocation.name] = allocation

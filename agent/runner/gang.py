@@ -21,7 +21,7 @@ from gridctl.agent.core.contract import InterruptRequest, RankEnd
 from gridctl.agent.core.gang import GANG_TIMEOUT, Place, Rendezvous, combine
 from gridctl.agent.core.logs import note
 from gridctl.agent.core.spec import ExperimentSpec
-from gridctl.agent.core.state import STOPPED_BY_USER, State
+from gridctl.agent.core.state import State
 from gridctl.agent.runner.experiment import ExperimentRunner
 from gridctl.agent.runner.notice import WINDOW, Notice, interruption
 
@@ -118,12 +118,9 @@ class GangMember:
                 why = f"the gang was interrupted ({look.alarm.reason or 'by a peer'})"
                 runner.notice(interruption(why, look.alarm.window or WINDOW))
             failed = [e for e in look.ends.values() if e.status == State.FAILED]
-            halted = [e for e in look.ends.values() if e.status == State.STOPPED]
-            if (failed or halted) and not stopped and look.alarm is None:
-                # A peer stopped (by a user or a limit) stops the gang with its reason.
+            if failed and not stopped and look.alarm is None:
                 stopped = True
-                peer = halted[0].reason if halted and not failed else None
-                runner.request_stop(peer or STOPPED_BY_USER)
+                runner.request_stop()
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.settings.beat_interval
                 self.rendezvous.beat(self.rank)
