@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from gridctl.agent.core.contract import Charge, RankEnd, charge_key
 
 from .emulator import free_port
 from .gang_nodes import KEYS
 from .gang_nodes import wait_for as wait_for_gang
-from .single_node import RUN, Cloud, ended, log_of, started, status_is, wait_for
+from .single_node import RUN, Cloud, ended, log_of, logged, started, status_is, wait_for
 from .test_node_agent import SHARED
 
 SAVES = """\
@@ -62,6 +64,35 @@ def test_max_runtime_stops_the_script_keeps_its_files_and_scales_to_zero(single_
     assert b"gridctl: ran longer than --max_runtime 3s: stopping it" in log_of(cloud)
     assert cloud.artifact("saved.txt") == b"saved"
     assert cloud.desired_capacity() == 0
+
+
+LEFT = re.compile(rb"--max_runtime 20s: ([\d.]+) s left after the earlier attempts' ([\d.]+) s")
+
+
+def test_a_replacement_gets_what_the_earlier_attempt_left_of_max_runtime(single_node, project):
+    cloud: Cloud = single_node
+    argv = ("python", "train.py")
+    cloud.deploy({"train.py": SAVES}, argv, project, auto_resume=True, max_runtime=20)
+    with started(cloud) as agent:
+        wait_for(logged(cloud, "step 3"))
+        cloud.imds.notify_spot_interruption(120)
+        output = ended(agent)
+    assert agent.returncode == 0, output
+    assert cloud.status()["status"] == "interrupted"
+    cloud.replace_instance()
+    code, output = cloud.run_agent(cloud.fresh_root())
+    assert code == 0, output
+    status = cloud.status()
+    assert (status["status"], status["resumes"]) == ("stopped", 1)
+    assert status["reason"] == "ran longer than --max_runtime 20s"
+    first, second = status["attempts"]
+    used = first["finished_at"] - first["started_at"]
+    found = LEFT.search(log_of(cloud))
+    assert found is not None, log_of(cloud).decode()
+    left, before = (float(n) for n in found.groups())
+    assert before == pytest.approx(used, abs=0.06)
+    assert left == pytest.approx(20 - used, abs=0.06)
+    assert second["finished_at"] - second["started_at"] >= left - 0.06
 
 
 def test_a_ledger_crossing_the_budget_stops_the_machines_experiments(single_node, project):
