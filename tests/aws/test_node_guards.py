@@ -7,11 +7,12 @@ as nodes write them (``runs/<run>/ledger/``)."""
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import pytest
 
-from gridctl.agent.core.contract import Charge, RankEnd, charge_key
+from gridctl.agent.core.contract import Charge, Member, RankEnd, charge_key
 
 from .emulator import free_port
 from .gang_nodes import KEYS
@@ -155,3 +156,35 @@ def test_max_runtime_stops_every_node_of_a_gang(gang, project):
         assert f"rank {rank} got SIGTERM".encode() in gang.log(rank)
         assert gang.artifact(rank, "saved.txt") == b"saved"
     wait_for_gang(lambda: gang.desired_capacity() == 0, why="the group at zero")
+
+
+def test_a_resumed_gang_gets_what_its_earlier_attempt_left_of_max_runtime(gang, project):
+    gang.deploy({"train.py": SAVES}, ("python", "train.py"), project, auto_resume=True,
+                max_runtime=45)  # fmt: skip
+    settings = {"GRIDCTL_MASTER_PORT": str(free_port())}
+    nodes = [gang.start(gang.boot(i), **settings) for i in sorted(gang.instances())]
+    wait_for_gang(lambda: all(b"step 5\n" in gang.log(rank) for rank in (0, 1)), why="steps")
+    lost = next(n for n in nodes if n.instance_id == member_of(gang, 1))
+    lost.agent.send_signal(signal.SIGTERM)  # its instance goes away
+    newcomer = gang.start(gang.boot(gang.reclaim(lost)), **settings)
+    for node in (*nodes, newcomer):
+        assert node.ended() == 0, node.output()
+    status = gang.status()
+    assert (status["status"], status["resumes"]) == ("stopped", 1)
+    assert status["reason"] == "ran longer than --max_runtime 45s"
+    first = status["attempts"][0]
+    used = first["finished_at"] - first["started_at"]
+    for rank in (0, 1):
+        found = re.search(
+            rb"--max_runtime 45s: ([\d.]+) s left after the earlier attempts' ([\d.]+) s",
+            gang.log(rank),
+        )
+        assert found is not None, gang.log(rank).decode()
+        left, before = (float(n) for n in found.groups())
+        assert before == pytest.approx(used, abs=0.06)
+        assert left == pytest.approx(45 - used, abs=0.06)
+
+
+def member_of(gang, rank: int) -> str:
+    """The instance holding ``rank`` in the first attempt."""
+    return Member.decode(gang.store.get_bytes(KEYS.member(0, rank))).instance
