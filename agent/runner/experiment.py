@@ -8,7 +8,9 @@ the final status. The status is recorded only after the final sync, so an ended 
 has all its files. A notice (spot, ``gridctl interrupt``, the instance going away)
 SIGTERMs the script and SIGKILLs it when waiting longer would leave too little time for
 the final sync, but never before half the notice's window has passed; the attempt then
-ends ``interrupted``.
+ends ``interrupted``. A stop (``gridctl stop``, ``--max_runtime`` run out over the
+attempts, a node's ``--max_cost`` reached) SIGTERMs it and SIGKILLs it after the grace
+period; the attempt ends ``stopped`` with the stop's reason.
 
 The script sees exactly the spec's environment (locally its submitter's) over the base the
 backend passes (on a node, the node's), plus gridctl's own variables: nothing of whoever
