@@ -90,6 +90,8 @@ def plan_json(plan: RunPlan, estimate: Estimate | None = None) -> dict:
     data: dict = {
         "run": plan.name,
         "disk_size": plan.disk_size,
+        "max_runtime": plan.max_runtime,
+        "max_cost": plan.max_cost,
         "source": source_json(plan.source),
         "experiments": [
             {"name": e.name, "params": e.params, "argv": list(e.argv), "nodes": plan.nodes}

@@ -223,6 +223,8 @@ def test_dry_run_prints_the_exact_experiments(gridctl, project):
     assert json.loads(result.stdout) == {
         "run": "dry",
         "disk_size": None,  # no AWS instance, so no root disk to size
+        "max_runtime": None,
+        "max_cost": None,
         # The project is in no git work tree: where its code came from is unknown.
         "source": {"git_url": None, "ref": None, "commit": None, "dirty": None},
         # This machine is the user's own: nothing to pay.

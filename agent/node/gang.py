@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from gridctl.agent.core import state
 from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest, StatusRecord
 from gridctl.agent.core.gang import LOST_PEER_REASON, Rendezvous, combine
+from gridctl.agent.core.guards import runtime_used
 from gridctl.agent.core.resources import Capacity
 from gridctl.agent.core.s3store import S3Store
 from gridctl.agent.core.scheduler import request_for, schedule
@@ -343,6 +344,8 @@ class GangNode:
             recorder.finished(State.FAILED, None, f"it does not fit this machine ({capacity})")
             return Part(recorder.outcome, member.leaving)
         (allocation,) = allocations
+        stored = self._status()
+        used = runtime_used(StatusRecord.from_json(stored).attempts) if stored else 0.0
         runner = ExperimentRunner(
             spec,
             self.store,
@@ -356,9 +359,11 @@ class GangNode:
             resume_count=attempt,
             gang=member,
             images=node.images,
+            runtime_used=used,
         )
         recorder.exited_at = lambda: runner.exited_at
         node.broadcast.join(RankOfMachine(runner, member))
+        node.halt.join(runner)
         done = threading.Event()
 
         helpers = [
