@@ -120,3 +120,27 @@ def nodes(key: str, value: Any) -> int | None:
 
     count = whole_number(0)(key, value)
     return check_count(count, key) if count else None
+
+
+def duration(key: str, value: Any) -> str:
+    """``90s``, ``30m``, ``2h``: kept as written, since the flag is read the same way."""
+    from gridctl.agent.core.guards import GuardError, parse_duration
+
+    if not isinstance(value, str):
+        fail(key, f"must be a duration such as 90s, 30m or 2h, not {shown(value)}")
+    try:
+        parse_duration(value, key)
+    except GuardError as exc:
+        raise GridctlError(str(exc)) from None
+    return value
+
+
+def budget(key: str, value: Any) -> float:
+    from gridctl.agent.core.guards import GuardError, check_budget
+
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        fail(key, f"must be an amount of USD such as 25 or 0.5, not {shown(value)}")
+    try:
+        return check_budget(value, key)
+    except GuardError as exc:
+        raise GridctlError(str(exc)) from None

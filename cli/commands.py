@@ -31,6 +31,7 @@ from gridctl.infra import amis, terraform
 
 if TYPE_CHECKING:
     from gridctl.agent.core.s3store import S3Store
+    from gridctl.cli.estimate import Estimate
 
 POLL = 0.2
 
@@ -129,6 +130,25 @@ def plan(
         # No environment yet, so no AMI of the user's own: runs would boot the default ones.
         amis.image_for(result.instance_type.name, result.instance_type.gpu_model, None)
     return result
+
+
+def estimate(plan: RunPlan, home: Path) -> Estimate:
+    """What the plan costs per hour: from AWS as the environment's account (or, before
+    ``gridctl up``, as the user's credentials in the default region), else the shipped table;
+    never an error, so a dry run works offline."""
+    from gridctl.cli import estimate as estimates
+    from gridctl.infra import environment
+    from gridctl.infra.aws import Account
+    from gridctl.infra.prices import Prices
+
+    if plan.cloud != "aws" or plan.instance_type is None:
+        return estimates.free(plan)
+    record = environment.load(home)
+    account = record.account if record else Account(plan.credential, _default_region())
+    prices = Prices(account, account.region, home)
+    lookup = prices.spot if plan.use_spot else prices.on_demand
+    name = plan.instance_type.name
+    return estimates.priced(plan, lookup([name]).get(name))
 
 
 @contextlib.contextmanager
@@ -258,8 +278,9 @@ def status(home: Path, name: str) -> RunStatus | ExperimentStatus:
     """A run's status, or one experiment's when ``name`` is an experiment."""
     backend = _find(home, name)
     if backend.run_exists(name):
-        return backend.run(name)
-    (experiment,) = backend.experiments([name])
+        run = backend.run(name)
+        return dataclasses.replace(run, experiments=tuple(backend.explain_waits(run.experiments)))
+    (experiment,) = backend.explain_waits(backend.experiments([name]))
     return experiment
 
 

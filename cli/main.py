@@ -97,8 +97,10 @@ Code from a repository: --git URL@REF runs SCRIPT as it is in that branch, tag o
 (fetched here with your own git and credentials; the machines get only the files), and a
 GitHub file link https://github.com/OWNER/REPO/blob/REF/PATH as SCRIPT means the same.
 
-With --dry-run --output json prints {"run", "source", "experiments": [{"name", "params",
-"argv", "nodes"}]};
+With --dry-run --output json prints {"run", "source", "price_per_hour", "price_source",
+"experiments": [{"name", "params", "argv", "nodes", "price_per_hour"}]}: USD per hour while
+every experiment runs (0 locally, null where unknown; an experiment on a shared machine
+pays its GPUs' part of it; spot: the region's highest current zone price);
 with --wait --output json, the final status as `gridctl status RUN --output json` does.
 Exit codes: 0 ok, 1 an experiment did not succeed (--wait/--follow), 2 bad input.
 """
@@ -171,10 +173,11 @@ def run(
             f" mounted read-only at {plan.datastore_mount_dir}"
         )
     if dry_run:
+        estimate = commands.estimate(plan, home)
         if output is Output.json:
-            views.print_json(views.plan_json(plan))
+            views.print_json(views.plan_json(plan, estimate))
         else:
-            _console().print(views.plan_table(plan))
+            _console().print(views.plan_table(plan, estimate))
         return
 
     backend = commands.backend_for(home, plan.cloud)
@@ -323,6 +326,9 @@ def _follow_run(home: Path, run_name: str) -> None:
     " for GRIDCTL_LOST_AFTER seconds (default 600) is recorded failed and its machine's"
     " group scaled to zero (with --auto_resume and the instance gone, its replacement takes"
     " it over instead)."
+    " A queued experiment's reason says why it waits: locally which resource is short; on"
+    " AWS, while its group cannot launch, AWS's message from the group's latest scaling"
+    " activity (e.g. no capacity, a vCPU or spot limit)."
 )
 def status(
     name: str | None = typer.Argument(None, metavar="[RUN_OR_EXPERIMENT]"),

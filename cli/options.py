@@ -130,6 +130,20 @@ class RunSettings:
         " this much work is lost when a machine dies with no notice",
         envvar="GRIDCTL_SYNC_INTERVAL",
     )
+    max_runtime: str | None = option(
+        help="stop each experiment once its attempts together have run this long, its"
+        " preparation included: 90s, 30m, 2h, 1h30m (as gridctl stop would: SIGTERM, grace,"
+        " artifacts kept)",
+        config="compute.train.max_runtime",
+        check=checks.duration,
+    )
+    max_cost: float | None = option(
+        help="USD the whole run may cost: once its instances have cost this much, its"
+        " experiments are stopped and those not started never start (local runs cost nothing)",
+        config="compute.train.max_cost",
+        check=checks.budget,
+        backends=AWS,
+    )
     strategy: str = option(
         "grid_search",
         "grid_search, random_search or none",

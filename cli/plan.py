@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridctl.agent.core.guards import GuardError, check_budget, parse_duration
 from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Scratch, Source
 from gridctl.agent.core.venvkey import DependencyFileError, dependency_files
 from gridctl.cli import sweep
@@ -95,6 +96,10 @@ class RunPlan:
     dependency_file: str | None = None
     venv: bool = True
     image: str | None = None
+    max_runtime: float | None = None
+    """Seconds each experiment may run over its attempts (``--max_runtime``)."""
+    max_cost: float | None = None
+    """USD the run may cost (``--max_cost``)."""
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -129,6 +134,8 @@ class RunPlan:
             dependency_file=self.dependency_file,
             venv=self.venv,
             image=self.image,
+            max_runtime=self.max_runtime,
+            max_cost=self.max_cost,
         )
 
 
@@ -165,6 +172,16 @@ def _absolute(flag: str, path: str) -> str:
     if not path.startswith("/"):
         raise GridctlError(f"{flag} must be an absolute path, got {path!r}")
     return path
+
+
+def _guards(settings: RunSettings) -> tuple[float | None, float | None]:
+    """``--max_runtime`` in seconds and ``--max_cost`` in USD, None where not given."""
+    try:
+        runtime = None if settings.max_runtime is None else parse_duration(settings.max_runtime)
+        cost = None if settings.max_cost is None else check_budget(settings.max_cost)
+    except GuardError as exc:
+        raise GridctlError(str(exc)) from None
+    return runtime, cost
 
 
 def _validate_name(name: str | None, run_exists: Callable[[str], bool]) -> str:
@@ -250,6 +267,7 @@ def plan_run(
         check_disk_size(s.disk_size)
     if datastore_version is not None and s.datastore_name is None:
         raise GridctlError("--datastore_version needs --datastore_name")
+    max_runtime, max_cost = _guards(s)
 
     seed = s.seed if s.seed is not None else secrets.randbits(31)
     args = merge_params(list(options.script_args), cfg.params)
@@ -310,6 +328,8 @@ def plan_run(
         dependency_file=s.dependency_file,
         venv=not s.no_env,
         image=s.image,
+        max_runtime=max_runtime,
+        max_cost=max_cost,
         warnings=_ignored_locally(cloud, s) + code.warnings + expansion.warnings,
         notes=tuple(notes),
     )

@@ -19,6 +19,7 @@ from gridctl.cli.sweep import format_value
 
 if TYPE_CHECKING:
     from gridctl.cli.commands import Teardown
+    from gridctl.cli.estimate import Estimate
 
 STATE_STYLES = {
     "queued": "dim",
@@ -99,16 +100,25 @@ def source_text(source: Source | None) -> str:
     return source.short + ("+" if source.dirty else "")
 
 
-def plan_json(plan: RunPlan) -> dict:
-    return {
+def plan_json(plan: RunPlan, estimate: Estimate | None = None) -> dict:
+    """With an ``estimate`` (a dry run), each experiment's and the sweep's USD per hour."""
+    data: dict = {
         "run": plan.name,
         "disk_size": plan.disk_size,
+        "max_runtime": plan.max_runtime,
+        "max_cost": plan.max_cost,
         "source": source_json(plan.source),
         "experiments": [
             {"name": e.name, "params": e.params, "argv": list(e.argv), "nodes": plan.nodes}
             for e in plan.experiments
         ],
     }
+    if estimate is not None:
+        for e in data["experiments"]:
+            e["price_per_hour"] = estimate.per_experiment[e["name"]]
+        data["price_per_hour"] = estimate.total
+        data["price_source"] = estimate.source
+    return data
 
 
 def experiment_json(e: ExperimentStatus) -> dict:
@@ -310,14 +320,27 @@ def _nodes_hint(nodes: int) -> str:
     return f" ({nodes} nodes)" if nodes > 1 else ""
 
 
-def plan_table(plan: RunPlan):
+def plan_table(plan: RunPlan, estimate: Estimate):
+    """One row per experiment with its price per hour, then the sweep's (and where prices
+    came from)."""
     table = _table(
         f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
-        ("experiment", "command"),
+        ("experiment", "price", "command"),
     )
     for e in plan.experiments:
-        table.add_row(e.name + _nodes_hint(plan.nodes), _escape(shlex.join(e.argv)))
+        table.add_row(
+            e.name + _nodes_hint(plan.nodes),
+            _hourly(estimate.per_experiment[e.name]),
+            _escape(shlex.join(e.argv)),
+        )
+    source = f"({estimate.source})" if estimate.source else ""
+    table.add_row("all", _hourly(estimate.total), source)
     return table
+
+
+def _hourly(usd: float | None) -> str:
+    """``$0.526/h``; ``price unknown`` where no price was found."""
+    return "price unknown" if usd is None else f"${usd:.4g}/h"
 
 
 def _escape(text: str) -> str:

@@ -45,6 +45,14 @@ def test_a_machine_carries_its_instance_types_capacity():
     assert (machine.cpus, machine.gpus, machine.memory) == (48.0, 4, 192 << 30)
 
 
+def test_a_machine_says_whether_its_nodes_are_spot_instances():
+    """Its nodes charge the spot price history's figure, or the on-demand price."""
+    on_demand = plan("g4dn.xlarge", 2, gpus=1)
+    assert {m.spot for m in machines_for(on_demand)} == {False}
+    spot = dataclasses.replace(on_demand, use_spot=True)
+    assert {m.spot for m in machines_for(spot)} == {True}
+
+
 def test_cpus_limit_sharing_too():
     assert layout(plan("4_t4_16gb", 2, gpus=1, cpus=30)) == [
         ("r-exp0", ("r-exp0",)),

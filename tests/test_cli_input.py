@@ -127,6 +127,7 @@ def test_the_one_element_list_escape_reaches_the_script_as_is(gridctl, script, p
             "params": {"lr": "unifrom(0,1,3)", "opt": "Adam(lr)"},
             "argv": ["python", "train.py", "--lr", "unifrom(0,1,3)", "--opt=Adam(lr)"],
             "nodes": 1,
+            "price_per_hour": 0.0,
         }
     ]
     result = gridctl("run", "--wait", "--name", "escaped", script, *args)

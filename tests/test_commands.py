@@ -4,6 +4,7 @@ real backends being driven end to end elsewhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -89,6 +90,14 @@ class MemoryBackend:
                 raise GridctlError(f"no run or experiment named {name!r}")
         return list(found.values())
 
+    def explain_waits(self, experiments: Sequence[ExperimentStatus]) -> list[ExperimentStatus]:
+        """Each queued experiment waits "for room", and the call is counted."""
+        self.calls.append(("explain_waits", tuple(e.name for e in experiments)))
+        return [
+            dataclasses.replace(e, reason="for room") if e.status == "queued" else e
+            for e in experiments
+        ]
+
     def logs(
         self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
     ) -> Iterator[str]:
@@ -158,6 +167,22 @@ def test_a_name_is_found_in_whichever_backend_knows_it(world):
     run = commands.status(world.home, "there")
     assert isinstance(run, RunStatus)
     assert run.status == "failed"
+
+
+def test_status_shows_why_experiments_wait_and_lookups_do_not_ask(world):
+    world.other.add("mixed", "queued", "running")
+    run = commands.status(world.home, "mixed")
+    assert isinstance(run, RunStatus)
+    assert [e.reason for e in run.experiments] == ["for room", None]
+    experiment = commands.status(world.home, "mixed-exp0")
+    assert isinstance(experiment, ExperimentStatus) and experiment.reason == "for room"
+    assert world.calls() == [
+        ("explain_waits", ("mixed-exp0", "mixed-exp1")),
+        ("explain_waits", ("mixed-exp0",)),
+    ]
+    commands.logs(world.home, "mixed-exp0", follow=False, tail=None)
+    assert commands.run_status(world.home, "mixed").experiments[0].reason is None
+    assert [call for call, _ in world.calls()] == ["explain_waits", "explain_waits", "logs"]
 
 
 def test_runs_of_every_backend_come_oldest_first(world):

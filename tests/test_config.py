@@ -44,6 +44,8 @@ compute:
       WANDB_PROJECT: "cifar"
       OMP_NUM_THREADS: 4
     disk_size: 200
+    max_runtime: 12h
+    max_cost: 150
     dependency_file_info:
       package_manager: pip
       path: requirements-gpu.txt
@@ -105,6 +107,8 @@ def test_realistic_grid_file_round_trip(tmp_path: Path) -> None:
             scratch_size=100,
             scratch_mount_path="/scratch",
             disk_size=200,
+            max_runtime="12h",
+            max_cost=150,
             framework="lightning",
             strategy="random_search",
             trials=4,

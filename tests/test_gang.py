@@ -118,9 +118,17 @@ def test_failures_after_the_alarm_are_the_interruptions_doing() -> None:
     assert combine(before, 2, alarm) == (State.FAILED, 1, "node 0: why")
 
 
-def test_a_stopped_gang_is_stopped() -> None:
+def test_a_stopped_gang_is_stopped_for_its_first_stopped_ranks_reason() -> None:
     ends = {0: end(0, State.SUCCEEDED, 1.0), 1: end(1, State.STOPPED, 2.0)}
-    assert combine(ends, 2) == (State.STOPPED, None, "stopped by user")
+    assert combine(ends, 2) == (State.STOPPED, None, "why")
+    limit = "ran longer than --max_runtime 5s"
+    ends = {
+        0: RankEnd(0, State.STOPPED, 143, "stopped by user", 3.0),
+        1: RankEnd(1, State.STOPPED, 143, limit, 2.0),
+    }
+    assert combine(ends, 2) == (State.STOPPED, None, limit)
+    unsaid = {0: RankEnd(0, State.STOPPED, 143, None, 3.0), 1: end(1, State.SUCCEEDED, 1.0)}
+    assert combine(unsaid, 2) == (State.STOPPED, None, "stopped by user")
 
 
 def test_ends_and_alarm_are_recorded_once(store: LocalStore) -> None:

@@ -223,14 +223,20 @@ def test_dry_run_prints_the_exact_experiments(gridctl, project):
     assert json.loads(result.stdout) == {
         "run": "dry",
         "disk_size": None,  # no AWS instance, so no root disk to size
+        "max_runtime": None,
+        "max_cost": None,
         # The project is in no git work tree: where its code came from is unknown.
         "source": {"git_url": None, "ref": None, "commit": None, "dirty": None},
+        # This machine is the user's own: nothing to pay.
+        "price_per_hour": 0.0,
+        "price_source": None,
         "experiments": [
             {
                 "name": f"dry-exp{i}",
                 "params": {"lr": lr, "opt": opt},
                 "argv": ["python", "train.py", "--lr", text, "--opt", opt, "--flag"],
                 "nodes": 1,
+                "price_per_hour": 0.0,
             }
             for i, (lr, text, opt) in enumerate(
                 [

@@ -316,7 +316,7 @@ def test_a_gang_waits_whole_and_later_experiments_wait_behind_it(gridctl, projec
 
     gridctl.wait_until(
         lambda: (
-            reason("gang") == "waiting for 2 x 1 CPU(s): 1 free"
+            reason("gang") == f"waiting for 2 x 1 CPU: 1 of {cores} free"
             and reason("small")
             == "waiting behind gang-exp0: a gang that waits for room starts first"
         )

@@ -140,6 +140,23 @@ def test_a_mount_dir_never_changes_under_a_running_experiment(gridctl, hold, tmp
     assert gridctl.experiment("rb", "rb-exp0")["reason"] is None
 
 
+def test_a_queued_experiment_says_which_resource_is_short(gridctl, hold, tmp_path):
+    cores = os.cpu_count() or 1
+    go = tmp_path / "go"
+    assert gridctl("run", "--name", "all", "--cpus", str(cores), "hold.py", str(go)).returncode == 0
+    gridctl.wait_until(lambda: running(gridctl, "all", 1))
+    assert gridctl("run", "--name", "next", "--cpus", "1", "hold.py", str(go)).returncode == 0
+    waiting = f"waiting for 1 CPU: 0 of {cores} free"
+    gridctl.wait_until(lambda: gridctl.experiment("next", "next-exp0")["reason"] == waiting)
+    assert gridctl.experiment("next", "next-exp0")["status"] == "queued"
+    for shown in (gridctl("status", "next").stdout, gridctl("status", "next-exp0").stdout):
+        assert f"queued ({waiting})" in " ".join(shown.split())
+    go.touch()
+    gridctl.wait_until(lambda: ended(gridctl, "all") and ended(gridctl, "next"))
+    assert gridctl.experiment("next", "next-exp0")["status"] == "succeeded"
+    assert gridctl.experiment("next", "next-exp0")["reason"] is None
+
+
 def test_cpus_pin_cores_and_set_thread_counts_unless_the_user_did(gridctl, hold, tmp_path):
     go = tmp_path / "go"
     cores = len(os.sched_getaffinity(0))

@@ -97,12 +97,12 @@ def test_a_mount_path_holds_one_datastore_version_at_a_time():
 def test_waiting_names_the_resource_that_is_short():
     full = [Allocation("r", 4, 4 << 30, (0, 1))]
     assert waiting([Request("g", 0, 1, 0), Request("c", 1, 0, 0)], full, MACHINE) == {
-        "g": "waiting for 1 GPU(s): 0 free",
-        "c": "waiting for 1 CPU(s): 0 free",
+        "g": "waiting for 1 GPU: 0 of 2 free",
+        "c": "waiting for 1 CPU: 0 of 4 free",
     }
     half = [Allocation("r", 1, 6 << 30, ())]
     assert waiting([Request("m", 1, 0, 3 << 30)], half, MACHINE) == {
-        "m": "waiting for 3 GiB of memory: 2 GiB free"
+        "m": "waiting for 3 GiB of memory: 2 GiB of 8 GiB free"
     }
 
 
@@ -125,9 +125,9 @@ def test_a_waiting_gang_names_what_all_its_nodes_need():
     assert waiting(
         [gang("c", 2, cpus=2), gang("g", 2, gpus=1), gang("m", 2, memory=2 << 30)], full, MACHINE
     ) == {
-        "c": "waiting for 2 x 2 CPU(s): 2 free",
-        "g": "waiting for 2 x 1 GPU(s): 1 free",
-        "m": "waiting for 2 x 2 GiB of memory: 2 GiB free",
+        "c": "waiting for 2 x 2 CPUs: 2 of 4 free",
+        "g": "waiting for 2 x 1 GPU: 1 of 2 free",
+        "m": "waiting for 2 x 2 GiB of memory: 2 GiB of 8 GiB free",
     }
 
 
@@ -172,12 +172,12 @@ def test_two_gangs_competing_start_one_after_the_other_in_queue_order():
     queued = [gang("g1", 2, cpus=2), gang("g2", 2)]
     assert schedule(queued, running, MACHINE) == []  # g2 would fit, but g1 is first
     assert waiting(queued, running, MACHINE) == {
-        "g1": "waiting for 2 x 2 CPU(s): 2 free",
+        "g1": "waiting for 2 x 2 CPUs: 2 of 4 free",
         "g2": "waiting behind g1: a gang that waits for room starts first",
     }
     running = schedule(queued, [], MACHINE)
     assert [(a.name, a.rank) for a in running] == [("g1", 0), ("g1", 1)]
-    assert waiting(queued[1:], running, MACHINE) == {"g2": "waiting for 2 x 1 CPU(s): 0 free"}
+    assert waiting(queued[1:], running, MACHINE) == {"g2": "waiting for 2 x 1 CPU: 0 of 4 free"}
     assert [(a.name, a.rank) for a in schedule(queued[1:], [], MACHINE)] == [("g2", 0), ("g2", 1)]
 
 

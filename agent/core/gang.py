@@ -161,8 +161,9 @@ def combine(
     if alarm is not None or interrupted:
         heard = next((e.reason for e in sorted(interrupted, key=_order) if e.reason), None)
         return State.INTERRUPTED, None, (alarm.reason if alarm else None) or heard
-    if any(e.status == State.STOPPED for e in ends.values()):
-        return State.STOPPED, None, STOPPED_BY_USER
+    stopped = sorted((e for e in ends.values() if e.status == State.STOPPED), key=_order)
+    if stopped:
+        return State.STOPPED, None, stopped[0].reason or STOPPED_BY_USER
     return State.SUCCEEDED, 0, None
 
 

@@ -76,6 +76,11 @@ def request_for(spec: ExperimentSpec, nodes: int = 1) -> Request:
     return Request(spec.name, spec.cpus, spec.gpus, spec.memory, mounts, nodes)
 
 
+def _count(amount: float, unit: str) -> str:
+    """``1 GPU``, ``2 GPUs``, ``0.5 CPU``."""
+    return f"{amount:g} {unit}" + ("s" if amount > 1 else "")
+
+
 def _times(request: Request, amount: str) -> str:
     """``2 x 4`` for a gang of two nodes of 4 each."""
     return amount if request.nodes == 1 else f"{request.nodes} x {amount}"
@@ -116,19 +121,21 @@ class _Free:
                 return f"waiting for {mount.path}: {holder} has {content} mounted there"
         return None
 
-    @staticmethod
-    def _short(request: Request, cpus: float, gpus: int, memory: int) -> str | None:
-        """Which resource is short for all of the request's nodes, if any (what is held
-        beyond what is free counts as none free)."""
-        k = request.nodes
+    def _short(self, request: Request, cpus: float, gpus: int, memory: int) -> str | None:
+        """Which resource is short for all of the request's nodes, if any, and how much of
+        the machine's is free (what is held beyond what is free counts as none free)."""
+        k, c = request.nodes, self.capacity
         cpus, gpus, memory = max(cpus, 0.0), max(gpus, 0), max(memory, 0)
         if request.gpus * k > gpus:
-            return f"waiting for {_times(request, str(request.gpus))} GPU(s): {gpus} free"
+            wanted = _times(request, _count(request.gpus, "GPU"))
+            return f"waiting for {wanted}: {gpus} of {c.gpus} free"
         if request.cpus * k > cpus + 1e-9:
-            return f"waiting for {_times(request, f'{request.cpus:g}')} CPU(s): {cpus:g} free"
+            wanted = _times(request, _count(request.cpus, "CPU"))
+            return f"waiting for {wanted}: {cpus:g} of {c.cpus:g} free"
         if request.memory * k > memory:
             wanted = _times(request, format_bytes(request.memory))
-            return f"waiting for {wanted} of memory: {format_bytes(memory)} free"
+            free = f"{format_bytes(memory)} of {format_bytes(c.memory)}"
+            return f"waiting for {wanted} of memory: {free} free"
         return None
 
     def blocker(self, request: Request) -> str | None:

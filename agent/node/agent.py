@@ -30,12 +30,14 @@ from gridctl.agent.core.contract import (
     StatusRecord,
     machine_key,
 )
+from gridctl.agent.core.guards import runtime_used
 from gridctl.agent.core.resources import Capacity
 from gridctl.agent.core.s3store import S3Store, boto_config
 from gridctl.agent.core.scheduler import Allocation, Request, request_for, schedule
 from gridctl.agent.core.spec import ExperimentSpec, MachineSpec, Scratch
 from gridctl.agent.core.state import ACTIVE_STATES, LOST_REASON, State
-from gridctl.agent.node.controls import Broadcast, watch_controls
+from gridctl.agent.node.budget import budget_of, watching
+from gridctl.agent.node.controls import Broadcast, Halt, watch_controls
 from gridctl.agent.node.ecr import EcrLogin
 from gridctl.agent.node.imds import Identity, IMDSClient, IMDSError
 from gridctl.agent.node.ledger import Meter, Price, price_of, share_of
@@ -108,6 +110,7 @@ class Node:
     venvs: NodeVenvs | None = None
     """The scripts' Python environments; None: scripts run on the node's PATH as it is."""
     broadcast: Broadcast = field(default_factory=Broadcast)
+    halt: Halt = field(default_factory=Halt)
     disks: Disks = field(default_factory=Disks)
     images: Images = field(default_factory=Images)
 
@@ -135,7 +138,9 @@ class Node:
             self.mount_scratch(scratch)
         if any(job.spec.datastore for job in jobs):
             self.mount_instance_store()
-        outcomes = self.run_all(jobs, machine)
+        budget = budget_of(store, (job.spec for job in jobs))
+        with watching(budget, self.halt, self.settings.budget_interval):
+            outcomes = self.run_all(jobs, machine)
         if None in outcomes:
             self.scale_to_zero()
             return 1
@@ -170,7 +175,8 @@ class Node:
             self.mount_scratch(spec.scratch)
         if spec.datastore is not None:
             self.mount_instance_store()
-        return GangNode(self, store, machine, spec, address).serve()
+        with watching(budget_of(store, [spec]), self.halt, self.settings.budget_interval):
+            return GangNode(self, store, machine, spec, address).serve()
 
     def mount_scratch(self, scratch: Scratch) -> None:
         """The launch template's scratch disk, once for all the machine's experiments."""
@@ -374,8 +380,10 @@ class Node:
             before_launch=self.preparing(recorder.store, job.spec),
             resume_count=recorder.record.resumes,
             images=self.images,
+            runtime_used=runtime_used(recorder.record.attempts),
         )
         self.broadcast.join(runner)
+        self.halt.join(runner)
         done = threading.Event()
         helpers = [
             threading.Thread(

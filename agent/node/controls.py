@@ -57,6 +57,37 @@ class Broadcast:
             runner.notice(notice)
 
 
+class Stoppable(Protocol):
+    def request_stop(self, reason: str) -> object: ...
+
+
+class Halt:
+    """A stop of every experiment on the machine for one reason (the run's budget): those
+    running when it comes, and any that start after."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runners: list[Stoppable] = []
+        self.reason: str | None = None
+
+    def join(self, runner: Stoppable) -> None:
+        with self._lock:
+            self._runners.append(runner)
+            reason = self.reason
+        if reason is not None:
+            runner.request_stop(reason)
+
+    def halt(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            runners = list(self._runners)
+        say(reason)
+        for runner in runners:
+            runner.request_stop(reason)
+
+
 def read_interrupt(store: S3Store, keys: ExperimentKeys) -> InterruptRequest | None:
     """``control/interrupt``, written by ``gridctl interrupt``."""
     try:

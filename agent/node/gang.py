@@ -29,6 +29,7 @@ from functools import cached_property
 from gridctl.agent.core import state
 from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest, StatusRecord
 from gridctl.agent.core.gang import LOST_PEER_REASON, Rendezvous, combine
+from gridctl.agent.core.guards import runtime_used
 from gridctl.agent.core.resources import Capacity
 from gridctl.agent.core.s3store import S3Store
 from gridctl.agent.core.scheduler import request_for, schedule
@@ -363,6 +364,8 @@ class GangNode:
             gpus=gpus,
             beat_interval=self.gang_settings.beat_interval,
         )
+        stored = self._status()
+        used = runtime_used(StatusRecord.from_json(stored).attempts) if stored else 0.0
         runner = ExperimentRunner(
             spec,
             self.store,
@@ -376,9 +379,11 @@ class GangNode:
             resume_count=attempt,
             gang=member,
             images=node.images,
+            runtime_used=used,
         )
         recorder.exited_at = lambda: runner.exited_at
         node.broadcast.join(RankOfMachine(runner, member))
+        node.halt.join(runner)
         done = threading.Event()
 
         helpers = [

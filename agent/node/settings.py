@@ -39,6 +39,9 @@ class NodeSettings:
     a peer's failure or interruption reaches every node."""
     master_port: int = MASTER_PORT
     """The port rank 0 offers the gang (``MASTER_PORT``)."""
+    budget_interval: float = 60.0
+    """Seconds between looks at the run's ledger when it has a budget (``--max_cost``): one
+    LIST and a GET per open charge each, and how far past the cap a run may go."""
 
     @classmethod
     def from_env(cls, runner: RunnerSettings) -> NodeSettings:
@@ -55,6 +58,7 @@ class NodeSettings:
             gang_timeout=float(env.get("GRIDCTL_GANG_TIMEOUT", cls.gang_timeout)),
             gang_interval=float(env.get("GRIDCTL_GANG_INTERVAL", cls.gang_interval)),
             master_port=int(env.get("GRIDCTL_MASTER_PORT", cls.master_port)),
+            budget_interval=float(env.get("GRIDCTL_BUDGET_INTERVAL", cls.budget_interval)),
         )
 
     def workspace(self, experiment: str, disks: Disks | None = None) -> Workspace:

@@ -8,7 +8,9 @@ the final status. The status is recorded only after the final sync, so an ended 
 has all its files. A notice (spot, ``gridctl interrupt``, the instance going away)
 SIGTERMs the script and SIGKILLs it when waiting longer would leave too little time for
 the final sync, but never before half the notice's window has passed; the attempt then
-ends ``interrupted``.
+ends ``interrupted``. A stop (``gridctl stop``, ``--max_runtime`` run out over the
+attempts, a node's ``--max_cost`` reached) SIGTERMs it and SIGKILLs it after the grace
+period; the attempt ends ``stopped`` with the stop's reason.
 
 The script sees exactly the spec's environment (locally its submitter's) over the base the
 backend passes (on a node, the node's), plus gridctl's own variables: nothing of whoever
@@ -42,6 +44,7 @@ from gridctl.agent.core.gang import (
     Place,
     node_name,
 )
+from gridctl.agent.core.guards import format_duration, runtime_reason
 from gridctl.agent.core.limits import MemoryLimit, limit_memory, pin, thread_variables
 from gridctl.agent.core.logs import note, pump
 from gridctl.agent.core.spec import ExperimentSpec
@@ -230,6 +233,7 @@ class ExperimentRunner:
         resume_count: int = 0,
         gang: GangSide | None = None,
         images: container.Images | None = None,
+        runtime_used: float = 0.0,
     ) -> None:
         """``cpu_ids`` are the scheduler's cores, used when the spec pins its CPUs;
         ``base_env`` lies under the spec's environment (none locally, where the spec holds
@@ -237,7 +241,9 @@ class ExperimentRunner:
         unpacked (see BeforeLaunch). ``resume_count`` > 0 restores the previous attempts' artifacts
         before the start. ``gang`` makes this one rank of a multi-node experiment: its own
         artifacts, and a start only once every node is ready. ``images`` makes a spec's
-        image ready (``--image``): the machine's, which pulls each image once."""
+        image ready (``--image``): the machine's, which pulls each image once.
+        ``runtime_used`` is the seconds the earlier attempts ran, which the spec's
+        ``max_runtime`` is less for this one."""
         self.spec = spec
         self.store = store
         self.workspace = workspace
@@ -249,6 +255,7 @@ class ExperimentRunner:
         self.before_launch = before_launch
         self.resume_count = resume_count
         self.gang = gang
+        self.runtime_used = runtime_used
         self.images = images or container.Images()
         self._docker: str | None = None
         """The docker CLI, once the spec's image is ready."""
@@ -258,6 +265,7 @@ class ExperimentRunner:
         self._place: Place | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stop_reason = STOPPED_BY_USER
         self._exited = threading.Event()
         self._interrupt: Notice | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -281,11 +289,13 @@ class ExperimentRunner:
     def artifact_prefix(self) -> str:
         return ExperimentKeys(self.spec.run, self.spec.name).artifacts_of(self.rank)
 
-    def request_stop(self) -> None:
-        """SIGTERM the script's process group now and SIGKILL it after the grace period."""
+    def request_stop(self, reason: str = STOPPED_BY_USER) -> None:
+        """SIGTERM the script's process group now and SIGKILL it after the grace period;
+        the experiment ends ``stopped`` with ``reason`` (the first stop's)."""
         with self._lock:
             if self._stop.is_set() or self._interrupt is not None:
                 return
+            self._stop_reason = reason
             self._stop.set()
             proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -397,10 +407,14 @@ class ExperimentRunner:
         return self.workspace.mount_root / scratch.mount_path.lstrip("/") / self.own_name
 
     def run(self) -> Outcome:
+        limit = self._limit_runtime()
         try:
             outcome = self._run()
         except Exception as exc:  # the status is recorded on every exit path
             outcome = Outcome(State.FAILED, None, f"agent error: {exc!r}")
+        finally:
+            if limit is not None:
+                limit.cancel()
         with self._lock:
             self._exited.set()
         try:
@@ -409,6 +423,31 @@ class ExperimentRunner:
             self._log(f"cannot clean up after the experiment: {exc}")
         self.recorder.finished(outcome.status, outcome.exit_code, outcome.reason)
         return outcome
+
+    def _limit_runtime(self) -> threading.Timer | None:
+        """Stop the experiment once its attempts together have run ``max_runtime``: what
+        the earlier ones left, from this attempt's start."""
+        limit = self.spec.max_runtime
+        if limit is None:
+            return None
+        left = limit - self.runtime_used
+        if self.runtime_used:
+            self._log(
+                f"--max_runtime {format_duration(limit)}: {max(0.0, left):.1f} s left after"
+                f" the earlier attempts' {self.runtime_used:.1f} s"
+            )
+        if left <= 0:
+            self._runtime_over(limit)
+            return None
+        timer = threading.Timer(left, self._runtime_over, (limit,))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _runtime_over(self, limit: float) -> None:
+        reason = runtime_reason(limit)
+        self._log(f"{reason}: stopping it")
+        self.request_stop(reason)
 
     def _clean_up(self) -> None:
         """Give back what only this attempt used: its memory cgroup (or watchdog), the
@@ -486,6 +525,8 @@ class ExperimentRunner:
     def _run(self) -> Outcome:
         self.workspace.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.workspace.log_path.open("ab") as log:
+            if self._stop.is_set():  # before anything is fetched: a guard left no time
+                return Outcome(State.STOPPED, None, self._stop_reason)
             try:
                 sync = self._prepare(log)
             except Exception as exc:  # any failure to prepare fails the experiment
@@ -508,7 +549,7 @@ class ExperimentRunner:
                     if self._interrupt is not None:
                         return Outcome(State.INTERRUPTED, None, self._interrupt.reason)
                     if self._stop.is_set():
-                        return Outcome(State.STOPPED, None, STOPPED_BY_USER)
+                        return Outcome(State.STOPPED, None, self._stop_reason)
                     self._proc = self._launch(log)
             except OSError as exc:
                 note(log, f"cannot start {self.spec.argv[0]}: {exc}")
@@ -523,7 +564,7 @@ class ExperimentRunner:
             # Whatever the script did after the notice, this attempt did not complete.
             return Outcome(State.INTERRUPTED, exit_code, self._interrupt.reason)
         if self._stop.is_set():
-            return Outcome(State.STOPPED, exit_code, STOPPED_BY_USER)
+            return Outcome(State.STOPPED, exit_code, self._stop_reason)
         if code == 0:
             return Outcome(State.SUCCEEDED, 0, None)
         return Outcome(State.FAILED, exit_code, why)

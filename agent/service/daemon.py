@@ -32,6 +32,7 @@ from typing import BinaryIO
 from gridctl.agent.core import datastore
 from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest
 from gridctl.agent.core.gang import Rendezvous, node_name
+from gridctl.agent.core.guards import runtime_used
 from gridctl.agent.core.resources import Capacity, machine_capacity
 from gridctl.agent.core.scheduler import Allocation, request_for, schedule, waiting
 from gridctl.agent.core.spec import ExperimentSpec
@@ -330,6 +331,7 @@ class Dispatcher:
                 before_launch=_preparing(self.venvs, record.spec, member),
                 resume_count=record.resumes,
                 gang=member,
+                runtime_used=runtime_used(record.attempts),
             )
             if isinstance(recorder, _RankRecorder):
                 recorder.runner = runner

@@ -49,13 +49,17 @@ from gridctl.cli.backends.base import (
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.cli.machines import InstanceType, equivalent_types
 from gridctl.cli.plan import RunPlan
-from gridctl.infra import amis, environment, quotas, rootmodule, runs, zones
+from gridctl.infra import activities, amis, environment, quotas, rootmodule, runs, zones
 from gridctl.infra.aws import endpoint_url
 from gridctl.infra.errors import InfraError
+from gridctl.infra.prices import Prices
+from gridctl.infra.prices import sources as price_sources
 from gridctl.infra.wheel import build_agent_wheel
 
 STOP_WAIT = 60.0
 POLL = 2.0
+WAITING_STATES = (State.QUEUED, State.STARTING)
+"""Their group may be failing to launch: status says why."""
 
 
 def group_name(environment: str, machine: str) -> str:
@@ -78,11 +82,6 @@ def instance_types(plan: RunPlan) -> list[str]:
     if plan.use_spot:
         types += [t.name for t in equivalent_types(plan.instance_type)]
     return types
-
-
-STAND_IN_PRICES = {"t3.medium": 0.0416}
-"""On-demand USD/h in us-east-1 (AWS's public price list) until infra/prices.py fills
-``MachineSpec.prices`` from the Pricing API and the shipped table."""
 
 
 def machines_for(plan: RunPlan) -> list[MachineSpec]:
@@ -109,8 +108,6 @@ def machines_for(plan: RunPlan) -> list[MachineSpec]:
             memory=capacity.memory,
             nodes=plan.nodes,
             spot=plan.use_spot,
-            prices={t: STAND_IN_PRICES[t] for t in instance_types(plan) if t in STAND_IN_PRICES},
-            price_source="price table",
         )
         for index, members in enumerate(groups)
     ]
@@ -261,7 +258,15 @@ class AwsBackend:
         types = instance_types(plan)
         every = list(self.record.outputs["subnet_ids"])
         subnets = list(self._launch_subnets(types))
-        machines = machines_for(plan)
+        prices = Prices(self.account, self.record.region, self.home).on_demand(types)
+        machines = [
+            dataclasses.replace(
+                m,
+                prices={t: p.usd_per_hour for t, p in prices.items()},
+                price_source=price_sources(prices.values()),
+            )
+            for m in machines_for(plan)
+        ]
         run = {
             "name": plan.name,
             "backend": self.name,
@@ -459,6 +464,31 @@ class AwsBackend:
                 raise GridctlError(f"no run or experiment named {name!r} (see gridctl status)")
             found[name] = self._experiment(run, name)
         return list(found.values())
+
+    def explain_waits(self, experiments: Sequence[ExperimentStatus]) -> list[ExperimentStatus]:
+        """Queued or starting experiments whose group fails to launch get its latest scaling
+        activity as their reason: one call per such group, none for the others."""
+        waiting = [e for e in experiments if e.status in WAITING_STATES]
+        troubles: dict[tuple[str, str], str] = {}
+        for run in sorted({e.run for e in waiting}):
+            record = self._run_record(run)
+            if record is None:
+                continue
+            groups = _groups(record)
+            names = {e.name for e in waiting if e.run == run}
+            for machine, members in record["machines"].items():
+                if names.isdisjoint(members):
+                    continue
+                trouble = activities.launch_trouble(self.account, groups[machine])
+                if trouble is not None:
+                    troubles.update(((run, m), trouble) for m in members)
+        explained = []
+        for e in experiments:
+            trouble = troubles.get((e.run, e.name)) if e.status in WAITING_STATES else None
+            if trouble is not None:
+                e = dataclasses.replace(e, reason="; ".join(filter(None, (e.reason, trouble))))
+            explained.append(e)
+        return explained
 
     def logs(
         self, experiment: str, *, follow: bool, tail: int | None, node: int = 0

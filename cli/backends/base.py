@@ -164,6 +164,10 @@ class Backend(Protocol):
     def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
         """The experiments the names denote (a run name means all of its experiments)."""
 
+    def explain_waits(self, experiments: Sequence[ExperimentStatus]) -> list[ExperimentStatus]:
+        """The experiments as ``status`` shows them: those that wait with why, where their
+        records cannot tell (it may ask the cloud, so lookups of names do without it)."""
+
     def logs(
         self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
     ) -> Iterator[str]:

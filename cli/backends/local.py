@@ -164,6 +164,10 @@ class LocalBackend:
     def experiments(self, names: Sequence[str]) -> list[ExperimentStatus]:
         return [_status(r) for r in self._records(names)]
 
+    def explain_waits(self, experiments: Sequence[ExperimentStatus]) -> list[ExperimentStatus]:
+        """The daemon records why each queued experiment waits as it schedules."""
+        return list(experiments)
+
     def logs(
         self, experiment: str, *, follow: bool, tail: int | None, node: int = 0
     ) -> Iterator[str]:

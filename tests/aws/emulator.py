@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-MOTO_SERVER = str(Path(sys.executable).with_name("moto_server"))
+LAUNCHER = Path(__file__).with_name("motoserver.py")
+"""moto_server, with the scaling activities AWS records (see motoserver.py)."""
 REGION = "us-east-1"
 _SPACE = re.compile(r"\s*")
 
@@ -156,7 +157,8 @@ def start_moto(cert: Path, recording: Path | None = None) -> Moto:
     env = {**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)} if recording else None
     proc = subprocess.Popen(
         [
-            MOTO_SERVER,
+            sys.executable,
+            str(LAUNCHER),
             "-H",
             "127.0.0.1",
             "-p",

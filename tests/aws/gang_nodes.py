@@ -100,6 +100,7 @@ class Gang:
         nodes: int = 2,
         framework: str | None = None,
         auto_resume: bool = False,
+        max_runtime: float | None = None,
     ) -> None:
         for name, text in files.items():
             (project / name).write_text(text)
@@ -118,6 +119,7 @@ class Gang:
             auto_resume=auto_resume,
             nodes=nodes,
             framework=framework,
+            max_runtime=max_runtime,
         )
         self.store.put_bytes(KEYS.spec, spec.to_json().encode())
 

@@ -35,6 +35,7 @@ INTERVALS = {
     "GRIDCTL_HEARTBEAT_INTERVAL": "10",
     "GRIDCTL_LOG_INTERVAL": "5",
     "GRIDCTL_CONTROL_INTERVAL": "2",
+    "GRIDCTL_BUDGET_INTERVAL": "2",
 }
 """Simulated agents look at the bucket more often than real ones, whose defaults are chosen
 for the S3 request bill, so that tests do not wait on them; a test's own env wins."""

@@ -66,6 +66,8 @@ class Cloud:
         gpus: int = 0,
         auto_resume: bool = False,
         image: str | None = None,
+        max_runtime: float | None = None,
+        max_cost: float | None = None,
     ) -> None:
         """What ``gridctl run --cloud aws`` leaves in the bucket: a bundle, the machine's
         spec and one spec per experiment (each with ``argv`` and its own ``--index``)."""
@@ -86,6 +88,8 @@ class Cloud:
                 gpus=gpus,
                 auto_resume=auto_resume,
                 image=image,
+                max_runtime=max_runtime,
+                max_cost=max_cost,
             )
             self.store.put_bytes(f"runs/{RUN}/{name}/spec.json", spec.to_json().encode())
 

@@ -4,12 +4,17 @@ refused in one line; what launches only in part says so, or launches where it ca
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from conftest import Gridctl
 
-from .cloud import client
+from gridctl.agent.core.contract import machine_key
+from gridctl.agent.core.spec import MachineSpec
+from gridctl.infra.price_table import ON_DEMAND_USD_PER_HOUR
+
+from .cloud import client, first_bucket
 from .emulator import free_port
 from .service_quotas import ServiceQuotas
 
@@ -77,6 +82,11 @@ def test_quotas_and_zones_are_checked_before_anything_starts(
     denied = cloud(*gpu_spot, "--dry-run", "train.py")
     assert denied.returncode == 0, denied.stderr
     assert "L-3819A6DF not checked: Service Quotas answered AccessDeniedException" in denied.stderr
+    # Priced as the environment's account: moto's spot history (a placeholder figure).
+    priced = cloud(*gpu_spot, "--dry-run", "--output", "json", "train.py")
+    assert priced.returncode == 0, priced.stderr
+    planned = json.loads(priced.stdout)
+    assert (planned["price_per_hour"], planned["price_source"]) == (0.00001, "spot price history")
     unreachable = {
         **cloud.env,
         "AWS_ENDPOINT_URL_SERVICE_QUOTAS": f"http://127.0.0.1:{free_port()}",
@@ -116,3 +126,15 @@ def test_quotas_and_zones_are_checked_before_anything_starts(
     found = client(aws_env, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
     zoned = {g["AutoScalingGroupName"]: g["VPCZoneIdentifier"] for g in found}
     assert zoned == {f"gridctl-default-zoned-exp{i}": subnets["us-east-1a"] for i in range(2)}
+    # Each machine tells its nodes what they cost: moto has no Pricing API, so the table's
+    # on-demand figure of every type the group may launch.
+    s3 = client(aws_env, "s3")
+    for i in range(2):
+        key = machine_key("zoned", f"zoned-exp{i}")
+        body = s3.get_object(Bucket=first_bucket(aws_env), Key=key)["Body"].read()
+        spec = MachineSpec.from_json(body)
+        assert (spec.spot, spec.prices, spec.price_source) == (
+            False,
+            {"m5.large": ON_DEMAND_USD_PER_HOUR["us-east-1"]["m5.large"]},
+            "price table",
+        )

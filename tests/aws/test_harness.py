@@ -256,3 +256,52 @@ def test_stubborn_agent_and_its_descendants_are_killed(moto, aws_env, aws, tmp_p
         sim.wait_for(lambda _: node.returncode is not None, timeout=10)
         assert node.returncode == -9
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+# moto's Auto Scaling, patched by motoserver.py to record launches as AWS does.
+
+
+def test_scaling_activities_are_recorded_as_aws_records_them(aws):
+    ec2, autoscaling = aws
+    gone = ec2.copy_image(SourceImageId="ami-12c6146b", SourceRegion="us-east-1", Name="gone")
+    ec2.deregister_image(ImageId=gone["ImageId"])
+    for name, image in (("good", "ami-12c6146b"), ("bad", gone["ImageId"])):
+        ec2.create_launch_template(
+            LaunchTemplateName=name,
+            LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"},
+        )
+        # A launch that fails does not fail the call: the group is made, short of capacity.
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateName": name},
+            MinSize=0,
+            MaxSize=2,
+            DesiredCapacity=1,
+            AvailabilityZones=["us-east-1a"],
+        )
+    autoscaling.set_desired_capacity(AutoScalingGroupName="good", DesiredCapacity=2)
+
+    def activities(group: str, **more) -> list[dict]:
+        found = autoscaling.describe_scaling_activities(AutoScalingGroupName=group, **more)
+        return found["Activities"]
+
+    (failed,) = activities("bad")
+    message = f"The image id '[{gone['ImageId']}]' does not exist. Launching EC2 instance failed."
+    assert (failed["StatusCode"], failed["StatusMessage"]) == ("Failed", message)
+    assert failed["Description"] == f"Launching a new EC2 instance.  Status Reason: {message}"
+    assert "increasing the capacity from 0 to 1" in failed["Cause"]
+    found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["bad"])
+    assert found["AutoScalingGroups"][0]["Instances"] == []
+
+    # Newest first, one per instance launched, MaxRecords honoured.
+    instances = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["good"])
+    launched = [i["InstanceId"] for i in instances["AutoScalingGroups"][0]["Instances"]]
+    newest_first = [f"Launching a new EC2 instance: {i}" for i in reversed(launched)]
+    assert [a["Description"] for a in activities("good")] == newest_first
+    assert {a["StatusCode"] for a in activities("good")} == {"Successful"}
+    assert [a["Description"] for a in activities("good", MaxRecords=1)] == newest_first[:1]
+
+    # A deleted group's activities are gone unless asked for.
+    autoscaling.delete_auto_scaling_group(AutoScalingGroupName="bad", ForceDelete=True)
+    assert activities("bad") == []
+    assert len(activities("bad", IncludeDeletedGroups=True)) == 1
