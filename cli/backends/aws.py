@@ -626,6 +626,7 @@ class AwsBackend:
                 self.store.delete_prefix(machine_key(run, machine))
             for name in sorted(experiments):
                 self.store.delete_prefix(ExperimentKeys(run, name).base)
+                self.store.delete_prefix(ledger_prefix(run, name))
                 deleted.append(name)
         if emptied:
             in_use = (r["bundle_id"] for r in self._run_records())
