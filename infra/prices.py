@@ -21,15 +21,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridctl.agent.core.contract import ON_DEMAND, SPOT
+from gridctl.agent.core.contract import (
+    ON_DEMAND,
+    PRICE_TABLE,
+    PRICING_API,
+    SPOT,
+    SPOT_HISTORY,
+)
 from gridctl.infra.aws import Account
 from gridctl.infra.errors import InfraError
 from gridctl.infra.price_table import ON_DEMAND_USD_PER_HOUR
-
-PRICING_API = "pricing api"
-PRICE_TABLE = "price table"
-SPOT_HISTORY = "spot price history"
-"""The ``price_source`` words a charge and a machine record."""
 
 PRICING_REGION = "us-east-1"
 """The Pricing API answers for every region from this one endpoint."""

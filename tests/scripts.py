@@ -17,6 +17,19 @@ runpy.run_path("example.py", run_name="__main__")
 """Runs the resumable example (copied as example.py) at one step a second until its first
 resume: however slow a loaded machine makes the test, the experiment is still running when
 the test interrupts it."""
+UNTIL_TERM = """\
+import signal, sys, time
+def on_term(*_):
+    open("terminated.txt", "w").write("SIGTERM")
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+for i in range(6000):
+    print("tick", i, flush=True)
+    time.sleep(0.1)
+"""
+"""Ticks for ten minutes unless stopped; on SIGTERM it leaves ``terminated.txt`` (an artifact
+a stop must keep) and exits 0."""
 RESUMED = re.compile(r"resumed from step (\d+) \(resume 1\)")
 """The example's line on its first resume, with the step it resumed from."""
 

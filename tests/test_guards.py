@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
+from scripts import UNTIL_TERM
 from test_cli_input import dry_run, one_line_usage_error
 
 from gridctl.agent.core.contract import Charge, charge_key
@@ -26,23 +26,12 @@ from gridctl.agent.core.state import Attempt, State
 from gridctl.agent.core.store import LocalStore
 from gridctl.agent.node.budget import Budget, Ledger
 
-SLOW = """\
-import os, signal, sys, time
-def on_term(*_):
-    open("terminated.txt", "w").write("SIGTERM")
-    print("got SIGTERM", flush=True)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, on_term)
-for i in range(6000):
-    print("tick", i, flush=True)
-    time.sleep(0.1)
-"""
 LEFT = re.compile(r"--max_runtime (\S+): ([\d.]+) s left after the earlier attempts' ([\d.]+) s")
 
 
 @pytest.fixture
 def slow(project: Path) -> str:
-    (project / "slow.py").write_text(textwrap.dedent(SLOW))
+    (project / "slow.py").write_text(UNTIL_TERM)
     return "slow.py"
 
 

@@ -313,6 +313,11 @@ class StatusRecord(History):
 SPOT = "spot"
 ON_DEMAND = "on-demand"
 """The markets an instance is bought on (IMDS's ``instance-life-cycle`` words)."""
+PRICING_API = "pricing api"
+PRICE_TABLE = "price table"
+SPOT_HISTORY = "spot price history"
+"""Where a price came from (a charge's and a machine's ``price_source``): the CLI asks the
+Pricing API or falls back to its shipped table; a spot node reads its zone's history."""
 
 
 @dataclass(frozen=True, kw_only=True)

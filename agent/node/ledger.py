@@ -16,16 +16,19 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gridctl.agent.core.contract import ON_DEMAND, SPOT, Charge, charge_key
+from gridctl.agent.core.contract import (
+    ON_DEMAND,
+    PRICE_TABLE,
+    SPOT,
+    SPOT_HISTORY,
+    Charge,
+    charge_key,
+)
 from gridctl.agent.core.s3store import S3Store
 from gridctl.agent.core.spec import MachineSpec
 from gridctl.agent.node.imds import Identity
 from gridctl.agent.node.report import say
 
-SPOT_HISTORY = "spot price history"
-"""The source of a price read from ``DescribeSpotPriceHistory`` for the node's zone."""
-TABLE = "price table"
-"""The source of a price the CLI gave without saying where it came from."""
 UNKNOWN = "no price found"
 PRODUCT = "Linux/UNIX"
 LOOKUP_TIMEOUT = 5.0
@@ -47,7 +50,7 @@ def price_of(identity: Identity, machine: MachineSpec, endpoint_url: str | None)
     On-demand: the CLI's price for this type. Unknown rather than guessed."""
     itype = identity.instance_type
     known = machine.prices.get(itype) if itype else None
-    source = machine.price_source or TABLE
+    source = machine.price_source or PRICE_TABLE
     if not machine.spot:
         return Price(ON_DEMAND, known, source if known is not None else UNKNOWN)
     if itype and identity.availability_zone:

@@ -21,6 +21,7 @@ import pytest
 from conftest import Gridctl
 from gitrepos import Upstream
 from gitservers import SmartHttp
+from scripts import UNTIL_TERM
 
 from .cloud import client, default_ami, first_bucket, groups, keys_of, running_instances, user
 from .emulator import aws_environment
@@ -43,18 +44,6 @@ GPUS = """\
 import os
 os.makedirs("out", exist_ok=True)
 open("out/gpus.txt", "w").write(os.environ["CUDA_VISIBLE_DEVICES"])
-"""
-
-SLOW = """\
-import signal, sys, time
-def on_term(*_):
-    open("terminated.txt", "w").write("SIGTERM")
-    print("got SIGTERM", flush=True)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, on_term)
-for i in range(3000):
-    print("tick", i, flush=True)
-    time.sleep(0.1)
 """
 
 
@@ -258,7 +247,7 @@ def test_experiments_sharing_a_machine_get_their_own_gpus_and_go_one_by_one(
 
 
 def test_stop_mid_run_scales_to_zero_and_delete_removes_the_run(cloud, aws_env, project, tmp_path):
-    (project / "slow.py").write_text(textwrap.dedent(SLOW))
+    (project / "slow.py").write_text(UNTIL_TERM)
     assert cloud("run", "--name", "slow", "slow.py", timeout=600).returncode == 0
     cloud.wait_until(lambda: cloud.experiment("slow", "slow-exp0")["status"] == "running", 120)
     # logs --follow streams from the bucket while the node runs, and ends with the experiment.

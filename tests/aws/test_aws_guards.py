@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from conftest import Gridctl
+from scripts import UNTIL_TERM
 
 from gridctl.agent.core.contract import Charge, ExperimentKeys, charge_key
 
@@ -21,17 +21,6 @@ from .nodes import NodeSimulator
 
 pytestmark = pytest.mark.e2e
 
-SAVES = """\
-import signal, sys, time
-def on_term(*_):
-    open("saved.txt", "w").write("saved")
-    print("got SIGTERM", flush=True)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, on_term)
-for step in range(6000):
-    print("step", step, flush=True)
-    time.sleep(0.1)
-"""
 SPENT = re.compile(r"^the run's budget of \$0\.01 was reached \(\$([\d.]+) spent\)$")
 
 
@@ -43,7 +32,7 @@ def test_max_runtime_and_max_cost_stop_runs_on_aws(
     cloud: Gridctl, aws_env, ami, nodes: NodeSimulator, project: Path, tmp_path: Path
 ):
     assert cloud("up", "--ami", ami, timeout=600).returncode == 0
-    (project / "saves.py").write_text(textwrap.dedent(SAVES))
+    (project / "saves.py").write_text(UNTIL_TERM)
     capped = cloud("run", "--name", "capped", "--max_runtime", "5s", "saves.py", timeout=600)
     assert capped.returncode == 0, capped.stderr
     budget = cloud("run", "--name", "budget", "--max_cost", "0.01", "saves.py", timeout=600)
@@ -57,7 +46,7 @@ def test_max_runtime_and_max_cost_stop_runs_on_aws(
     assert (spec("capped")["max_runtime"], spec("capped")["max_cost"]) == (5, None)
     assert (spec("budget")["max_runtime"], spec("budget")["max_cost"]) == (None, 0.01)
 
-    cloud.wait_until(lambda: "step 3" in cloud("logs", "budget-exp0").stdout, 300)
+    cloud.wait_until(lambda: "tick 3" in cloud("logs", "budget-exp0").stdout, 300)
     now = time.time()
     crossing = Charge(
         experiment="budget-exp9", attempt=0, rank=0, instance="i-0earlier",
@@ -82,7 +71,7 @@ def test_max_runtime_and_max_cost_stop_runs_on_aws(
         assert cloud("logs", f"{run}-exp0").stdout.rstrip().endswith("got SIGTERM")
         kept = tmp_path / run
         assert cloud("artifacts", run, "--dest", str(kept)).returncode == 0
-        assert (kept / f"{run}-exp0" / "saved.txt").read_text() == "saved"
+        assert (kept / f"{run}-exp0" / "terminated.txt").read_text() == "SIGTERM"
     nodes.wait_for(lambda seen: all(n.returncode is not None for n in seen), timeout=120)
     assert {g: n for g, n in groups(aws_env).items() if "capped" in g or "budget" in g} == {
         "gridctl-default-capped-exp0": 0,
