@@ -237,9 +237,12 @@ class NodeSimulator:
             InstanceId=instance_id, Attribute="userData"
         )
         encoded = attribute.get("UserData", {}).get("Value")
+        launched_type = self._launched_type(description, tags)
+        if not launched_type:
+            return  # moto tags a new instance one tag at a time: look again next poll
         imds = MetadataService(
             instance_id,
-            instance_type=self._launched_type(description, tags),
+            instance_type=launched_type,
             region=REGION,
             availability_zone=description["Placement"]["AvailabilityZone"],
             ami_id=description["ImageId"],
@@ -282,7 +285,8 @@ class NodeSimulator:
     def _launched_type(self, description: dict, tags: dict[str, str]) -> str:
         """The type AWS launches for the instance's group: a spot group's launch template
         names none, and its mixed instances policy the types, of which AWS launches one;
-        moto launches its default type there instead."""
+        moto describes it with an empty type there instead. Empty while the instance is
+        seen before its group's tag is."""
         group = tags.get("aws:autoscaling:groupName")
         if group is None:
             return description["InstanceType"]
