@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gridctl.agent.core.store import Sent
+from gridctl.agent.core.store import Listed, Sent
 
 MAX_ATTEMPTS = 8
 _DELETE_BATCH = 1000
@@ -187,13 +187,24 @@ class S3Store:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys below the folder ``prefix`` (not keys that merely start with its text)."""
+        for item in self._objects(prefix):
+            yield item["Key"]
+
+    def listing(self, prefix: str) -> dict[str, Listed]:
+        """The tag is the ETag, from the listing itself (no request per key)."""
+        return {
+            item["Key"]: Listed(int(item["Size"]), str(item["ETag"]))
+            for item in self._objects(prefix)
+        }
+
+    def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """The listing's entries for the keys below the folder ``prefix``, page by page."""
         folder = prefix.strip("/")
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.bucket, Prefix=f"{folder}/" if folder else "")
         with self._bucket_errors():
             for page in pages:
-                for item in page.get("Contents", ()):
-                    yield item["Key"]
+                yield from page.get("Contents", ())
 
     def local_path(self, key: str) -> None:
         """Nothing in a bucket is on this machine: readers download."""

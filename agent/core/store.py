@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +18,14 @@ from gridctl.agent.core import readonly
 
 Sent = Callable[[int], None]
 """Called with the number of bytes a transfer just moved (``progress.counter`` makes one)."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An object's size, and a tag that changes whenever its content may have."""
+
+    size: int
+    tag: str
 
 
 class Store(Protocol):
@@ -36,6 +45,10 @@ class Store(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
 
     def list(self, prefix: str) -> Iterator[str]: ...
+
+    def listing(self, prefix: str) -> dict[str, Listed]:
+        """Keys below the folder prefix (as list() gives them), each with its size and tag."""
+        ...
 
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -107,14 +120,31 @@ class LocalStore:
         return self.path(key).read_bytes()
 
     def list(self, prefix: str) -> Iterator[str]:
+        for path in self._files(prefix):
+            yield path.relative_to(self.root).as_posix()
+
+    def listing(self, prefix: str) -> dict[str, Listed]:
+        """The tag is size and modification time (ns): a file rewritten in place, or
+        replaced by ``put_file`` (which keeps its source's mtime), changes one or both."""
+        listed = {}
+        for path in self._files(prefix):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue  # deleted since the walk saw it
+            tag = f"{st.st_size}-{st.st_mtime_ns}"
+            listed[path.relative_to(self.root).as_posix()] = Listed(st.st_size, tag)
+        return listed
+
+    def _files(self, prefix: str) -> Iterator[Path]:
+        """Files below the folder ``prefix``, without writers' temp files."""
         base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if not base.is_dir():
             return
         for dirpath, _dirs, files in os.walk(base):
             for name in sorted(files):
-                if name.startswith(".tmp-"):
-                    continue
-                yield Path(dirpath, name).relative_to(self.root).as_posix()
+                if not name.startswith(".tmp-"):
+                    yield Path(dirpath, name)
 
     def local_path(self, key: str) -> Path:
         return self.path(key)
