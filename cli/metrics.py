@@ -15,7 +15,9 @@ their start time).
 
 Parsing every file of a 100-experiment sweep on each page load is too slow (issue 16), so
 with a ``cache_dir`` each file's parsed series are kept under the tag the store lists for
-it, and only new or changed files are read again.
+it, and only new or changed files are read again: one JSON file per experiment in
+``cache_dir/metrics/``, named by the prefix alone, so each store wants a cache_dir of its
+own (another store's tags never match: its experiments would be read again each time).
 """
 
 from __future__ import annotations
@@ -204,26 +206,36 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
 
 
 def _tensorboard_rows(path: Path) -> Iterator[Row]:
-    """Scalars, whichever way they were written: tensorboard's loader turns TF1's and torch
-    SummaryWriter's ``simple_value`` into the TF2 form, a rank-0 tensor of the scalars
-    plugin. Only a tag's first value names its plugin, so images, histograms and text are
-    told by that one."""
+    """Scalars as TF1 and torch's SummaryWriter write them (``simple_value``) and as TF2
+    does (a rank-0 tensor of the scalars plugin). Only a tag's first value names its
+    plugin, so images, histograms and text are told by that one. The loader is the one
+    without tensorboard's compat layers, which would convert every ``simple_value`` to a
+    tensor and back: twice the time, for the same numbers."""
     try:
-        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+        from tensorboard.backend.event_processing.event_file_loader import (
+            LegacyEventFileLoader,
+        )
         from tensorboard.util import tensor_util
     except ImportError as exc:
         raise _NoTensorBoard from exc
     plugins: dict[str, str] = {}
-    for event in EventFileLoader(str(path)).Load():
+    for event in LegacyEventFileLoader(str(path)).Load():
         values = {}
         for value in event.summary.value:
             if value.metadata.plugin_data.plugin_name:
                 plugins.setdefault(value.tag, value.metadata.plugin_data.plugin_name)
-            if plugins.get(value.tag, "scalars") != "scalars" or not value.HasField("tensor"):
-                continue
-            array = tensor_util.make_ndarray(value.tensor)
-            if array.ndim == 0 and array.dtype.kind in "iuf":
-                values[value.tag] = float(array)
+            kind = value.WhichOneof("value")
+            if kind == "simple_value":
+                values[value.tag] = float(value.simple_value)
+            elif kind == "tensor" and plugins.get(value.tag, "scalars") == "scalars":
+                if value.tensor.tensor_shape.dim:
+                    continue  # not a scalar
+                try:
+                    array = tensor_util.make_ndarray(value.tensor)
+                except TypeError:  # a dtype numpy has no counterpart for
+                    continue
+                if array.dtype.kind in "iuf":
+                    values[value.tag] = float(array)
         if values:
             yield event.step, values
 
@@ -273,21 +285,18 @@ def _load_cache(path: Path, prefix: str) -> tuple[dict[str, _Parsed], bool]:
 
 
 def _parsed_from(entry: Any) -> _Parsed:
-    """One cached file's entry, checked: a wrong shape raises."""
+    """One cached file's entry, checked (inline: a sweep's page checks many points): a
+    wrong shape raises."""
     tag = entry["tag"]
-    if not isinstance(tag, str):
-        raise TypeError("tag")
     series = {
-        str(name): [(_checked(step), _checked(value)) for step, value in points]
-        for name, points in entry["series"].items()
+        name: [(step, value) for step, value in points] for name, points in entry["series"].items()
     }
+    numbers = (int, float)  # JSON's; a bool is not one here
+    if type(tag) is not str or not all(
+        type(s) in numbers and type(v) in numbers for points in series.values() for s, v in points
+    ):
+        raise TypeError("not a cache entry")
     return _Parsed(tag, series)
-
-
-def _checked(number: Any) -> float:
-    if isinstance(number, bool) or not isinstance(number, (int, float)):
-        raise TypeError(number)
-    return number
 
 
 def _save_cache(path: Path, prefix: str, parsed: dict[str, _Parsed]) -> None:

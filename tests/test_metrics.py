@@ -321,6 +321,12 @@ def test_the_cache_reads_only_new_and_changed_files(tmp_path: Path):
     assert read_metrics(store, ARTIFACTS, cache) == changed
     assert store.read == []
 
+    wrong = json.loads(cache_file.read_text())  # sound JSON, not sound points
+    wrong["files"][ARTIFACTS + "c/metrics.jsonl"]["series"]["lr"] = [[0, "0.1"]]
+    cache_file.write_text(json.dumps(wrong))
+    assert read_metrics(store, ARTIFACTS, cache) == changed
+    assert sorted(store.read) == ["a/metrics.jsonl", "c/metrics.jsonl"]
+
 
 def test_each_experiment_has_its_own_cache(tmp_path: Path):
     store = CountingStore(tmp_path / "store")
