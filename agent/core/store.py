@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +18,12 @@ from gridctl.agent.core import readonly
 
 Sent = Callable[[int], None]
 """Called with the number of bytes a transfer just moved (``progress.counter`` makes one)."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    size: int
+    tag: str
 
 
 class Store(Protocol):
@@ -36,6 +43,8 @@ class Store(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
 
     def list(self, prefix: str) -> Iterator[str]: ...
+
+    def listing(self, prefix: str) -> dict[str, Listed]: ...
 
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -118,6 +127,13 @@ class LocalStore:
 
     def local_path(self, key: str) -> Path:
         return self.path(key)
+
+    def listing(self, prefix: str) -> dict[str, Listed]:
+        found = {}
+        for key in self.list(prefix):
+            st = self.path(key).stat()
+            found[key] = Listed(st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+        return found
 
     def delete_prefix(self, prefix: str) -> None:
         """Objects may be sealed read-only (datastore trees hard link them): those are
