@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from html import escape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gridctl.agent.core.state import Attempt
 
 WIDTH, HEIGHT = 460, 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 10, 28
@@ -122,3 +126,38 @@ class _Scale:
 
 def _number(value: float) -> str:
     return f"{value:.4g}"
+
+
+STATE_COLOURS = {
+    "succeeded": "#2ca02c",
+    "failed": "#d62728",
+    "stopped": "#bcbd22",
+    "interrupted": "#9467bd",
+}
+"""An attempt's bar by how it ended; one still going is blue."""
+
+
+def timeline(attempts: Sequence[Attempt], now: float) -> str:
+    """An experiment's attempts as bars on one time axis: where each ran, how it ended
+    and, between bars, how long the resume waited for a machine."""
+    if not attempts:
+        return ""
+    start = attempts[0].started_at
+    end = max(now if a.finished_at is None else a.finished_at for a in attempts)
+    span = max(end - start, 1e-9)
+    row, width = 22, WIDTH + 300
+    bars = []
+    for i, a in enumerate(attempts):
+        x0 = 4 + (a.started_at - start) / span * (width - 8)
+        x1 = 4 + ((a.finished_at or now) - start) / span * (width - 8)
+        fill = STATE_COLOURS.get(a.status, "#1f77b4")
+        label = f"{i}: {a.instance}, {a.status}" + (f" ({a.reason})" if a.reason else "")
+        bars.append(
+            f'<rect x="{x0:.1f}" y="{i * row + 2}" width="{max(x1 - x0, 2):.1f}"'
+            f' height="{row - 6}" fill="{fill}"><title>{escape(label)}</title></rect>'
+        )
+    height = len(attempts) * row
+    return (
+        f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img"'
+        f' aria-label="attempts">{"".join(bars)}</svg>'
+    )

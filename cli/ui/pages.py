@@ -8,6 +8,7 @@ page whose runs are active is fetched again every few seconds and its ``<main>``
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Iterable, Sequence
 from html import escape
 from urllib.parse import quote
@@ -19,7 +20,7 @@ from gridctl.cli.commands import Artifact
 from gridctl.cli.metrics import Metrics
 from gridctl.cli.sweep import format_value
 from gridctl.cli.ui import charts
-from gridctl.cli.views import duration, human_duration, iso, money, source_text
+from gridctl.cli.views import duration, human_duration, iso, money, params_text, source_text
 
 Cell = tuple[str, object]
 """A table cell: its HTML, and the value it sorts by."""
@@ -95,7 +96,7 @@ def experiment_page(
     active = e.status in ACTIVE_STATES
     fields = [
         ("status", _state(e.status, e.reason)[0]),
-        ("params", escape(" ".join(f"{k}={format_value(v)}" for k, v in e.params.items()))),
+        ("params", escape(params_text(e.params))),
         ("command", f"<code>{escape(shlex.join(e.argv))}</code>"),
         ("nodes", str(e.nodes)),
         ("exit code", "-" if e.exit_code is None else str(e.exit_code)),
@@ -142,7 +143,8 @@ def experiment_page(
     following = " (following)" if active else ""
     body = (
         f'<h1>{escape(e.name)}</h1><table class="fields">{details}</table>'
-        f"<h2>Attempts</h2>{attempts if e.attempts else _none('no attempt yet')}"
+        f"<h2>Attempts</h2>{charts.timeline(e.attempts, time.time())}"
+        f"{attempts if e.attempts else _none('no attempt yet')}"
         f'<h2>Log{following}</h2><pre id="log">{escape("".join(log))}</pre>'
         f"<h2>Artifacts</h2>{files if artifacts else _none('no artifacts yet')}"
         f"<h2>Metrics</h2>{_charts(plots, [metrics])}"
