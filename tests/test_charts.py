@@ -59,6 +59,15 @@ def test_long_series_are_thinned_but_keep_their_last_point():
     assert drawn[-1] == "{},{}".format(*charts._Scale(0, 10_000, 0, 6).at(10_000, 10_000 % 7))
 
 
+def test_a_chart_of_many_lines_shares_its_points_among_them():
+    lines = {f"exp{i}": [(float(s), float(s * i)) for s in range(1000)] for i in range(100)}
+    drawn = plot(charts.line_chart("m", lines)).findall(f"{SVG}polyline")
+    assert len(drawn) == 100
+    counts = [len(line.get("points").split()) for line in drawn]
+    assert sum(counts) <= charts.CHART_POINTS + 100
+    assert min(counts) >= charts.MIN_POINTS
+
+
 def test_the_legend_names_at_most_ten_lines():
     lines = {f"exp{i}": [(0, i), (1, i + 1)] for i in range(25)}
     html = charts.line_chart("m", lines)

@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 WIDTH, HEIGHT = 460, 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 10, 28
 MAX_POINTS = 400
-"""Points drawn per line: more than the chart has pixels across, so nothing visible is lost,
-and a 100-experiment sweep's page stays small."""
+"""Points drawn per line: about a point per pixel across, so nothing visible is lost."""
+CHART_POINTS = 5000
+"""Points drawn per chart, shared by its lines (but at least MIN_POINTS each): a
+100-experiment sweep's chart stays a small part of its page, and quick to draw."""
+MIN_POINTS = 50
 LEGEND_LIMIT = 10
 """Lines named in a legend; a sweep's table names the rest by the same colours."""
 
@@ -56,8 +59,9 @@ def line_chart(title: str, lines: Mapping[str, Points], order: Sequence[str] = (
     ys = [y for _, _, pts in drawn for _, y in pts]
     scale = _Scale(min(xs), max(xs), min(ys), max(ys))
     body = [scale.axes()]
+    limit = min(MAX_POINTS, max(MIN_POINTS, CHART_POINTS // len(drawn)))
     for index, label, pts in drawn:
-        body.append(_line(scale, index, label, _thin(pts)))
+        body.append(_line(scale, index, label, _thin(pts, limit)))
     legend = "".join(
         f"<li>{swatch(index)} {escape(label)}</li>" for index, label, _ in drawn[:LEGEND_LIMIT]
     )
@@ -70,11 +74,11 @@ def line_chart(title: str, lines: Mapping[str, Points], order: Sequence[str] = (
     )
 
 
-def _thin(points: Points) -> Points:
+def _thin(points: Points, limit: int) -> Points:
     """Every n-th point, and always the last, so the line ends where the data does."""
-    if len(points) <= MAX_POINTS:
+    if len(points) <= limit:
         return points
-    step = math.ceil(len(points) / MAX_POINTS)
+    step = math.ceil(len(points) / limit)
     kept = list(points[::step])
     if kept[-1] != points[-1]:
         kept.append(points[-1])
@@ -103,12 +107,11 @@ class _Scale:
             pad = abs(y0) * 0.1 or 1.0
             y0, y1 = y0 - pad, y1 + pad
         self.x0, self.x1, self.y0, self.y1 = x0, x1, y0, y1
+        self.dx = (WIDTH - LEFT - RIGHT) / (x1 - x0)
+        self.dy = (HEIGHT - TOP - BOTTOM) / (y1 - y0)
 
     def at(self, x: float, y: float) -> tuple[float, float]:
-        width, height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-        px = LEFT + (x - self.x0) / (self.x1 - self.x0) * width
-        py = TOP + (self.y1 - y) / (self.y1 - self.y0) * height
-        return round(px, 1), round(py, 1)
+        return round(LEFT + (x - self.x0) * self.dx, 1), round(TOP + (self.y1 - y) * self.dy, 1)
 
     def axes(self) -> str:
         bottom, right = HEIGHT - BOTTOM, WIDTH - RIGHT

@@ -15,6 +15,7 @@ import mimetypes
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -136,6 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_error(request, exc.status, exc.message), with_body)
         except GridctlError as exc:
             self._send(_error(request, HTTPStatus.NOT_FOUND, exc.message), with_body)
+        except Exception as exc:  # a store or cloud failing: this request fails, not the server
+            sys.stderr.write(f"gridctl ui: error: {request.path}: {exc!r}\n")
+            self._send(_error(request, HTTPStatus.INTERNAL_SERVER_ERROR, repr(exc)), with_body)
 
     def _authorised(self, view: View, request: Request) -> bool:
         offered = [*request.query.get("token", [])]
