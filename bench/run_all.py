@@ -14,6 +14,7 @@ import bench_dispatch
 import bench_gang
 import bench_help
 import bench_spot
+import bench_ui
 import bench_venv
 
 
@@ -27,6 +28,7 @@ def main() -> int:
         bench_gang,
         bench_datastore,
         bench_venv,
+        bench_ui,
         bench_aws,
     )
     for bench in benches:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from gridctl.agent.core import datastore as datastores
+from gridctl.agent.core.contract import ExperimentKeys
 from gridctl.agent.core.progress import Progress
 from gridctl.agent.core.state import ACTIVE_STATES, STARTED_STATES
 from gridctl.agent.core.store import Store
@@ -32,6 +33,7 @@ from gridctl.infra import amis, terraform
 if TYPE_CHECKING:
     from gridctl.agent.core.s3store import S3Store
     from gridctl.cli.estimate import Estimate
+    from gridctl.cli.metrics import Metrics
 
 POLL = 0.2
 
@@ -354,6 +356,82 @@ def artifacts(home: Path, names: Sequence[str], dest: Path, match: str | None) -
     for backend, name in found:
         copied += backend.artifacts([name], dest, match)
     return copied
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str
+    """Where the script left it, relative to its working directory."""
+    size: int
+
+
+def experiment(home: Path, name: str) -> ExperimentStatus:
+    """The experiment ``name`` (a run's name does not do)."""
+    backend = _find(home, name)
+    if backend.run_exists(name):
+        raise GridctlError(f"{name} is a run, not an experiment")
+    (found,) = backend.experiments([name])
+    return found
+
+
+def artifact_list(home: Path, name: str) -> list[Artifact]:
+    """The experiment's artifacts as they lie in the store now (synced while it runs)."""
+    backend = _find(home, name)
+    prefix = _artifacts_prefix(backend, name)
+    listing = backend.store.listing(prefix)
+    return [Artifact(key[len(prefix) :], listed.size) for key, listed in sorted(listing.items())]
+
+
+@contextlib.contextmanager
+def artifact_file(home: Path, name: str, path: str) -> Iterator[Path]:
+    """A local copy of one artifact, only one that ``artifact_list`` names: any other
+    path, however spelt, is unknown."""
+    backend = _find(home, name)
+    prefix = _artifacts_prefix(backend, name)
+    key = prefix + path
+    if key not in set(backend.store.list(prefix)):
+        raise GridctlError(f"{name} has no artifact {path!r} (see gridctl artifacts)")
+    local = backend.store.local_path(key)
+    if local is not None:
+        yield local
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gridctl-artifact-") as tmp:
+        copy = Path(tmp, "artifact")
+        backend.store.get_file(key, copy)
+        yield copy
+
+
+def _artifacts_prefix(backend: Backend, name: str) -> str:
+    (found,) = backend.experiments([_only(backend, name)])
+    return ExperimentKeys(found.run, found.name).artifacts + "/"
+
+
+def metrics(home: Path, name: str) -> Metrics:
+    """The scalar metrics the experiment's artifacts hold (SPEC section 12)."""
+    from gridctl.cli.metrics import read_metrics
+
+    backend = _find(home, name)
+    return read_metrics(backend.store, _artifacts_prefix(backend, name), home / "cache")
+
+
+def run_metrics(home: Path, run: RunStatus) -> dict[str, Metrics]:
+    """Each experiment's metrics, by experiment name, read from the run's one store."""
+    from gridctl.cli.metrics import read_metrics
+
+    backend = _find(home, run.name)
+    return {
+        e.name: read_metrics(
+            backend.store, ExperimentKeys(run.name, e.name).artifacts + "/", home / "cache"
+        )
+        for e in run.experiments
+    }
+
+
+def log_tail(home: Path, name: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of the experiment's log (rank 0's), as they are now."""
+    return list(logs(home, name, follow=False, tail=lines))
 
 
 def _by_backend(home: Path, names: Sequence[str]) -> list[tuple[Backend, list[str]]]:

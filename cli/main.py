@@ -519,6 +519,38 @@ def delete(
 
 
 @app.command(
+    help="Serve a read-only web view of runs, sweeps, logs, artifacts and metric charts until"
+    " Ctrl-C: prints a URL with a random token (requests without it get 401). Metrics come from"
+    " each experiment's artifacts: TensorBoard event files, metrics.csv (Lightning's"
+    " CSVLogger) and metrics.jsonl. JSON at /api/runs, /api/runs/RUN, /api/experiments/EXP and"
+    " /api/experiments/EXP/metrics."
+)
+def ui(
+    port: int = typer.Option(8765, help="port to listen on; 0 picks a free one"),
+    host: str = typer.Option(
+        "127.0.0.1", help="address to listen on; another than loopback shows your runs to others"
+    ),
+) -> None:
+    from gridctl.cli.ui.server import serve
+
+    if not 0 <= port <= 65535:
+        raise GridctlError(f"--port {port}: use 0 to 65535")
+    home = _home()
+    _notices(home)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _warn(f"listening on {host}: anyone who can reach it and has the URL sees your runs")
+
+    def ready(url: str) -> None:
+        sys.stdout.write(f"gridctl ui: {url} (Ctrl-C to stop)\n")
+        sys.stdout.flush()
+
+    try:
+        serve(home, host, port, ready)
+    except KeyboardInterrupt:
+        sys.stdout.write("gridctl ui: stopped\n")
+
+
+@app.command(
     help="What `run` would upload: file count, bytes and bundle id. JSON: {files, bytes,"
     " bundle_id, warnings}; with --list a JSON list of paths."
 )

@@ -35,6 +35,7 @@ def main() -> int:
             print(f"{name:<16} {m['lr']:>6} {m['epochs']:>6} {m['loss']:>10.4f}")
     home = os.environ["GRIDCTL_HOME"]
     print(f"\nOne experiment's log: GRIDCTL_HOME={home} .venv/bin/gridctl logs {run}-exp0")
+    print(f"The sweep in a browser, with charts: GRIDCTL_HOME={home} .venv/bin/gridctl ui")
     return 0
 
 
