@@ -89,37 +89,38 @@ def read_metrics(store: Store, prefix: str, cache_dir: Path | None = None) -> Me
     parsed = {k: p for k, p in cached.items() if k in listed and p.tag == listed[k].tag}
     changed = not intact or parsed.keys() != cached.keys()
     notes: list[str] = []
-    stale = sorted(k for k in listed if k not in parsed)
-    if stale:
-        with tempfile.TemporaryDirectory(prefix="gridctl-metrics-") as scratch:
-            for key in stale:
-                try:
-                    series = _parse(key, _readable(store, key, Path(scratch)))
-                except _NoTensorBoard:
-                    if NO_TENSORBOARD not in notes:
-                        notes.append(NO_TENSORBOARD)
-                    continue
-                except FileNotFoundError:
-                    continue  # deleted since the listing
-                except (OSError, ValueError, csv.Error) as exc:
-                    notes.append(f"{key[len(prefix) :]}: cannot be read ({_one_line(exc)})")
-                    continue
-                parsed[key] = _Parsed(listed[key].tag, series)
-                changed = True
+    for key in sorted(k for k in listed if k not in parsed):
+        try:
+            series = _parse_key(store, key)
+        except _NoTensorBoard:
+            if NO_TENSORBOARD not in notes:
+                notes.append(NO_TENSORBOARD)
+            continue
+        except FileNotFoundError:
+            continue  # deleted since the listing
+        except (OSError, ValueError, csv.Error) as exc:
+            notes.append(f"{key[len(prefix) :]}: cannot be read ({_one_line(exc)})")
+            continue
+        parsed[key] = _Parsed(listed[key].tag, series)
+        changed = True
     if cache and changed:
         _save_cache(cache, prefix, parsed)
     return Metrics(_merge(prefix, parsed), tuple(notes))
 
 
-def _readable(store: Store, key: str, scratch: Path) -> Path:
-    """The key's content as a local file: in place when the store has it on this machine,
-    else downloaded over the previous one (a sweep's files never pile up on disk)."""
+def _parse_key(store: Store, key: str) -> Series:
+    """The key's series, read in place when the store has it on this machine, else from a
+    download removed once read (a sweep's files never pile up on disk)."""
     local = store.local_path(key)
     if local is not None:
-        return local
-    dest = scratch / "source"
-    store.get_file(key, dest)
-    return dest
+        return _parse(key, local)
+    fd, name = tempfile.mkstemp(prefix="gridctl-metrics-")
+    os.close(fd)
+    try:
+        store.get_file(key, Path(name))
+        return _parse(key, Path(name))
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _parse(key: str, path: Path) -> Series:
@@ -312,7 +313,8 @@ def _save_cache(path: Path, prefix: str, parsed: dict[str, _Parsed]) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(data, out, allow_nan=False, separators=(",", ":"))
+                # dumps, not dump: only dumps uses the C encoder (twice as fast).
+                out.write(json.dumps(data, allow_nan=False, separators=(",", ":")))
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
