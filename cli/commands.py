@@ -413,7 +413,7 @@ def metrics(home: Path, name: str) -> Metrics:
     from gridctl.cli.metrics import read_metrics
 
     backend = _find(home, name)
-    return read_metrics(backend.store, _artifacts_prefix(backend, name), home / "cache")
+    return read_metrics(backend.store, _artifacts_prefix(backend, name), _cache(home, backend))
 
 
 def run_metrics(home: Path, run: RunStatus) -> dict[str, Metrics]:
@@ -421,12 +421,16 @@ def run_metrics(home: Path, run: RunStatus) -> dict[str, Metrics]:
     from gridctl.cli.metrics import read_metrics
 
     backend = _find(home, run.name)
+    cache = _cache(home, backend)
     return {
-        e.name: read_metrics(
-            backend.store, ExperimentKeys(run.name, e.name).artifacts + "/", home / "cache"
-        )
+        e.name: read_metrics(backend.store, ExperimentKeys(run.name, e.name).artifacts + "/", cache)
         for e in run.experiments
     }
+
+
+def _cache(home: Path, backend: Backend) -> Path:
+    """Metrics are cached per store: one store's version tags mean nothing in another."""
+    return home / "cache" / backend.name
 
 
 def log_tail(home: Path, name: str, lines: int) -> list[str]:

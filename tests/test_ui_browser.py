@@ -30,6 +30,7 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
         allow_module_level=True,
     )
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402  (after the skip above)
 
 TRAIN = """\
@@ -114,7 +115,10 @@ def until(what: Callable[[], object], message: str) -> object:
     """What ``what`` gives once truthy; fails saying ``message`` after WAIT seconds."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        found = what()
+        try:
+            found = what()
+        except StaleElementReferenceException:  # the page swapped it for a fresher one
+            found = None
         if found:
             return found
         time.sleep(0.2)
