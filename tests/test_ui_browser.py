@@ -1,7 +1,7 @@
 """``gridctl ui`` in a real headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium): what a user clicks and sees. Skipped, saying why, where the browser is missing.
 
-Set GRIDCTL_UI_SCREENSHOT=PATH to keep the sweep page's screenshot (the README's).
+Set UI_SCREENSHOT=PATH to keep the sweep page's screenshot (the README's).
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def test_a_sweep_is_one_click_from_the_runs_page(served, browser, tmp_path):
         assert len(chart.find_elements(By.CSS_SELECTOR, "svg.plot polyline")) == len(RATES)
     shot = tmp_path / "run-page.png"
     assert browser.save_screenshot(str(shot))
-    if os.environ.get("GRIDCTL_UI_SCREENSHOT"):
-        shutil.copy(shot, os.environ["GRIDCTL_UI_SCREENSHOT"])
+    if os.environ.get("UI_SCREENSHOT"):
+        shutil.copy(shot, os.environ["UI_SCREENSHOT"])
 
     header = browser.find_element(By.XPATH, "//table[@id='experiments']//th[text()='loss']")
     column = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#experiments thead th")]

@@ -79,15 +79,18 @@ def run_page(run: RunStatus, metrics: dict[str, Metrics]) -> str:
         charts.line_chart(m, {n: metrics[n].series.get(m, ()) for n in names}, names)
         for m in metric_names
     )
-    summary = (
-        f"{escape(run.status)} · {escape(run.backend)} · {len(names)} experiment(s) ·"
-        f" {escape(_counts(run))} · seed {run.seed} · commit {escape(source_text(run.source))}"
+    commit = source_text(run.source)
+    summary = " · ".join(
+        [run.status, run.backend, _counts(run), f"seed {run.seed}"]
+        + ([f"commit {commit}"] if commit != "-" else [])
     )
     body = (
-        f'<h1>{escape(run.name)}</h1><p class="summary">{summary}</p>{table}'
+        f'<h1>{escape(run.name)}</h1><p class="summary">{escape(summary)}</p>'
+        f"{_description(run.description)}{table}"
         f"<h2>Metrics</h2>{_charts(plots, metrics.values())}"
     )
-    return _page(run.name, ((f"/runs/{quote(run.name)}", run.name),), body, _active(run))
+    active = run.status in ACTIVE_STATES
+    return _page(run.name, ((f"/runs/{quote(run.name)}", run.name),), body, active)
 
 
 def experiment_page(
@@ -243,9 +246,9 @@ def _charts(plots: str, metrics: Iterable[Metrics]) -> str:
     return f'<div class="charts">{found}</div>{notes}'
 
 
+def _description(text: str | None) -> str:
+    return f'<p class="description">{escape(text)}</p>' if text else ""
+
+
 def _none(text: str) -> str:
     return f'<p class="empty">{escape(text)}</p>'
-
-
-def _active(run: RunStatus) -> bool:
-    return run.status in ACTIVE_STATES
