@@ -24,7 +24,7 @@ from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from gridctl.cli import commands
@@ -83,18 +83,21 @@ class View:
 def serve(home: Path, host: str, port: int, ready: Callable[[str], None]) -> None:
     """Serve until interrupted; ``ready`` hears the URL to open once the port is bound."""
     try:
-        server = ThreadingHTTPServer((host, port), _Handler)
+        server = _Server((host, port), _Handler)
     except OSError as exc:
         hint = "; pass --port 0 for a free one" if port else ""
         raise GridctlError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
-    server.daemon_threads = True
     bound = server.server_address[1]
-    view = View(home, secrets.token_urlsafe(24), bound)
-    server.view = view  # type: ignore[attr-defined]  # read by the handler
+    server.view = View(home, secrets.token_urlsafe(24), bound)
     shown = f"[{host}]" if ":" in host else host
-    ready(f"http://{shown}:{bound}/?token={view.token}")
+    ready(f"http://{shown}:{bound}/?token={server.view.token}")
     with server:
         server.serve_forever()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    view: View
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -108,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(with_body=False)
 
     def _refuse_method(self) -> None:
+        self.close_connection = True  # its body, if any, is never read
         refusal = Reply(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only\n", "text/plain")
         self._send(replace(refusal, headers={"Allow": "GET, HEAD"}), with_body=True)
 
@@ -117,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: request lines would print the token to the terminal."""
 
     def _answer(self, with_body: bool) -> None:
-        view: View = self.server.view  # type: ignore[attr-defined]
+        view = cast(_Server, self.server).view
         parts = urlsplit(self.path)
         request = Request(parts.path, parse_qs(parts.query))
         if not self._authorised(view, request):
