@@ -4,13 +4,15 @@ misspelt sweep functions, AWS-only options on a local run, and GPUs without an i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import typer.main
 
-from gridctl.cli.main import app
+from gridctl.cli.main import app, main
 
 ECHO = """\
 import json, os, sys
@@ -74,15 +76,26 @@ def test_an_unknown_option_close_to_none_is_still_an_unknown_option(gridctl, scr
     assert gridctl.json("status") == []
 
 
-def test_every_spelling_of_every_run_option_is_suggested_for_its_typos(gridctl, script):
-    """The suggestions come from the command itself: a new option is suggested too."""
+def test_every_spelling_of_every_run_option_is_suggested_for_its_typos(
+    gridctl, script, monkeypatch, capsys
+):
+    """The suggestions come from the command itself: a new option is suggested too. Asked
+    through the command's own entry point in this process (a process per spelling took
+    minutes); the tests above go through the installed command."""
     command = typer.main.get_command(app).commands["run"]
     options = [p for p in command.params if p.param_type_name == "option"]
     spellings = {s: p for p in options for s in (*p.opts, *p.secondary_opts) if len(s) > 5}
     assert {"--instance_type", "--instance-type", "--dry_run", "--no-wait"} <= set(spellings)
+    monkeypatch.chdir(gridctl.cwd)
+    monkeypatch.setenv("GRIDCTL_HOME", str(gridctl.home))
     for spelling, param in spellings.items():
         typo = spelling[:3] + spelling[4:]  # the second letter dropped
-        message = one_line_usage_error(gridctl("run", typo, script))
+        monkeypatch.setattr(sys, "argv", ["gridctl", "run", typo, script])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        printed = capsys.readouterr()
+        result = subprocess.CompletedProcess([], exited.value.code, printed.out, printed.err)
+        message = one_line_usage_error(result)
         suggested = message.partition("did you mean ")[2].partition("?")[0]
         assert suggested in (*param.opts, *param.secondary_opts), (typo, message)
 

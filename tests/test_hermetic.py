@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Explicit test ids, never this file: the subprocess must not recurse into this test.
 SELECTION = (
     "tests/test_local_e2e.py::test_sweep_runs_every_combination_with_its_params",
-    # The cheapest test that does `gridctl up` and runs through the `cloud` fixture, the
-    # path whose environment once replaced each test's private GRIDCTL_HOME with the user's.
-    "tests/aws/test_aws_datastore.py::test_datastores_and_scratch_on_aws",
+    # The cheapest test that does `gridctl up` (twice) and runs through the `cloud`
+    # fixture, the path whose environment once replaced each test's private GRIDCTL_HOME
+    # with the user's.
+    "tests/aws/test_aws_e2e.py::test_up_again_changes_nothing_and_duplicates_nothing",
 )
 
 pytestmark = pytest.mark.e2e
