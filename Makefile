@@ -21,7 +21,7 @@ demo: install
 # workers on two cores: most tests wait (on moto, Terraform, agents polling), so two left the
 # cores half idle.
 test: install lint
-	$(BIN)/python -m pytest -n 4 --dist worksteal -q
+	$(BIN)/python -m pytest -n 4 --dist worksteal -q --durations=25
 
 # mypy needs the import layout (gridctl.cli in cli/, ...): pyproject's package-dir, as links.
 lint: install

@@ -40,6 +40,30 @@ def pytest_configure(config: pytest.Config) -> None:
     _answer_ctrl_c()
 
 
+HEAVY_FIXTURES = {"terraform_cli": 10.0, "moto": 3.0, "gridctl": 2.0}
+"""What a test's fixtures say of its weight: Terraform against moto takes minutes, moto and
+the real command seconds; the rest take a fraction of one. A test its fixtures misjudge says
+its own with ``pytest.mark.weight(N)``."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, each worker's slice of the suite starts with its share of the heavy
+    tests (see schedule.py)."""
+    from schedule import spread
+
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+
+    def weight(item: pytest.Item) -> float:
+        said = item.get_closest_marker("weight")
+        if said is not None:
+            return float(said.args[0])
+        names = getattr(item, "fixturenames", ())
+        return max((w for name, w in HEAVY_FIXTURES.items() if name in names), default=0.1)
+
+    groups = [item.nodeid.split("::")[0] for item in items]
+    items[:] = spread(items, [weight(i) for i in items], groups, workers)
+
+
 def _answer_ctrl_c() -> None:
     """A shell starts background jobs (``make test &``) with SIGINT ignored, and every process
     started from one inherits that, so gridctl rightly ignores the Ctrl-C that tests send it.

@@ -23,7 +23,7 @@ SELECTION = (
     "tests/aws/test_aws_e2e.py::test_up_again_changes_nothing_and_duplicates_nothing",
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.weight(30)]  # a pytest run of an AWS test
 
 
 def aws_record(bucket: str) -> dict:

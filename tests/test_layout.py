@@ -82,6 +82,7 @@ def test_help_loads_no_heavy_module():
     assert not loaded & {"numpy", "boto3", "python_terraform", "psutil", "sqlite3", "yaml"}
     # Nor what only a run needs: the option table checks values with them when it runs.
     assert not loaded & {"gridctl.cli.sweep", "gridctl.cli.machines"}
+    assert not loaded & {"http.server", "gridctl.cli.ui.server", "tensorboard"}
 
 
 SCRATCH = shutil.ignore_patterns(
@@ -150,6 +151,8 @@ def test_the_wheel_holds_only_gridctl_packages(built):
         "gridctl/modules/machine/main.tf",
         "gridctl/modules/machine/user-data.sh.tftpl",
         "gridctl/modules/machine/README.md",
+        "gridctl/cli/ui/static/ui.css",  # gridctl ui fetches nothing from elsewhere
+        "gridctl/cli/ui/static/ui.js",
     } <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gridctl = gridctl.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
