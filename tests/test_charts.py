@@ -115,4 +115,4 @@ def test_an_experiments_attempts_are_bars_in_time_order():
     ]
     first, second = (float(b.get("x")) for b in bars)
     assert first < second
-    assert bars[0].get("fill") == charts.STATE_COLOURS["interrupted"]
+    assert bars[0].get("fill") == charts.STATE_COLOURS[State.INTERRUPTED]

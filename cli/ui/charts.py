@@ -6,10 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from html import escape
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from gridctl.agent.core.state import Attempt
+from gridctl.agent.core.state import Attempt, State
 
 WIDTH, HEIGHT = 460, 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 10, 28
@@ -132,10 +130,10 @@ def _number(value: float) -> str:
 
 
 STATE_COLOURS = {
-    "succeeded": "#2ca02c",
-    "failed": "#d62728",
-    "stopped": "#bcbd22",
-    "interrupted": "#9467bd",
+    State.SUCCEEDED: "#2ca02c",
+    State.FAILED: "#d62728",
+    State.STOPPED: "#bcbd22",
+    State.INTERRUPTED: "#9467bd",
 }
 """An attempt's bar by how it ended; one still going is blue."""
 
