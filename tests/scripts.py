@@ -73,3 +73,23 @@ json.dump({"datastore_dir": own, "files": seen, "write": wrote,
 """
 """Records what the experiment's datastore version holds (``GRIDCTL_DATASTORE_DIR``), what
 the mount dir given as ``--mount PATH`` shows, and whether writing into it is refused."""
+
+
+METRICS_SWEEP = """\
+import argparse, json, os
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float)
+args = parser.parse_args()
+with open("metrics.jsonl", "w") as f:
+    for step in range(20):
+        loss = 1 / (1 + step * args.lr)
+        f.write(json.dumps({"step": step, "loss": loss, "acc": 1 - loss}) + "\\n")
+os.makedirs("out", exist_ok=True)
+with open("out/weights.bin", "wb") as f:
+    f.write(bytes(range(256)) * 4)
+print("trained", args.lr, flush=True)
+"""
+"""A sweep's experiment for the web view: 20 steps of ``loss`` (1 / (1 + step * lr)) and
+``acc`` (1 - loss) in metrics.jsonl, and ``out/weights.bin`` (WEIGHTS)."""
+WEIGHTS = bytes(range(256)) * 4
+METRICS_STEPS = 20

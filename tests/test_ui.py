@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
+from conftest import Gridctl
+from scripts import METRICS_STEPS, METRICS_SWEEP, WEIGHTS
+from webview import WebView
 
-from tests.conftest import Gridctl
-from tests.webview import WebView
-
-TRAIN = """\
-import argparse, json, os
-parser = argparse.ArgumentParser()
-parser.add_argument("--lr", type=float)
-args = parser.parse_args()
-with open("metrics.jsonl", "w") as f:
-    for step in range(4):
-        f.write(json.dumps({"step": step, "loss": round(1 / (1 + step * args.lr), 6)}) + "\\n")
-os.makedirs("out", exist_ok=True)
-with open("out/weights.bin", "wb") as f:
-    f.write(bytes(range(256)) * 4)
-print("trained", args.lr, flush=True)
-"""
 RATES = (0.5, 1.0, 2.0)
-WEIGHTS = bytes(range(256)) * 4
 
 
 def loss(step: int, lr: float) -> float:
-    return round(1 / (1 + step * lr), 6)
+    return 1 / (1 + step * lr)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +22,7 @@ def sweep(tmp_path_factory) -> Gridctl:
     root = tmp_path_factory.mktemp("ui")
     project = root / "project"
     project.mkdir()
-    (project / "train.py").write_text(textwrap.dedent(TRAIN))
+    (project / "train.py").write_text(METRICS_SWEEP)
     gridctl = Gridctl(root / "home", project)
     rates = json.dumps(list(RATES))
     result = gridctl("run", "--name", "webview", "--wait", "train.py", "--lr", rates)
@@ -63,7 +48,8 @@ def test_a_runs_api_gives_its_experiments_with_their_last_metrics(view: WebView,
         k: v for k, v in status.items() if k != "experiments"
     }
     for shown, expected, lr in zip(found["experiments"], status["experiments"], RATES, strict=True):
-        assert shown.pop("last_metrics") == {"loss": loss(3, lr)}
+        last = METRICS_STEPS - 1
+        assert shown.pop("last_metrics") == {"loss": loss(last, lr), "acc": 1 - loss(last, lr)}
         assert shown == expected
 
 
@@ -83,7 +69,8 @@ def test_an_experiments_api_lists_params_attempts_and_artifacts(view: WebView):
 
 def test_the_metrics_api_gives_every_step(view: WebView):
     assert view.api("/api/experiments/webview-exp2/metrics") == {
-        "loss": [[step, loss(step, 2.0)] for step in range(4)]
+        "loss": [[step, loss(step, 2.0)] for step in range(METRICS_STEPS)],
+        "acc": [[step, 1 - loss(step, 2.0)] for step in range(METRICS_STEPS)],
     }
 
 
@@ -109,6 +96,7 @@ def test_the_pages_show_the_sweep(view: WebView):
     for index in range(len(RATES)):
         assert f'href="/experiments/webview-exp{index}"' in page
     assert page.count('<figure class="chart" data-metric="loss">') == 1
+    assert page.count('<figure class="chart" data-metric="acc">') == 1
     experiment = view.get("/experiments/webview-exp2").text
     assert 'href="/files/webview-exp2/out/weights.bin"' in experiment
     assert "trained 2.0" in experiment

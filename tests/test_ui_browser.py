@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import Gridctl
-from tests.webview import WebView
+from conftest import Gridctl
+from scripts import METRICS_SWEEP, WEIGHTS
+from webview import WebView
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -33,20 +33,6 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402  (after the skip above)
 
-TRAIN = """\
-import argparse, json, os
-parser = argparse.ArgumentParser()
-parser.add_argument("--lr", type=float)
-args = parser.parse_args()
-with open("metrics.jsonl", "w") as f:
-    for step in range(20):
-        loss = 1 / (1 + step * args.lr)
-        f.write(json.dumps({"step": step, "loss": loss, "acc": 1 - loss}) + "\\n")
-os.makedirs("out", exist_ok=True)
-with open("out/weights.bin", "wb") as f:
-    f.write(bytes(range(256)) * 8)
-print("trained", args.lr, flush=True)
-"""
 TICKING = """\
 import argparse, os, time
 parser = argparse.ArgumentParser()
@@ -60,7 +46,6 @@ while not os.path.exists(args.until):
 print("released", flush=True)
 """
 RATES = (0.1, 0.3, 1.0, 3.0)
-WEIGHTS = bytes(range(256)) * 8
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +54,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     project = root / "project"
     project.mkdir()
-    (project / "train.py").write_text(textwrap.dedent(TRAIN))
+    (project / "train.py").write_text(METRICS_SWEEP)
     (project / "ticking.py").write_text(textwrap.dedent(TICKING))
     gridctl = Gridctl(root / "home", project)
     rates = "[" + ", ".join(map(str, RATES)) + "]"
