@@ -365,19 +365,48 @@ class Artifact:
     size: int
 
 
-def experiment(home: Path, name: str) -> ExperimentStatus:
-    """The experiment ``name`` (a run's name does not do)."""
+@dataclass(frozen=True)
+class Outputs:
+    """What an experiment has left so far, as its web page shows it."""
+
+    experiment: ExperimentStatus
+    artifacts: list[Artifact]
+    metrics: Metrics
+    log: list[str]
+
+
+def _located(home: Path, name: str) -> tuple[Backend, ExperimentStatus]:
+    """The experiment ``name`` (a run's name does not do) and the backend that has it,
+    looked up once for all that is read of it."""
     backend = _find(home, name)
     if backend.run_exists(name):
         raise GridctlError(f"{name} is a run, not an experiment")
     (found,) = backend.experiments([name])
-    return found
+    return backend, found
+
+
+def experiment(home: Path, name: str) -> ExperimentStatus:
+    return _located(home, name)[1]
+
+
+def outputs(home: Path, name: str, lines: int) -> Outputs:
+    """The experiment with its artifacts, metrics and the last ``lines`` of its log."""
+    backend, found = _located(home, name)
+    return Outputs(
+        found,
+        _artifact_list(backend, found),
+        _metrics(home, backend, found),
+        list(backend.logs(found.name, follow=False, tail=lines)),
+    )
 
 
 def artifact_list(home: Path, name: str) -> list[Artifact]:
     """The experiment's artifacts as they lie in the store now (synced while it runs)."""
-    backend = _find(home, name)
-    prefix = _artifacts_prefix(backend, name)
+    return _artifact_list(*_located(home, name))
+
+
+def _artifact_list(backend: Backend, experiment: ExperimentStatus) -> list[Artifact]:
+    prefix = _artifacts_prefix(experiment.run, experiment.name)
     listing = backend.store.listing(prefix)
     return [Artifact(key[len(prefix) :], listed.size) for key, listed in sorted(listing.items())]
 
@@ -386,8 +415,8 @@ def artifact_list(home: Path, name: str) -> list[Artifact]:
 def artifact_file(home: Path, name: str, path: str) -> Iterator[Path]:
     """A local copy of one artifact, only one that ``artifact_list`` names: any other
     path, however spelt, is unknown."""
-    backend = _find(home, name)
-    prefix = _artifacts_prefix(backend, name)
+    backend, found = _located(home, name)
+    prefix = _artifacts_prefix(found.run, found.name)
     key = prefix + path
     if key not in set(backend.store.list(prefix)):
         raise GridctlError(f"{name} has no artifact {path!r} (see gridctl artifacts)")
@@ -403,29 +432,27 @@ def artifact_file(home: Path, name: str, path: str) -> Iterator[Path]:
         yield copy
 
 
-def _artifacts_prefix(backend: Backend, name: str) -> str:
-    (found,) = backend.experiments([_only(backend, name)])
-    return ExperimentKeys(found.run, found.name).artifacts + "/"
+def _artifacts_prefix(run: str, experiment: str) -> str:
+    return ExperimentKeys(run, experiment).artifacts + "/"
 
 
 def metrics(home: Path, name: str) -> Metrics:
     """The scalar metrics the experiment's artifacts hold (SPEC section 12)."""
+    backend, found = _located(home, name)
+    return _metrics(home, backend, found)
+
+
+def _metrics(home: Path, backend: Backend, experiment: ExperimentStatus) -> Metrics:
     from gridctl.cli.metrics import read_metrics
 
-    backend = _find(home, name)
-    return read_metrics(backend.store, _artifacts_prefix(backend, name), _cache(home, backend))
+    prefix = _artifacts_prefix(experiment.run, experiment.name)
+    return read_metrics(backend.store, prefix, _cache(home, backend))
 
 
 def run_metrics(home: Path, run: RunStatus) -> dict[str, Metrics]:
     """Each experiment's metrics, by experiment name, read from the run's one store."""
-    from gridctl.cli.metrics import read_metrics
-
     backend = _find(home, run.name)
-    cache = _cache(home, backend)
-    return {
-        e.name: read_metrics(backend.store, ExperimentKeys(run.name, e.name).artifacts + "/", cache)
-        for e in run.experiments
-    }
+    return {e.name: _metrics(home, backend, e) for e in run.experiments}
 
 
 def _cache(home: Path, backend: Backend) -> Path:

@@ -35,6 +35,5 @@ def experiment(home: Path, name: str) -> dict:
 
 def metrics(home: Path, name: str) -> dict[str, list[list[float]]]:
     """``{"METRIC": [[step, value], ...]}``."""
-    commands.experiment(home, name)  # a run's name is not an experiment's
-    found = commands.metrics(home, name)
+    found = commands.metrics(home, name)  # a run's name is not an experiment's
     return {metric: [list(p) for p in points] for metric, points in found.series.items()}

@@ -219,12 +219,8 @@ def _api(view: View, request: Request, segments: list[str]) -> Reply:
 
 
 def _experiment_page(home: Path, name: str) -> str:
-    return pages.experiment_page(
-        commands.experiment(home, name),
-        commands.artifact_list(home, name),
-        commands.metrics(home, name),
-        commands.log_tail(home, name, LOG_LINES),
-    )
+    found = commands.outputs(home, name, LOG_LINES)
+    return pages.experiment_page(found.experiment, found.artifacts, found.metrics, found.log)
 
 
 def _artifact(home: Path, name: str, path: str) -> Reply:
