@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python examples/demo.py
 
-# worksteal: the few long end-to-end tests would otherwise queue up on one worker. Four
-# workers on two cores: most tests wait (on moto, Terraform, agents polling), so two left the
-# cores half idle.
+# worksteal: the few long end-to-end tests would otherwise queue up on one worker. Six
+# workers on two cores: most tests wait (on moto, on the AWS provider's own waits of up to a
+# minute, on agents polling); four left the cores a third idle.
 test: install lint
-	$(BIN)/python -m pytest -n 4 --dist worksteal -q --durations=25
+	$(BIN)/python -m pytest -n 6 --dist worksteal -q --durations=25
 
 # mypy needs the import layout (gridctl.cli in cli/, ...): pyproject's package-dir, as links.
 lint: install
