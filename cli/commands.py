@@ -236,9 +236,12 @@ MAX_WINDOW = 3600.0
 
 
 def _find(home: Path, name: str) -> Backend:
-    """The backend that knows this run or experiment name."""
+    """The backend that knows this run or experiment name (a run's experiments are not
+    looked up: a sweep's can be a thousand)."""
     for cloud in clouds(home):
         backend = backend_for(home, cloud)
+        if backend.run_exists(name):
+            return backend
         try:
             backend.experiments([name])
         except GridctlError:

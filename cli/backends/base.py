@@ -41,9 +41,17 @@ class ExperimentStatus:
 
 
 def experiment_status(
-    run: str, name: str, spec: ExperimentSpec, record: History, instance: str | None
+    run: str,
+    name: str,
+    spec: ExperimentSpec,
+    record: History,
+    instance: str | None,
+    *,
+    cost: float | None = None,
+    gpu_hours: float = 0.0,
 ) -> ExperimentStatus:
-    """What every backend shows of an experiment: its spec and its state's record."""
+    """What every backend shows of an experiment: its spec and its state's record (and its
+    cost when the backend knows it at once)."""
     return ExperimentStatus(
         name=name,
         run=run,
@@ -60,6 +68,8 @@ def experiment_status(
         datastore=spec.datastore,
         nodes=spec.nodes,
         source=spec.source,
+        cost=cost,
+        gpu_hours=gpu_hours,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import time
@@ -41,11 +40,20 @@ def _check_writable(flag: str, path: Path, where: Path) -> None:
 
 def _status(record: ExperimentRecord) -> ExperimentStatus:
     """Free here (SPEC section 11), but its GPU-hours count: every attempt's time on its GPUs."""
-    found = experiment_status(record.run, record.name, record.spec, record, "local")
-    now = time.time()
-    held = sum((a.finished_at or now) - a.started_at for a in found.attempts)
     gpus = record.spec.gpus * record.spec.nodes
-    return dataclasses.replace(found, cost=0.0, gpu_hours=gpus * held / 3600)
+    held = 0.0
+    if gpus:
+        now = time.time()
+        held = sum((a.finished_at or now) - a.started_at for a in record.attempts)
+    return experiment_status(
+        record.run,
+        record.name,
+        record.spec,
+        record,
+        "local",
+        cost=0.0,
+        gpu_hours=gpus * held / 3600,
+    )
 
 
 class LocalBackend:
