@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -13,6 +12,7 @@ from gridctl.agent.core.datastore import CreateResult, Version
 from gridctl.agent.core.spec import Source
 from gridctl.agent.core.state import ACTIVE_STATES, State
 from gridctl.agent.core.units import count, format_bytes
+from gridctl.cli import jsontext
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, total_of
 from gridctl.cli.plan import RunPlan
 from gridctl.cli.sweep import format_value
@@ -84,7 +84,7 @@ def params_text(params: dict[str, object]) -> str:
 
 
 def print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.write(jsontext.dumps(data) + "\n")
 
 
 def source_json(source: Source | None) -> dict:

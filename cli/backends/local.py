@@ -145,7 +145,7 @@ class LocalBackend:
             description=run.description,
             seed=run.seed,
             strategy=run.strategy,
-            experiments=tuple(_status(e) for e in self.registry.experiments(run.name)),
+            experiments=tuple(_status(e) for e in self.registry.experiments(run.name, env=False)),
         )
 
     def runs(self) -> list[RunStatus]:
@@ -158,10 +158,11 @@ class LocalBackend:
         return self._run_status(record)
 
     def _records(self, names: Sequence[str]) -> list[ExperimentRecord]:
+        """A run's records come without their specs' ``env``: nothing here runs them."""
         found: dict[str, ExperimentRecord] = {}
         for name in names:
             if self.registry.get_run(name) is not None:
-                found.update((e.name, e) for e in self.registry.experiments(name))
+                found.update((e.name, e) for e in self.registry.experiments(name, env=False))
                 continue
             record = self.registry.get_experiment(name)
             if record is None:
