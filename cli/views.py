@@ -14,13 +14,12 @@ from gridctl.agent.core.state import ACTIVE_STATES, State
 from gridctl.agent.core.units import count, format_bytes
 from gridctl.cli import jsontext
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, total_of
-from gridctl.cli.plan import RunPlan
-from gridctl.cli.sweep import format_value
 from gridctl.cli.tables import Cell, Styled, Table
 
 if TYPE_CHECKING:
     from gridctl.cli.commands import Teardown
     from gridctl.cli.estimate import Estimate
+    from gridctl.cli.plan import RunPlan
 
 STATE_STYLES = {
     "queued": "dim",
@@ -80,6 +79,8 @@ def rounded(cost: float | None) -> float | None:
 
 
 def params_text(params: dict[str, object]) -> str:
+    from gridctl.cli.sweep import format_value  # here only: JSON views do without the sweeps
+
     return " ".join(f"{k}={format_value(v)}" for k, v in params.items()) or "-"
 
 

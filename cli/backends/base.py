@@ -7,14 +7,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gridctl.agent.core.contract import ExperimentKeys
 from gridctl.agent.core.progress import Progress
 from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Source
 from gridctl.agent.core.state import Attempt, History, State, run_state
 from gridctl.agent.core.store import Store
-from gridctl.cli.plan import RunPlan
+
+if TYPE_CHECKING:
+    from gridctl.cli.plan import RunPlan
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gridctl.agent.core import datastore as datastores
 from gridctl.agent.core import logs as logfiles
@@ -20,7 +21,6 @@ from gridctl.agent.runner.scratch import nearest_existing, shortfall
 from gridctl.agent.service import daemon
 from gridctl.agent.service.home import Home
 from gridctl.agent.service.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
-from gridctl.cli import bundle as bundles
 from gridctl.cli.backends.base import (
     ExperimentStatus,
     RunStatus,
@@ -28,7 +28,9 @@ from gridctl.cli.backends.base import (
     experiment_status,
 )
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.plan import RunPlan
+
+if TYPE_CHECKING:
+    from gridctl.cli.plan import RunPlan
 
 STOP_WAIT = 60.0
 
@@ -247,6 +249,8 @@ class LocalBackend:
             self.registry.delete_run(run)
             emptied.append(found.bundle_id)
         if emptied:
+            from gridctl.cli import bundle as bundles
+
             bundles.delete_unused(self.store, emptied, (r.bundle_id for r in self.registry.runs()))
         return [r.name for r in records]
 
