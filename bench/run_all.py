@@ -14,6 +14,7 @@ import bench_dispatch
 import bench_gang
 import bench_help
 import bench_spot
+import bench_status
 import bench_ui
 import bench_venv
 
@@ -23,6 +24,7 @@ def main() -> int:
     benches = (
         bench_help,
         bench_bundle,
+        bench_status,
         bench_dispatch,
         bench_spot,
         bench_gang,

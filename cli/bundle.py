@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
+import itertools
 import os
 import posixpath
 import re
@@ -110,11 +110,11 @@ def _outside_downloads(root_real: str, paths: Sequence[str]) -> Sequence[str]:
     """The paths not below a folder marked as gridctl's download folder (each folder of
     the tree is looked at once; a tree without any marked folder is returned as it is)."""
     folders: set[str] = set()
-    for path in paths:
-        folder = posixpath.dirname(path)
+    for parent in {path.rpartition("/")[0] for path in paths}:
+        folder = parent
         while folder and folder not in folders:
             folders.add(folder)
-            folder = posixpath.dirname(folder)
+            folder = folder.rpartition("/")[0]
     marked = tuple(
         f"{folder}/"
         for folder in folders
@@ -158,7 +158,8 @@ def _warnings(entries: list[BundleEntry], outside: list[str]) -> tuple[str, ...]
     found = []
     if outside:
         found.append("skipped symlinks pointing outside the project: " + _name_some(outside))
-    secrets = [e.path for e in entries if _looks_secret(e.path)]
+    names = "\0".join(e.path for e in entries)
+    secrets = [e.path for e in entries if _looks_secret(e.path)] if _HINT.search(names) else []
     if secrets:
         found.append(
             "possible secrets in the code bundle (list them in .gridignore to leave them out): "
@@ -175,6 +176,9 @@ def _name_some(names: list[str]) -> str:
 
 _SECRET = re.compile(r"(?:^|/)(?:\.env|\.netrc|id_rsa[^/]*|[^/]*\.pem)\Z|(?:^|/)\.aws/", re.DOTALL)
 """``.env``, ``.netrc``, ``id_rsa*``, ``*.pem`` and anything below a ``.aws`` folder."""
+_HINT = re.compile(r"\.env|\.netrc|id_rsa|\.pem|\.aws/")
+"""What every path ``_SECRET`` finds contains: one search of all paths at once spares a
+search of each in the usual bundle, which has none."""
 
 
 def _looks_secret(path: str) -> bool:
@@ -190,19 +194,25 @@ def _sha256_file(path: str) -> str:
 
 
 class _HashCache:
-    """Content hashes of one root between scans, in ``cache_dir/<hash of root>.json``.
+    """Content hashes of one root between scans, in ``cache_dir/<hash of root>.hashes``.
 
     Each path maps to ``"<size> <mtime_ns> <inode> <sha256>"``; a hash is reused while the
     first three still match. Files modified within RACY_NS of the scan are not saved, since
     a second write inside one timestamp tick would keep all three. Unreadable or corrupt
     cache files count as empty; failing to save one only costs speed.
+
+    The file is NUL-separated text (a header, then path and entry in turn): no path holds a
+    NUL, and splitting it is several times faster than parsing JSON, which was the largest
+    part of re-scanning an unchanged 50,000-file tree.
     """
+
+    HEADER = "gridctl-hashes-v2"
 
     def __init__(self, cache_dir: Path | None, root_real: str) -> None:
         self.path: Path | None = None
         if cache_dir is not None:
             name = hashlib.sha256(os.fsencode(root_real)).hexdigest()[:32]
-            self.path = Path(cache_dir) / f"{name}.json"
+            self.path = Path(cache_dir) / f"{name}.hashes"
         self.old = self._load()
         self.new: dict[str, str] = {}
         self.trusted_before = time.time_ns() - RACY_NS
@@ -210,33 +220,35 @@ class _HashCache:
     def digest(self, rel: str, full: str, st: os.stat_result) -> str:
         key = f"{st.st_size} {st.st_mtime_ns} {st.st_ino} "
         hit = self.old.get(rel)
-        if type(hit) is str and len(hit) == len(key) + 64 and hit.startswith(key):
-            digest = hit[-64:]
+        if hit is not None and len(hit) == len(key) + 64 and hit.startswith(key):
+            entry = hit  # the same string: comparing the caches to skip a save stays cheap
         else:
-            digest = _sha256_file(full)
+            entry = key + _sha256_file(full)
         if st.st_mtime_ns < self.trusted_before:
-            self.new[rel] = key + digest
-        return digest
+            self.new[rel] = entry
+        return entry[-64:]
 
-    def _load(self) -> dict[str, object]:
+    def _load(self) -> dict[str, str]:
         if self.path is None:
             return {}
         try:
-            data = json.loads(self.path.read_bytes())
-        except (OSError, ValueError):
+            fields = self.path.read_bytes().decode("utf-8", "surrogateescape").split("\0")
+        except (OSError, UnicodeError):
             return {}
-        ok = isinstance(data, dict) and data.get("version") == 1
-        return data["files"] if ok and isinstance(data.get("files"), dict) else {}
+        if fields[0] != self.HEADER or len(fields) % 2 == 0:
+            return {}
+        return dict(zip(fields[1::2], fields[2::2], strict=True))
 
     def save(self) -> None:
         if self.path is None or self.new == self.old:
             return
+        fields = [self.HEADER, *itertools.chain.from_iterable(self.new.items())]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".hashes")
             try:
-                with os.fdopen(fd, "w") as out:
-                    json.dump({"version": 1, "files": self.new}, out, separators=(",", ":"))
+                with os.fdopen(fd, "wb") as out:
+                    out.write("\0".join(fields).encode("utf-8", "surrogateescape"))
                 os.replace(tmp, self.path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

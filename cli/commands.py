@@ -20,20 +20,19 @@ from gridctl.agent.core.progress import Progress
 from gridctl.agent.core.state import ACTIVE_STATES, STARTED_STATES
 from gridctl.agent.core.store import Store
 from gridctl.agent.core.units import format_bytes
-from gridctl.cli import bundle as bundles
-from gridctl.cli import source
 from gridctl.cli.backends import Backend, get_backend
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.options import RunOptions
-from gridctl.cli.plan import RunPlan, plan_run
 from gridctl.cli.settings import default_cloud
 from gridctl.infra import amis, terraform
 
 if TYPE_CHECKING:
     from gridctl.agent.core.s3store import S3Store
+    from gridctl.cli import bundle as bundles
     from gridctl.cli.estimate import Estimate
     from gridctl.cli.metrics import Metrics
+    from gridctl.cli.options import RunOptions
+    from gridctl.cli.plan import RunPlan
 
 POLL = 0.2
 
@@ -108,6 +107,9 @@ def plan(
 
     A dry run for a cloud that is not set up yet skips only the backend's own checks.
     """
+    from gridctl.cli import source
+    from gridctl.cli.plan import plan_run
+
     visible = clouds(home)
     result = plan_run(
         options,
@@ -203,10 +205,14 @@ def datastore_delete(
 
 
 def scan(localdir: Path, home: Path) -> bundles.Bundle:
+    from gridctl.cli import bundle as bundles
+
     return bundles.scan(localdir, cache_dir=home / "cache" / "hashes")
 
 
 def bundle_warnings(bundle: bundles.Bundle, ignore_warnings: bool) -> list[str]:
+    from gridctl.cli import bundle as bundles
+
     found = list(bundle.warnings)
     if bundle.total_bytes > bundles.SIZE_WARNING_BYTES and not ignore_warnings:
         found.append(
@@ -227,6 +233,8 @@ def submit(
         raise GridctlError(
             f"script {plan.script} is excluded from the code bundle by an ignore file"
         )
+    from gridctl.cli import bundle as bundles
+
     uploaded = bundles.upload(bundle, backend.store, progress=progress)
     backend.submit(plan, bundle_key=bundle.key, bundle_id=bundle.bundle_id, progress=provisioning)
     return Submitted(plan=plan, bundle=bundle, uploaded=uploaded)
@@ -236,9 +244,12 @@ MAX_WINDOW = 3600.0
 
 
 def _find(home: Path, name: str) -> Backend:
-    """The backend that knows this run or experiment name."""
+    """The backend that knows this run or experiment name (a run's experiments are not
+    looked up: a sweep's can be a thousand)."""
     for cloud in clouds(home):
         backend = backend_for(home, cloud)
+        if backend.run_exists(name):
+            return backend
         try:
             backend.experiments([name])
         except GridctlError:
@@ -341,6 +352,8 @@ def logs(home: Path, name: str, *, follow: bool, tail: int | None, node: int = 0
 
 def artifacts(home: Path, names: Sequence[str], dest: Path, match: str | None) -> list[Path]:
     """Download into ``dest``, marked so that no bundle ever takes it along."""
+    from gridctl.cli import bundle as bundles
+
     if match is not None:
         import re
 

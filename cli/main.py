@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -22,6 +22,9 @@ from gridctl.agent.core.s3store import BucketMissing
 from gridctl.agent.core.state import ACTIVE_STATES, State
 from gridctl.cli.errors import EXIT_FAILED, GridctlError
 from gridctl.infra.errors import InfraError
+
+if TYPE_CHECKING:
+    from gridctl.cli.tables import Table
 
 app = typer.Typer(
     name="gridctl",
@@ -47,13 +50,33 @@ def _root(ctx: typer.Context) -> None:
 OUTPUT = typer.Option(Output.table, "--output", "-o", help="table for people, json for programs")
 
 
+PIPED_WIDTH = 200
+"""Piped output is read by programs and people alike: never cut names at 80 columns."""
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Piped output is read by programs and people alike: never cut names at 80 columns.
-    width = None if stream.isatty() else 200
+    width = None if stream.isatty() else PIPED_WIDTH
     return Console(stderr=stderr, highlight=False, width=width)
+
+
+def _show(table: Table) -> None:
+    """A table on stdout: piped, written as the text rich would write, without rich (which
+    takes seconds over a 1000-row table)."""
+    lines = None if _styled(sys.stdout) else table.lines(PIPED_WIDTH)
+    if lines is None:
+        _console().print(table)
+    else:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+
+
+def _styled(stream: Any) -> bool:
+    """Whether rich treats ``stream`` as a terminal (colour, the terminal's width): a TTY, or
+    one the environment says to treat so."""
+    forced = os.environ.get("TTY_COMPATIBLE") == "1" or bool(os.environ.get("FORCE_COLOR"))
+    return forced or stream.isatty()
 
 
 def _warn(message: str) -> None:
@@ -177,7 +200,7 @@ def run(
         if output is Output.json:
             views.print_json(views.plan_json(plan, estimate))
         else:
-            _console().print(views.plan_table(plan, estimate))
+            _show(views.plan_table(plan, estimate))
         return
 
     backend = commands.backend_for(home, plan.cloud)
@@ -209,7 +232,7 @@ def run(
     if output is Output.json:
         views.print_json(views.run_json(final, with_experiments=True))
     else:
-        _console().print(views.run_table(final))
+        _show(views.run_table(final))
     if final.status != State.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
 
@@ -362,7 +385,7 @@ def status(
             views.print_json([views.run_json(r, with_experiments=False) for r in result])
         return
     if not watch:
-        _console().print(table(result))
+        _show(table(result))
         return
     import time
 
@@ -405,7 +428,7 @@ def cost(
     if output is Output.json:
         views.print_json(views.cost_json(found, after))
     else:
-        _console().print(views.cost_table(found))
+        _show(views.cost_table(found))
 
 
 @app.command(
@@ -716,7 +739,7 @@ def datastore_list(cloud: str | None = CLOUD, output: Output = OUTPUT) -> None:
     if output is Output.json:
         views.print_json(views.datastores_json(found))
     else:
-        _console().print(views.datastores_table(found))
+        _show(views.datastores_table(found))
 
 
 @datastore_app.command(

@@ -1,25 +1,25 @@
-"""Views of command results: rich tables for people, stable JSON for programs."""
+"""Views of command results: tables for people (``tables.Table``), stable JSON for programs."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from gridctl.agent.core.datastore import CreateResult, Version
 from gridctl.agent.core.spec import Source
 from gridctl.agent.core.state import ACTIVE_STATES, State
 from gridctl.agent.core.units import count, format_bytes
+from gridctl.cli import jsontext
 from gridctl.cli.backends.base import ExperimentStatus, RunStatus, total_of
-from gridctl.cli.plan import RunPlan
-from gridctl.cli.sweep import format_value
+from gridctl.cli.tables import Cell, Styled, Table
 
 if TYPE_CHECKING:
     from gridctl.cli.commands import Teardown
     from gridctl.cli.estimate import Estimate
+    from gridctl.cli.plan import RunPlan
 
 STATE_STYLES = {
     "queued": "dim",
@@ -32,6 +32,10 @@ STATE_STYLES = {
 }
 
 
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: float | None) -> str | None: ...
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -75,11 +79,13 @@ def rounded(cost: float | None) -> float | None:
 
 
 def params_text(params: dict[str, object]) -> str:
+    from gridctl.cli.sweep import format_value  # here only: JSON views do without the sweeps
+
     return " ".join(f"{k}={format_value(v)}" for k, v in params.items()) or "-"
 
 
 def print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.write(jsontext.dumps(data) + "\n")
 
 
 def source_json(source: Source | None) -> dict:
@@ -201,9 +207,9 @@ def cost_json(runs: list[RunStatus], since: float | None) -> dict:
     }
 
 
-def cost_table(runs: list[RunStatus]):
+def cost_table(runs: list[RunStatus]) -> Table:
     """A row per experiment, a row per run with its sum, and the total."""
-    table = _table(None, ("run", "experiment", "status", "GPU-hours", "cost"))
+    table = Table(("run", "experiment", "status", "GPU-hours", "cost"))
     for r in runs:
         for e in r.experiments:
             active = e.status in ACTIVE_STATES
@@ -212,10 +218,14 @@ def cost_table(runs: list[RunStatus]):
             )
         active = r.status in ACTIVE_STATES
         table.add_row(
-            r.name, "[bold]all[/]", _state(r.status), f"{r.gpu_hours:.2f}", money(r.cost, active)
+            r.name,
+            Styled("all", "bold"),
+            _state(r.status),
+            f"{r.gpu_hours:.2f}",
+            money(r.cost, active),
         )
     table.add_row(
-        "[bold]total[/]",
+        Styled("total", "bold"),
         "",
         "",
         f"{sum(r.gpu_hours for r in runs):.2f}",
@@ -224,23 +234,13 @@ def cost_table(runs: list[RunStatus]):
     return table
 
 
-def _state(state: str) -> str:
-    return f"[{STATE_STYLES.get(state, '')}]{state}[/]"
+def _state(state: str) -> Styled:
+    return Styled(state, STATE_STYLES.get(state, ""))
 
 
-def _table(title: str | None, columns: tuple[str, ...]):
-    from rich.table import Table
-
-    table = Table(title=title, box=None, header_style="bold", title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    return table
-
-
-def runs_table(runs: list[RunStatus]):
-    table = _table(
-        None,
-        ("run", "status", "backend", "experiments", "duration", "cost", "commit", "created"),
+def runs_table(runs: list[RunStatus]) -> Table:
+    table = Table(
+        ("run", "status", "backend", "experiments", "duration", "cost", "commit", "created")
     )
     for run in runs:
         counts = ", ".join(f"{n} {state}" for state, n in run.counts.items()) or "-"
@@ -257,22 +257,26 @@ def runs_table(runs: list[RunStatus]):
     return table
 
 
-def run_table(run: RunStatus):
-    table = _table(
-        f"{run.name} ({_state(run.status)}, {run.backend}, seed {run.seed}"
-        f"{_commit_hint(run.source)})",
+def run_table(run: RunStatus) -> Table:
+    title = (
+        f"{run.name} (",
+        _state(run.status),
+        f", {run.backend}, seed {run.seed}{_commit_hint(run.source)})",
+    )
+    table = Table(
         ("experiment", "status", "params", "exit", "resumes", "duration", "cost", "instance"),
+        title=title,
     )
     for e in run.experiments:
         why = (
-            _escape(f" ({e.reason})")
+            f" ({e.reason})"
             if e.status in (State.FAILED, State.QUEUED, State.STARTING) and e.reason
             else ""
         )
         table.add_row(
             e.name + _nodes_hint(e.nodes),
-            _state(e.status) + why,
-            _escape(params_text(e.params)),
+            (_state(e.status), why),
+            params_text(e.params),
             "-" if e.exit_code is None else str(e.exit_code),
             str(e.resumes),
             human_duration(duration(e.started_at, e.finished_at)),
@@ -282,15 +286,14 @@ def run_table(run: RunStatus):
     return table
 
 
-def experiment_table(e: ExperimentStatus):
+def experiment_table(e: ExperimentStatus) -> Table:
     """One experiment, a field per line, with each attempt."""
-    table = _table(f"{e.name} (run {e.run})", ("", ""))
-    table.show_header = False
-    rows = [
-        ("status", _state(e.status) + (_escape(f" ({e.reason})") if e.reason else "")),
-        ("params", _escape(params_text(e.params))),
+    table = Table(("", ""), title=f"{e.name} (run {e.run})", show_header=False)
+    rows: list[tuple[str, Cell]] = [
+        ("status", (_state(e.status), f" ({e.reason})" if e.reason else "")),
+        ("params", params_text(e.params)),
         ("nodes", str(e.nodes)),
-        ("command", _escape(shlex.join(e.argv))),
+        ("command", shlex.join(e.argv)),
         ("exit code", "-" if e.exit_code is None else str(e.exit_code)),
         ("resumes", str(e.resumes)),
         ("started", iso(e.started_at) or "-"),
@@ -302,8 +305,8 @@ def experiment_table(e: ExperimentStatus):
     ]
     for i, a in enumerate(e.attempts):
         ended = f" (until {iso(a.finished_at)})" if a.finished_at else ""
-        why = _escape(f": {a.reason}") if a.reason else ""
-        rows.append((f"attempt {i}", f"{_state(a.status)}{why} on {a.instance}{ended}"))
+        why = f": {a.reason}" if a.reason else ""
+        rows.append((f"attempt {i}", (_state(a.status), f"{why} on {a.instance}{ended}")))
     for field, value in rows:
         table.add_row(field, value)
     return table
@@ -312,7 +315,7 @@ def experiment_table(e: ExperimentStatus):
 def _commit_hint(source: Source | None) -> str:
     """``, commit abc1234`` in a run's title when the commit is known."""
     text = source_text(source)
-    return "" if text == "-" else f", commit {_escape(text)}"
+    return "" if text == "-" else f", commit {text}"
 
 
 def _nodes_hint(nodes: int) -> str:
@@ -320,18 +323,18 @@ def _nodes_hint(nodes: int) -> str:
     return f" ({nodes} nodes)" if nodes > 1 else ""
 
 
-def plan_table(plan: RunPlan, estimate: Estimate):
+def plan_table(plan: RunPlan, estimate: Estimate) -> Table:
     """One row per experiment with its price per hour, then the sweep's (and where prices
     came from)."""
-    table = _table(
-        f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
+    table = Table(
         ("experiment", "price", "command"),
+        title=f"{plan.name}: {len(plan.experiments)} experiment(s) on {plan.cloud}",
     )
     for e in plan.experiments:
         table.add_row(
             e.name + _nodes_hint(plan.nodes),
             _hourly(estimate.per_experiment[e.name]),
-            _escape(shlex.join(e.argv)),
+            shlex.join(e.argv),
         )
     source = f"({estimate.source})" if estimate.source else ""
     table.add_row("all", _hourly(estimate.total), source)
@@ -341,12 +344,6 @@ def plan_table(plan: RunPlan, estimate: Estimate):
 def _hourly(usd: float | None) -> str:
     """``$0.526/h``; ``price unknown`` where no price was found."""
     return "price unknown" if usd is None else f"${usd:.4g}/h"
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def datastore_created(result: CreateResult) -> str:
@@ -394,9 +391,9 @@ def datastores_json(found: list[tuple[str, list[Version]]]) -> list[dict]:
     ]
 
 
-def datastores_table(found: list[tuple[str, list[Version]]]):
+def datastores_table(found: list[tuple[str, list[Version]]]) -> Table:
     """One row per datastore: its versions, and the newest version's figures."""
-    table = _table(None, ("name", "versions", "files", "size", "status", "created"))
+    table = Table(("name", "versions", "files", "size", "status", "created"))
     for name, versions in found:
         newest = versions[-1]
         table.add_row(

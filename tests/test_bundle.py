@@ -129,7 +129,14 @@ def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     scan(root, cache_dir=cache)
     (cache_file,) = cache.iterdir()
-    for garbage in (b"{not json", b'{"version": 1, "files": {"train.py": [1, 2]}}', b"[]"):
+    garbage_kinds = (
+        b"{not json",
+        b'{"version": 1, "files": {"train.py": [1, 2]}}',
+        b"gridctl-hashes-v2\0train.py",
+        b"gridctl-hashes-v2\0train.py\0" + b"1 2 3 " + b"0" * 64,
+        b"\xff\0\xfe",
+    )
+    for garbage in garbage_kinds:
         cache_file.write_bytes(garbage)
         assert scan(root, cache_dir=cache).bundle_id == expected
 

@@ -84,9 +84,9 @@ def mark_orphans(home: Home, registry: Registry) -> list[str]:
 
     Call only while holding the agent lock.
     """
-    import psutil
-
     orphans = registry.experiments(statuses=STARTED_STATES)
+    if orphans:
+        import psutil  # only then: every local command reconciles, and most find none
     for record in orphans:
         processes = set(record.processes)
         if record.pid:

@@ -7,14 +7,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gridctl.agent.core.contract import ExperimentKeys
 from gridctl.agent.core.progress import Progress
 from gridctl.agent.core.spec import DatastoreMount, ExperimentSpec, Source
 from gridctl.agent.core.state import Attempt, History, State, run_state
 from gridctl.agent.core.store import Store
-from gridctl.cli.plan import RunPlan
+
+if TYPE_CHECKING:
+    from gridctl.cli.plan import RunPlan
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,17 @@ class ExperimentStatus:
 
 
 def experiment_status(
-    run: str, name: str, spec: ExperimentSpec, record: History, instance: str | None
+    run: str,
+    name: str,
+    spec: ExperimentSpec,
+    record: History,
+    instance: str | None,
+    *,
+    cost: float | None = None,
+    gpu_hours: float = 0.0,
 ) -> ExperimentStatus:
-    """What every backend shows of an experiment: its spec and its state's record."""
+    """What every backend shows of an experiment: its spec and its state's record (and its
+    cost when the backend knows it at once)."""
     return ExperimentStatus(
         name=name,
         run=run,
@@ -60,6 +70,8 @@ def experiment_status(
         datastore=spec.datastore,
         nodes=spec.nodes,
         source=spec.source,
+        cost=cost,
+        gpu_hours=gpu_hours,
     )
 
 

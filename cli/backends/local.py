@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gridctl.agent.core import datastore as datastores
 from gridctl.agent.core import logs as logfiles
@@ -21,7 +21,6 @@ from gridctl.agent.runner.scratch import nearest_existing, shortfall
 from gridctl.agent.service import daemon
 from gridctl.agent.service.home import Home
 from gridctl.agent.service.registry import DuplicateRunError, ExperimentRecord, Registry, RunRecord
-from gridctl.cli import bundle as bundles
 from gridctl.cli.backends.base import (
     ExperimentStatus,
     RunStatus,
@@ -29,7 +28,9 @@ from gridctl.cli.backends.base import (
     experiment_status,
 )
 from gridctl.cli.errors import GridctlError
-from gridctl.cli.plan import RunPlan
+
+if TYPE_CHECKING:
+    from gridctl.cli.plan import RunPlan
 
 STOP_WAIT = 60.0
 
@@ -41,11 +42,20 @@ def _check_writable(flag: str, path: Path, where: Path) -> None:
 
 def _status(record: ExperimentRecord) -> ExperimentStatus:
     """Free here (SPEC section 11), but its GPU-hours count: every attempt's time on its GPUs."""
-    found = experiment_status(record.run, record.name, record.spec, record, "local")
-    now = time.time()
-    held = sum((a.finished_at or now) - a.started_at for a in found.attempts)
     gpus = record.spec.gpus * record.spec.nodes
-    return dataclasses.replace(found, cost=0.0, gpu_hours=gpus * held / 3600)
+    held = 0.0
+    if gpus:
+        now = time.time()
+        held = sum((a.finished_at or now) - a.started_at for a in record.attempts)
+    return experiment_status(
+        record.run,
+        record.name,
+        record.spec,
+        record,
+        "local",
+        cost=0.0,
+        gpu_hours=gpus * held / 3600,
+    )
 
 
 class LocalBackend:
@@ -137,7 +147,7 @@ class LocalBackend:
             description=run.description,
             seed=run.seed,
             strategy=run.strategy,
-            experiments=tuple(_status(e) for e in self.registry.experiments(run.name)),
+            experiments=tuple(_status(e) for e in self.registry.experiments(run.name, env=False)),
         )
 
     def runs(self) -> list[RunStatus]:
@@ -150,10 +160,11 @@ class LocalBackend:
         return self._run_status(record)
 
     def _records(self, names: Sequence[str]) -> list[ExperimentRecord]:
+        """A run's records come without their specs' ``env``: nothing here runs them."""
         found: dict[str, ExperimentRecord] = {}
         for name in names:
             if self.registry.get_run(name) is not None:
-                found.update((e.name, e) for e in self.registry.experiments(name))
+                found.update((e.name, e) for e in self.registry.experiments(name, env=False))
                 continue
             record = self.registry.get_experiment(name)
             if record is None:
@@ -238,6 +249,8 @@ class LocalBackend:
             self.registry.delete_run(run)
             emptied.append(found.bundle_id)
         if emptied:
+            from gridctl.cli import bundle as bundles
+
             bundles.delete_unused(self.store, emptied, (r.bundle_id for r in self.registry.runs()))
         return [r.name for r in records]
 
