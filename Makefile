@@ -20,7 +20,10 @@ demo: install
 # worksteal: the few long end-to-end tests would otherwise queue up on one worker. Six
 # workers on two cores: most tests wait (on moto, on the AWS provider's own waits of up to a
 # minute, on agents polling); four left the cores a third idle.
+# compileall first: gridctl is installed editable, and where PYTHONDONTWRITEBYTECODE is set
+# (these machines set it) every gridctl, agent and test process compiled its sources anew.
 test: install lint
+	$(BIN)/python -m compileall -q cli agent infra
 	$(BIN)/python -m pytest -n 6 --dist worksteal -q --durations=25
 
 # mypy needs the import layout (gridctl.cli in cli/, ...): pyproject's package-dir, as links.

@@ -68,11 +68,18 @@ def delete_unused(store: Store, bundle_ids: Iterable[str], in_use: Iterable[str]
         store.delete_prefix(bundle_key(bundle_id))
 
 
-def scan(root: Path, *, cache_dir: Path | None = None) -> Bundle:
-    """The bundle ``root`` would make now; ``cache_dir`` holds hashes between scans."""
+def scan(root: Path, *, cache_dir: Path | None = None, home: Path | None = None) -> Bundle:
+    """The bundle ``root`` would make now; ``cache_dir`` holds hashes between scans.
+
+    ``home`` (gridctl's own) is never bundled when it lies inside ``root``: reading its
+    registry, even to hash it, would end this process's SQLite locks on it, and then
+    another process may delete the journal this process still reads (a ``--wait`` saw its
+    run queued forever)."""
     root = Path(root)
     root_real = os.path.realpath(root)
     paths = _outside_downloads(root_real, select_files(root).paths)
+    if home is not None:
+        paths = _outside_home(root_real, os.path.realpath(home), paths)
     prefix = os.path.join(root_real, "")
     hashes = _HashCache(cache_dir, root_real)
     entries: list[BundleEntry] = []
@@ -104,6 +111,14 @@ def scan(root: Path, *, cache_dir: Path | None = None) -> Bundle:
         total_bytes=sum(e.size for e in entries),
         warnings=_warnings(entries, outside),
     )
+
+
+def _outside_home(root_real: str, home_real: str, paths: Sequence[str]) -> Sequence[str]:
+    inside = os.path.relpath(home_real, root_real)
+    if inside == os.curdir or inside.startswith(os.pardir):
+        return paths
+    below = os.path.join(inside, "")
+    return [path for path in paths if not path.startswith(below)]
 
 
 def _outside_downloads(root_real: str, paths: Sequence[str]) -> Sequence[str]:

@@ -207,7 +207,7 @@ def datastore_delete(
 def scan(localdir: Path, home: Path) -> bundles.Bundle:
     from gridctl.cli import bundle as bundles
 
-    return bundles.scan(localdir, cache_dir=home / "cache" / "hashes")
+    return bundles.scan(localdir, cache_dir=home / "cache" / "hashes", home=home)
 
 
 def bundle_warnings(bundle: bundles.Bundle, ignore_warnings: bool) -> list[str]:

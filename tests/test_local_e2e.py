@@ -175,6 +175,24 @@ def test_two_cli_processes_submitting_at_once_both_succeed(gridctl, project):
     assert all(r["counts"] == {"succeeded": 2} for r in runs)
 
 
+def test_a_home_inside_the_project_is_never_bundled(gridctl, project):
+    """Hashing the home's registry would end the CLI's SQLite locks on it, and another
+    process could then delete the journal the waiting CLI reads: it waited forever."""
+    import tarfile
+
+    gridctl.home = project / ".gridctl"
+    gridctl.env["GRIDCTL_HOME"] = str(gridctl.home)
+    write(project, "train.py", TRAIN)
+    for lr in ("1", "2"):  # the second run finds the home the first one made
+        done = gridctl("run", "--wait", "train.py", "--lr", lr, timeout=300)
+        assert done.returncode == 0, done.stderr
+    archives = sorted((gridctl.home / "store" / "bundles").iterdir())
+    assert archives
+    for archive in archives:
+        with tarfile.open(archive) as bundle:
+            assert bundle.getnames() == ["train.py"]
+
+
 def test_delete_removes_records_and_artifacts(gridctl, project, tmp_path):
     write(project, "train.py", TRAIN)
     assert gridctl("run", "--name", "gone", "--wait", "train.py", "--lr", "[1, 2]").returncode == 0

@@ -56,7 +56,12 @@ def provider_mirror() -> Path | None:
 
 
 def terraform_cli_config(directory: Path, mirror: Path) -> dict[str, str]:
-    """Environment for Terraform: the mirror as the only provider source, a shared cache."""
+    """Environment for Terraform: the mirror as the only provider source, a shared cache.
+
+    GOGC=400: the AWS provider builds its whole schema each time Terraform starts it (four
+    times an apply), mostly garbage; collecting a quarter as often cuts a fifth of its CPU
+    (3.5 s to 2.7 s a start, measured with ``terraform providers schema -json``), and
+    Terraform's applies are most of an AWS test's CPU (an apply about 15 s)."""
     config = directory / "cli.tfrc"
     (directory / "plugins").mkdir(parents=True, exist_ok=True)
     config.write_text(
@@ -65,7 +70,7 @@ def terraform_cli_config(directory: Path, mirror: Path) -> dict[str, str]:
         "}\n"
         f'plugin_cache_dir = "{directory / "plugins"}"\n'
     )
-    return {"TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1"}
+    return {"TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1", "GOGC": "400"}
 
 
 def self_signed(directory: Path) -> Path:
