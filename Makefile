@@ -35,6 +35,7 @@ lint: install
 	$(BIN)/mypy -p gridctl.cli -p gridctl.agent -p gridctl.infra
 
 bench: install
+	$(BIN)/python -m compileall -q cli agent infra
 	$(BIN)/python bench/run_all.py
 
 clean:

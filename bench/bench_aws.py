@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from targets import verdict
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -100,10 +102,10 @@ def main() -> int:
     overhead = times[8] / bare
     listed = ", ".join(f"{n}: {t:.1f} s" for n, t in times.items())
     print(f"aws run (submit to groups requested) {listed}")
-    print(f"aws run scaling: 32/1 = {scaling:.2f} (target <= {SCALING_TARGET})")
+    print(f"aws run scaling: 32/1 = {scaling:.2f} {verdict(scaling, SCALING_TARGET)}")
     print(
         f"aws run overhead: gridctl {times[8]:.1f} s / bare terraform apply {bare:.1f} s"
-        f" = {overhead:.2f} (target <= {OVERHEAD_TARGET})"
+        f" = {overhead:.2f} {verdict(overhead, OVERHEAD_TARGET)}"
     )
     return 0 if scaling <= SCALING_TARGET and overhead <= OVERHEAD_TARGET else 1
 

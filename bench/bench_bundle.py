@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from targets import verdict
+
 from gridctl.agent.core.store import LocalStore
 from gridctl.cli.bundle import RACY_NS, scan, upload
 from gridctl.cli.ignore import select_files
@@ -72,10 +74,6 @@ def median_time(action: Callable[[], object]) -> float:
     return statistics.median(times)
 
 
-def _verdict(met: bool, target: str) -> str:
-    return f"(target {target}: {'met' if met else 'MISSED'})"
-
-
 def git_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
@@ -104,7 +102,7 @@ def main() -> int:
         ratio = ours_s / git_s
         print(
             f"bundle selection: gridctl {ours_s:.3f} s / git {git_s:.3f} s = ratio {ratio:.2f}"
-            f" {_verdict(ratio <= RATIO_TARGET, f'<= {RATIO_TARGET}')}; {total} files,"
+            f" {verdict(ratio, RATIO_TARGET)}; {total} files,"
             f" {len(selected.paths)} selected"
         )
         print(f"bundle selection, pure-Python engine: {python_s:.3f} s (information)")
@@ -118,7 +116,7 @@ def main() -> int:
         rescan_s = median_time(lambda: upload(scan(root, cache_dir=cache), store))
         print(
             f"bundle re-scan unchanged: {rescan_s:.3f} s"
-            f" {_verdict(rescan_s <= RESCAN_TARGET, f'<= {RESCAN_TARGET} s')};"
+            f" {verdict(rescan_s, RESCAN_TARGET, ' s')};"
             f" cold scan + upload {cold_s:.2f} s"
         )
     return 0 if ratio <= RATIO_TARGET and rescan_s <= RESCAN_TARGET else 1

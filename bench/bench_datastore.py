@@ -15,6 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from targets import verdict
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -78,7 +80,8 @@ def main() -> int:
     )
     print(
         f"datastore re-create unchanged: {again.uploaded_bytes} bytes uploaded"
-        f" (target {RECREATE_TARGET_BYTES}) in {recreated:.2f} s (version {again.version})"
+        f" {verdict(again.uploaded_bytes, RECREATE_TARGET_BYTES)} in {recreated:.2f} s"
+        f" (version {again.version})"
     )
     return 0 if again.uploaded_bytes <= RECREATE_TARGET_BYTES else 1
 

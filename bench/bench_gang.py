@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from targets import verdict
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -104,7 +106,7 @@ def report(name: str, samples: list[float], target: float) -> bool:
     p50, p99 = statistics.median(samples), nearest_rank(samples, 99)
     print(
         f"{name}: p50 {p50:.2f} s, p99 {p99:.2f} s, max {max(samples):.2f} s over "
-        f"{len(samples)} gangs of 2 (target p99 <= {target:.0f} s; p99/target {p99 / target:.2f})"
+        f"{len(samples)} gangs of 2; p99/target {p99 / target:.2f} {verdict(p99, target, ' s')}"
     )
     return p99 <= target
 

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from targets import verdict
+
 GRIDCTL = str(Path(sys.executable).with_name("gridctl"))
 REPEATS = 15
 TARGET = 0.3
@@ -27,7 +29,7 @@ def main() -> int:
     bare = _median([sys.executable, "-c", "pass"])
     ours = _median([GRIDCTL, "--help"])
     print(
-        f"gridctl --help: median {ours:.3f} s (target <= {TARGET} s);"
+        f"gridctl --help: median {ours:.3f} s {verdict(ours, TARGET, ' s')};"
         f" bare python {bare:.3f} s, ratio {ours / bare:.1f}"
     )
     return 0 if ours <= TARGET else 1

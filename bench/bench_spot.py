@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from targets import verdict
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -265,7 +267,7 @@ def main() -> int:
     print(
         f"spot notice to SIGTERM, {NOTICES} notices, {POLL_INTERVAL:.0f} s polling:"
         f" p50 {p50:.2f} s, p99 {p99:.2f} s (nearest rank: the max of {NOTICES})"
-        f" (target p99 <= {LATENCY_TARGET})"
+        f" {verdict(p99, LATENCY_TARGET, ' s')}"
     )
     # The median round, split where its time went: waiting for the poll, then the sync.
     middle = sorted(interruptions, key=lambda i: i.finished - i.posted)[len(interruptions) // 2]

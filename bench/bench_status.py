@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from targets import verdict
+
 from gridctl.agent.core.spec import ExperimentSpec
 from gridctl.agent.core.state import State
 from gridctl.agent.service.registry import Registry, RunRecord
@@ -76,10 +78,6 @@ def _median(command: list[str], env: dict[str, str], check: str) -> float:
     return statistics.median(times)
 
 
-def _verdict(seconds: float) -> str:
-    return f"(target <= {TARGET} s: {'met' if seconds <= TARGET else 'MISSED'})"
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gridctl-bench-") as tmp:
         big, many = Path(tmp, "big"), Path(tmp, "many")
@@ -118,7 +116,7 @@ def main() -> int:
         (f"gridctl status (table), {RUNS} runs of {EXPERIMENTS_PER_RUN} experiments", runs_s),
     )
     for what, seconds in figures:
-        print(f"{what}: median {seconds:.3f} s {_verdict(seconds)}")
+        print(f"{what}: median {seconds:.3f} s {verdict(seconds, TARGET, ' s')}")
     print(f"gridctl --help: median {help_s:.3f} s (CLI start-up, for context)")
     return 0 if all(seconds <= TARGET for _, seconds in figures) else 1
 

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from targets import verdict
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -123,7 +125,7 @@ def main() -> int:
         ratio = warm_s / pip_s
         print(
             f"venv warm cache: {warm_s:.2f} s / pip into a fresh venv {pip_s:.1f} s"
-            f" = ratio {ratio:.2f} (target <= {RATIO_TARGET}); {size:.0f} MB installed,"
+            f" = ratio {ratio:.2f} {verdict(ratio, RATIO_TARGET)}; {size:.0f} MB installed,"
             f" first build + upload {cold_s:.1f} s"
         )
     return 0 if ratio <= RATIO_TARGET else 1
