@@ -193,17 +193,26 @@ class _Free:
 def _plan(
     queued: Sequence[Request], running: Sequence[Allocation], capacity: Capacity
 ) -> tuple[list[Allocation], dict[str, str | None]]:
-    """In queue order: what starts, and why each of the others waits."""
+    """In queue order: what starts, and why each of the others waits.
+
+    A sweep queues many requests alike: while what is free stays the same, each kind's
+    reason is worked out once, so that a tick over a long queue costs little per request."""
     free = _Free(running, capacity)
     started: list[Allocation] = []
     reasons: dict[str, str | None] = {}
+    known: dict[tuple[float, int, int, tuple[Mount, ...], int], str | None] = {}
     for request in queued:
-        why = free.blocker(request)
+        kind = (request.cpus, request.gpus, request.memory, request.mounts, request.nodes)
+        why = known[kind] if kind in known else free.blocker(request)
         reasons[request.name] = why
         if why is None:
             started += free.take(request)
+            known.clear()
         elif request.nodes > 1 and free.could_ever_fit(request):
             free.set_aside(request)
+            known.clear()
+        else:
+            known[kind] = why
     return started, reasons
 
 

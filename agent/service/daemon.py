@@ -34,7 +34,7 @@ from gridctl.agent.core.contract import ExperimentKeys, InterruptRequest
 from gridctl.agent.core.gang import Rendezvous, node_name
 from gridctl.agent.core.guards import runtime_used
 from gridctl.agent.core.resources import Capacity, machine_capacity
-from gridctl.agent.core.scheduler import Allocation, request_for, schedule, waiting
+from gridctl.agent.core.scheduler import Allocation, Request, request_for, schedule, waiting
 from gridctl.agent.core.spec import ExperimentSpec
 from gridctl.agent.core.state import ORPHAN_REASON, STARTED_STATES, State
 from gridctl.agent.runner.experiment import (
@@ -118,7 +118,7 @@ def reconcile(home: Home) -> None:
         registry = Registry(home.registry)
         try:
             mark_orphans(home, registry)
-            queued = bool(registry.experiments(statuses=(State.QUEUED,)))
+            queued = bool(registry.queue())
         finally:
             registry.close()
         lock.release()
@@ -142,37 +142,49 @@ def spawn(home: Home) -> None:
         )
 
 
+class _Connections:
+    """Each runner thread's own registry connection, opened at its first report and closed
+    as the thread ends: a connection of its own for each report (connect, schema script,
+    migration transaction: 0.4 ms) cost a short experiment more than its reports did."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def registry(self) -> Registry:
+        registry: Registry | None = getattr(self._local, "registry", None)
+        if registry is None:
+            registry = self._local.registry = Registry(self.path)
+        return registry
+
+    def close(self) -> None:
+        """The calling thread's, if it opened one."""
+        registry: Registry | None = getattr(self._local, "registry", None)
+        if registry is not None:
+            del self._local.registry
+            registry.close()
+
+
 class _RegistryRecorder:
     """Reports one experiment's progress to the registry from its runner thread."""
 
-    def __init__(self, home: Home, name: str, auto_resume: bool) -> None:
-        self.home = home
+    def __init__(self, connections: _Connections, name: str, auto_resume: bool) -> None:
+        self.connections = connections
         self.name = name
         self.auto_resume = auto_resume
 
     def phase(self, reason: str) -> None:
-        registry = Registry(self.home.registry)
-        try:
-            registry.phase(self.name, reason)
-        finally:
-            registry.close()
+        self.connections.registry().phase(self.name, reason)
 
     def running(self, pid: int, pid_started: float) -> None:
-        registry = Registry(self.home.registry)
-        try:
-            registry.mark_running(self.name, pid, pid_started)
-        finally:
-            registry.close()
+        self.connections.registry().mark_running(self.name, pid, pid_started)
 
     def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
-        registry = Registry(self.home.registry)
-        try:
-            if status == State.INTERRUPTED and self.auto_resume:
-                registry.requeue(self.name, reason)
-            else:
-                registry.finish(self.name, status, exit_code, reason)
-        finally:
-            registry.close()
+        registry = self.connections.registry()
+        if status == State.INTERRUPTED and self.auto_resume:
+            registry.requeue(self.name, reason)
+        else:
+            registry.finish(self.name, status, exit_code, reason)
 
 
 class _RankRecorder:
@@ -193,11 +205,7 @@ class _RankRecorder:
         if self.member.rank == 0:
             self.experiment.running(pid, pid_started)
             return
-        registry = Registry(self.experiment.home.registry)
-        try:
-            registry.add_process(self.experiment.name, pid, pid_started)
-        finally:
-            registry.close()
+        self.experiment.connections.registry().add_process(self.experiment.name, pid, pid_started)
 
     def finished(self, status: State, exit_code: int | None, reason: str | None) -> None:
         exited_at = self.runner.exited_at if self.runner is not None else None
@@ -240,11 +248,14 @@ class _Job:
     runners: list[ExperimentRunner] = field(default_factory=list)
     members: list[GangMember] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    ended: list[ExperimentRunner] = field(default_factory=list)
+    """The runners that have returned, each added before it wakes the scheduler: the tick it
+    wakes then sees its slot free, where its thread may still be alive for a moment."""
     interrupted: bool = False
     """It has had the interruption ``gridctl interrupt`` asked for."""
 
     def alive(self) -> bool:
-        return any(thread.is_alive() for thread in self.threads)
+        return len(self.ended) < len(self.runners)
 
     def stop(self) -> None:
         for runner in self.runners:
@@ -272,6 +283,9 @@ class Dispatcher:
         self.wake = threading.Event()
         self.active: dict[str, _Job] = {}
         self.venvs = Venvs(None, home.venvs)
+        self.connections = _Connections(home.registry)
+        self._requests: dict[str, Request] = {}
+        """Each queued experiment's request, read from its spec once: a spec never changes."""
 
     def tick(self) -> bool:
         """One round of reaping, stopping and starting; False once there is nothing to do."""
@@ -286,33 +300,41 @@ class Dispatcher:
             if record.interrupt_window is not None and not job.interrupted:
                 job.interrupt(record.interrupt_window)
         # A resume is queued before its previous attempt's threads have quite finished.
-        queued = [
-            r
-            for r in self.registry.experiments(statuses=(State.QUEUED,))
-            if r.name not in self.active
-        ]
-        records = {r.name: r for r in queued}
-        requests = [request_for(r.spec, r.spec.nodes) for r in queued]
+        queued = {n: why for n, why in self.registry.queue().items() if n not in self.active}
+        requests = [r for r in map(self._request, queued) if r is not None]
         started: dict[str, list[Allocation]] = {}
         for alloc in schedule(requests, self._running(), self.capacity):
             started.setdefault(alloc.name, []).append(alloc)
         for name, allocs in started.items():
             gpu_ids = [gpu for alloc in allocs for gpu in alloc.gpu_ids]
-            if self.registry.claim(name, gpu_ids):
-                self._start(records[name], allocs)
+            found = self.registry.get_experiment(name)
+            if found is not None and self.registry.claim(name, gpu_ids):
+                self._start(found, allocs)
         left = [request for request in requests if request.name not in self.active]
         reasons = waiting(left, self._running(), self.capacity)
-        changed = {n: why for n, why in reasons.items() if why != records[n].reason}
+        changed = {n: why for n, why in reasons.items() if why != queued[n]}
         if changed:
             self.registry.wait(changed)
         return bool(self.active) or bool(queued)
+
+    def _request(self, name: str) -> Request | None:
+        """None for an experiment deleted since the queue was read."""
+        request = self._requests.get(name)
+        if request is None:
+            record = self.registry.get_experiment(name)
+            if record is None:
+                return None
+            request = self._requests[name] = request_for(record.spec, record.spec.nodes)
+        return request
 
     def _running(self) -> list[Allocation]:
         return [alloc for job in self.active.values() for alloc in job.allocations]
 
     def _start(self, record: ExperimentRecord, allocs: Sequence[Allocation]) -> None:
+        # Queued again (a resume), it is read again: the cache holds the queue alone.
+        self._requests.pop(record.name, None)
         job = _Job(allocs)
-        experiment = _RegistryRecorder(self.home, record.name, record.spec.auto_resume)
+        experiment = _RegistryRecorder(self.connections, record.name, record.spec.auto_resume)
         for alloc in sorted(allocs, key=lambda a: a.rank):
             member = None
             recorder: _RegistryRecorder | _RankRecorder = experiment
@@ -338,7 +360,9 @@ class Dispatcher:
             job.runners.append(runner)
             name = node_name(record.name, alloc.rank)
             job.threads.append(
-                threading.Thread(target=self._work, args=(runner, member), name=name, daemon=True)
+                threading.Thread(
+                    target=self._work, args=(job, runner, member), name=name, daemon=True
+                )
             )
         self.active[record.name] = job
         for thread in job.threads:
@@ -356,7 +380,7 @@ class Dispatcher:
         )
         return GangMember(rendezvous, rank, record.spec, GANG_SETTINGS)
 
-    def _work(self, runner: ExperimentRunner, member: GangMember | None) -> None:
+    def _work(self, job: _Job, runner: ExperimentRunner, member: GangMember | None) -> None:
         done = threading.Event()
         if member is not None:
             watch = threading.Thread(target=member.watch, args=(runner, done), daemon=True)
@@ -365,7 +389,9 @@ class Dispatcher:
             runner.run()
             shutil.rmtree(runner.workspace.exec_dir, ignore_errors=True)
         finally:
+            self.connections.close()
             done.set()
+            job.ended.append(runner)
             self.wake.set()
 
 
@@ -387,7 +413,7 @@ def serve(home: Home, settings: RunnerSettings | None = None) -> int:
                 # Release first, then look again: a CLI that queued work after our last
                 # look either sees the lock free and spawns a scheduler, or we see its work.
                 lock.release()
-                if not scheduler.registry.experiments(statuses=(State.QUEUED,)):
+                if not scheduler.registry.queue():
                     return 0
                 if not lock.try_acquire():
                     return 0

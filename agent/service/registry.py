@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, idx);
 CREATE INDEX IF NOT EXISTS experiments_by_status ON experiments(status);
+-- The scheduler's every look at the queue reads this index alone: in the table, a row's
+-- columns after its spec lie in the spec's overflow pages.
+CREATE INDEX IF NOT EXISTS experiments_queue
+    ON experiments(status, created_at, run, idx, name, reason);
 """
 ADDED_COLUMNS = {
     "attempts": "TEXT NOT NULL DEFAULT '[]'",
@@ -220,6 +224,18 @@ class Registry:
             args.extend(wanted)
         query += " ORDER BY created_at, run, idx"
         return [_experiment(r) for r in self._db.execute(query, args)]
+
+    def queue(self) -> dict[str, str | None]:
+        """The queued experiments' names and reasons, in the order they start: what the
+        scheduler reads every tick, without the specs, whose JSON (the submitter's whole
+        environment) would cost more to read than all else a tick does."""
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        cursor.execute(
+            "SELECT name, reason FROM experiments WHERE status = ? ORDER BY created_at, run, idx",
+            (State.QUEUED,),
+        )
+        return dict(cursor.fetchall())
 
     def get_experiment(self, name: str) -> ExperimentRecord | None:
         row = self._db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
