@@ -288,8 +288,8 @@ def test_a_local_plan_has_no_root_disk_size(gridctl, script):
         ("16385", "--disk_size must be a whole number of GiB from 8 to 16384, not 16385"),
         ("0", "--disk_size must be a whole number of GiB from 8 to 16384, not 0"),
         ("-5", "--disk_size must be a whole number of GiB from 8 to 16384, not -5"),
-        ("1.5", "Invalid value for '--disk_size' / '--disk-size': Input should be a valid integer"),
-        ("big", "Invalid value for '--disk_size' / '--disk-size': Input should be a valid integer"),
+        ("1.5", "Invalid value for '--disk_size' / '--disk-size': '1.5' is not a valid int."),
+        ("big", "Invalid value for '--disk_size' / '--disk-size': 'big' is not a valid int."),
     ],
 )
 def test_a_root_disk_size_out_of_range_is_one_line(gridctl, script, value, expected):
