@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from targets import verdict
+
 GRIDCTL = str(Path(sys.executable).with_name("gridctl"))
 SHORT_EXPERIMENTS = 32
 SHORT_TARGET = 1.1
@@ -79,10 +81,6 @@ def _measure(tmp: Path, script: str, count: int, cpus: float, slots: int, repeat
     return Timing(statistics.median(baseline), statistics.median(ours))
 
 
-def _verdict(value: float, target: float) -> str:
-    return f"(target <= {target}: {'met' if value <= target else 'MISSED'})"
-
-
 def main() -> int:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,13 +92,13 @@ def main() -> int:
     print(
         f"local dispatch ({SHORT_EXPERIMENTS} x 0.2 s, --cpus 1): gridctl {short.gridctl:.2f} s /"
         f" xargs -P {cores} {short.xargs:.2f} s = ratio {short.ratio:.2f}"
-        f" {_verdict(short.ratio, SHORT_TARGET)}"
+        f" {verdict(short.ratio, SHORT_TARGET)}"
     )
     many = trivial[MANY]
     print(
         f"local dispatch ({MANY} x pass, --cpus {TRIVIAL_CPUS:g}): gridctl {many.gridctl:.2f} s /"
         f" xargs -P {TRIVIAL_SLOTS} {many.xargs:.2f} s = ratio {many.ratio:.2f}"
-        f" {_verdict(many.ratio, MANY_TARGET)}"
+        f" {verdict(many.ratio, MANY_TARGET)}"
     )
     fixed = trivial[1].beyond
     overheads = [
