@@ -246,19 +246,24 @@ def submit(
 MAX_WINDOW = 3600.0
 
 
-def _find(home: Path, name: str) -> Backend:
-    """The backend that knows this run or experiment name (a run's experiments are not
-    looked up: a sweep's can be a thousand)."""
+def _lookup(home: Path, name: str) -> tuple[Backend, ExperimentStatus | None]:
+    """The backend that knows this run or experiment name, with the experiment when the
+    name is one (None for a run, whose experiments are not looked up: a sweep's can be a
+    thousand). Callers use what it found: on AWS each look is a request to the bucket."""
     for cloud in clouds(home):
         backend = backend_for(home, cloud)
         if backend.run_exists(name):
-            return backend
+            return backend, None
         try:
-            backend.experiments([name])
+            (found,) = backend.experiments([name])
         except GridctlError:
             continue
-        return backend
+        return backend, found
     raise GridctlError(f"no run or experiment named {name!r} (see gridctl status)")
+
+
+def _find(home: Path, name: str) -> Backend:
+    return _lookup(home, name)[0]
 
 
 def runs(home: Path) -> list[RunStatus]:
@@ -292,11 +297,11 @@ def costs(home: Path, name: str | None, after: float | None) -> list[RunStatus]:
 
 def status(home: Path, name: str) -> RunStatus | ExperimentStatus:
     """A run's status, or one experiment's when ``name`` is an experiment."""
-    backend = _find(home, name)
-    if backend.run_exists(name):
+    backend, found = _lookup(home, name)
+    if found is None:
         run = backend.run(name)
         return dataclasses.replace(run, experiments=tuple(backend.explain_waits(run.experiments)))
-    (experiment,) = backend.explain_waits(backend.experiments([name]))
+    (experiment,) = backend.explain_waits([found])
     return experiment
 
 
@@ -396,10 +401,9 @@ class Outputs:
 def _located(home: Path, name: str) -> tuple[Backend, ExperimentStatus]:
     """The experiment ``name`` (a run's name does not do) and the backend that has it,
     looked up once for all that is read of it."""
-    backend = _find(home, name)
-    if backend.run_exists(name):
+    backend, found = _lookup(home, name)
+    if found is None:
         raise GridctlError(f"{name} is a run, not an experiment")
-    (found,) = backend.experiments([name])
     return backend, found
 
 
