@@ -77,9 +77,10 @@ def scan(root: Path, *, cache_dir: Path | None = None, home: Path | None = None)
     run queued forever)."""
     root = Path(root)
     root_real = os.path.realpath(root)
-    paths = _outside_downloads(root_real, select_files(root).paths)
-    if home is not None:
-        paths = _outside_home(root_real, os.path.realpath(home), paths)
+    paths: Sequence[str] = select_files(root).paths
+    left_out = _download_folders(root_real, paths) + _home_folder(root_real, home)
+    if left_out:
+        paths = [path for path in paths if not path.startswith(left_out)]
     prefix = os.path.join(root_real, "")
     hashes = _HashCache(cache_dir, root_real)
     entries: list[BundleEntry] = []
@@ -113,31 +114,30 @@ def scan(root: Path, *, cache_dir: Path | None = None, home: Path | None = None)
     )
 
 
-def _outside_home(root_real: str, home_real: str, paths: Sequence[str]) -> Sequence[str]:
-    inside = os.path.relpath(home_real, root_real)
+def _home_folder(root_real: str, home: Path | None) -> tuple[str, ...]:
+    """``("HOME/",)`` when gridctl's home lies inside the project, as a path in it."""
+    if home is None:
+        return ()
+    inside = os.path.relpath(os.path.realpath(home), root_real)
     if inside == os.curdir or inside.startswith(os.pardir):
-        return paths
-    below = os.path.join(inside, "")
-    return [path for path in paths if not path.startswith(below)]
+        return ()
+    return (os.path.join(inside, ""),)
 
 
-def _outside_downloads(root_real: str, paths: Sequence[str]) -> Sequence[str]:
-    """The paths not below a folder marked as gridctl's download folder (each folder of
-    the tree is looked at once; a tree without any marked folder is returned as it is)."""
+def _download_folders(root_real: str, paths: Sequence[str]) -> tuple[str, ...]:
+    """The folders, as ``"FOLDER/"``, marked as gridctl's download folders (each folder of
+    the tree is looked at once)."""
     folders: set[str] = set()
     for parent in {path.rpartition("/")[0] for path in paths}:
         folder = parent
         while folder and folder not in folders:
             folders.add(folder)
             folder = folder.rpartition("/")[0]
-    marked = tuple(
+    return tuple(
         f"{folder}/"
         for folder in folders
         if os.path.isfile(os.path.join(root_real, folder, DOWNLOADS_MARKER))
     )
-    if not marked:
-        return paths
-    return [path for path in paths if not path.startswith(marked)]
 
 
 def mark_downloads(dest: Path) -> None:
