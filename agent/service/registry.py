@@ -52,11 +52,12 @@ CREATE TABLE IF NOT EXISTS experiments (
     pids           TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS experiments_by_run ON experiments(run, idx);
-CREATE INDEX IF NOT EXISTS experiments_by_status ON experiments(status);
 -- The scheduler's every look at the queue reads this index alone: in the table, a row's
--- columns after its spec lie in the spec's overflow pages.
+-- columns after its spec lie in the spec's overflow pages. It serves every look by status,
+-- so the status index of registries made before it goes: each change of state wrote both.
 CREATE INDEX IF NOT EXISTS experiments_queue
     ON experiments(status, created_at, run, idx, name, reason);
+DROP INDEX IF EXISTS experiments_by_status;
 """
 ADDED_COLUMNS = {
     "attempts": "TEXT NOT NULL DEFAULT '[]'",
